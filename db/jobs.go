@@ -1,0 +1,134 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Job statuses, as the jobs_status_check constraint allows them.
+const (
+	StatusPendingReview = "pending_review"
+	StatusInReview      = "in_review"
+	StatusReviewed      = "reviewed"
+	StatusFailed        = "failed"
+	StatusArchived      = "archived"
+)
+
+// AllStatuses lists every status in the order of a job's life, for reports.
+func AllStatuses() []string {
+	return []string{StatusPendingReview, StatusInReview, StatusReviewed, StatusFailed, StatusArchived}
+}
+
+// Job is a job posting as the relay publishes it: the columns that go into a
+// stream entry. A NULL column is an invalid pgtype.Text.
+type Job struct {
+	ID       string
+	Site     pgtype.Text
+	JobURL   pgtype.Text
+	Title    pgtype.Text
+	Company  pgtype.Text
+	Attempts int32 // publish attempts before this one
+}
+
+// claimSQL locks the oldest pending jobs. SKIP LOCKED lets any number of
+// relays claim side by side: each one gets rows no other open transaction
+// holds, so no job is claimed twice, and none waits for another relay's lock.
+// It reads the partial index on created_at, so its cost does not grow with the
+// number of reviewed jobs. description is not selected: it is not published.
+const claimSQL = `
+SELECT id::text, site, job_url, title, company, attempts
+FROM jobs
+WHERE status = 'pending_review'
+ORDER BY created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+// markInReviewSQL records a published batch in one statement. The status guard
+// is belt and braces: the rows are locked by this transaction since the claim.
+const markInReviewSQL = `
+UPDATE jobs
+SET status = 'in_review', stream_id = b.stream_id, enqueued_at = $3,
+    attempts = attempts + 1, updated_at = now()
+FROM unnest($1::uuid[], $2::text[]) AS b(id, stream_id)
+WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
+
+// markUnpublishableSQL fails claimed jobs that cannot become a stream entry,
+// so they stop blocking the rows behind them.
+const markUnpublishableSQL = `
+UPDATE jobs
+SET status = 'failed', last_error = b.last_error, updated_at = now()
+FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
+WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
+
+// BeginClaim begins a transaction on conn and claims up to limit pending jobs,
+// in one round trip. The jobs are appended to dst[:0]. On error the caller
+// must call Rollback. The transaction stays open for CommitInReview.
+func BeginClaim(ctx context.Context, conn *pgx.Conn, limit int, dst []Job) ([]Job, error) {
+	jobs := dst[:0]
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(claimSQL, limit).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var j Job
+			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts); err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+		}
+		return rows.Err()
+	})
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("claim pending jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// InReviewParams describes a published batch for CommitInReview.
+type InReviewParams struct {
+	IDs        []string  // published jobs
+	StreamIDs  []string  // their entry IDs, index for index
+	EnqueuedAt time.Time // the enqueued_at written into every entry
+
+	FailedIDs    []string // claimed jobs that cannot be published
+	FailedErrors []string // why, index for index
+}
+
+// CommitInReview marks the published jobs in_review, fails the unpublishable
+// ones and commits, in one round trip. On error the caller must call Rollback;
+// the transaction may or may not have committed only if the error came from
+// the COMMIT itself (a lost connection), which the idempotent publish makes
+// harmless.
+func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) error {
+	var b pgx.Batch
+	if len(p.IDs) > 0 {
+		b.Queue(markInReviewSQL, p.IDs, p.StreamIDs, p.EnqueuedAt)
+	}
+	if len(p.FailedIDs) > 0 {
+		b.Queue(markUnpublishableSQL, p.FailedIDs, p.FailedErrors)
+	}
+	// If an UPDATE fails, PostgreSQL skips the COMMIT and leaves the
+	// transaction aborted; Rollback ends it.
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("mark jobs in_review and commit: %w", err)
+	}
+	return nil
+}
+
+// Rollback ends the connection's transaction, if one is open. A connection
+// whose state is unknown (broken mid-statement) is closed instead, which
+// makes PostgreSQL roll back.
+func Rollback(ctx context.Context, conn *pgx.Conn) error {
+	if conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		_ = conn.Close(ctx)
+		return fmt.Errorf("rollback: %w", err)
+	}
+	return nil
+}

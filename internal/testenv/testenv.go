@@ -1,0 +1,170 @@
+// Package testenv gives tests their own PostgreSQL schema, Redis stream
+// names and, for fault tests, Redis servers of their own, so that every test
+// runs in parallel against the real servers without seeing another's data.
+package testenv
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+)
+
+// DatabaseURL is TEST_DATABASE_URL, or the local server's test database.
+func DatabaseURL() string {
+	return cmp.Or(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+}
+
+// RedisURL is TEST_REDIS_URL, or the local server.
+func RedisURL() string {
+	return cmp.Or(os.Getenv("TEST_REDIS_URL"), "redis://127.0.0.1:6379/0")
+}
+
+// Context returns the test's context with a deadline: a hung test fails with
+// its own stack rather than the whole binary's timeout.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Schema is a PostgreSQL schema that belongs to one test.
+type Schema struct {
+	Name string
+	// Pool's connections have search_path set to the schema only, so a query
+	// that reaches for another schema fails.
+	Pool *pgxpool.Pool
+	// URL is DatabaseURL with the search_path parameter, for subprocesses
+	// and for code that opens its own pool.
+	URL string
+}
+
+// NewSchema creates a schema with the jobrelay migrations applied, and drops
+// it when the test ends.
+func NewSchema(t testing.TB) *Schema {
+	t.Helper()
+	s := NewEmptySchema(t)
+	ctx := Context(t)
+	m, err := db.NewMigrator(ctx, s.Pool, nil)
+	if err != nil {
+		t.Fatalf("migrator: %v", err)
+	}
+	defer m.Close()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	return s
+}
+
+// NewEmptySchema creates an empty schema and drops it when the test ends.
+func NewEmptySchema(t testing.TB) *Schema {
+	t.Helper()
+	ctx := Context(t)
+	name := uniqueName(t, "_", 40)
+	admin, err := pgx.Connect(ctx, DatabaseURL())
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL at %s: %v", db.RedactURL(DatabaseURL()), err)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, DatabaseURL())
+		if err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+		}
+	})
+
+	u, err := url.Parse(DatabaseURL())
+	if err != nil {
+		t.Fatalf("parse TEST_DATABASE_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	s := &Schema{Name: name, URL: u.String()}
+	s.Pool, err = db.Open(ctx, s.URL, 6)
+	if err != nil {
+		t.Fatalf("open pool: %v", err)
+	}
+	t.Cleanup(s.Pool.Close) // runs before the drop: cleanups run last-in first-out
+	return s
+}
+
+// NewRedis returns a client of the shared test Redis, closed when the test
+// ends.
+func NewRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	return newRedisClient(t, RedisURL())
+}
+
+func newRedisClient(t testing.TB, rawURL string) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		t.Fatalf("parse Redis URL: %v", err)
+	}
+	opts.ContextTimeoutEnabled = true
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// Stream returns a stream name of the test's own and deletes the stream and
+// every key under "<stream>:" (dead letters, dedup records) when it ends.
+func Stream(t testing.TB, rdb redis.UniversalClient) string {
+	t.Helper()
+	name := "test:" + uniqueName(t, "-", 60)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		keys := []string{name}
+		iter := rdb.Scan(ctx, 0, name+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Logf("scan test keys: %v", err)
+			return
+		}
+		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+			t.Logf("delete test keys: %v", err)
+		}
+	})
+	return name
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// uniqueName builds a readable, unique, identifier-safe name from the test
+// name and random bytes.
+func uniqueName(t testing.TB, sep string, maxLen int) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	suffix := hex.EncodeToString(b[:])
+	base := strings.Trim(unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), sep), sep)
+	if room := maxLen - len("test_") - len(suffix) - 1; len(base) > room {
+		base = base[:room]
+	}
+	return "test" + sep + base + sep + suffix
+}
