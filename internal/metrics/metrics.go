@@ -1,0 +1,135 @@
+// Package metrics defines jobrelay's Prometheus metrics. Each process
+// registers them on a registry of its own (no global state); a component
+// given no registry counts into collectors nobody scrapes.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "jobrelay"
+
+// Relay holds the relay's metrics.
+type Relay struct {
+	JobsRelayed        prometheus.Counter
+	JobsUnpublishable  prometheus.Counter
+	JobsReaped         prometheus.Counter
+	Cycles             *prometheus.CounterVec // result: published, empty, error
+	CycleDuration      prometheus.Histogram
+	BatchSize          prometheus.Histogram
+	Errors             *prometheus.CounterVec // kind: claim, publish, commit, reap, listen, pressure
+	BackpressurePauses prometheus.Counter
+	Paused             prometheus.Gauge
+	Listening          prometheus.Gauge
+}
+
+// NewRelay creates the relay's metrics and registers them on reg, if not nil.
+func NewRelay(reg prometheus.Registerer) *Relay {
+	m := &Relay{
+		JobsRelayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_relayed_total",
+			Help: "Jobs published to the stream and committed in_review.",
+		}),
+		JobsUnpublishable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_unpublishable_total",
+			Help: "Claimed jobs marked failed because they cannot become a stream entry (too large).",
+		}),
+		JobsReaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_reaped_total",
+			Help: "in_review jobs whose stream entry was lost, sent back to pending_review.",
+		}),
+		Cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "cycles_total",
+			Help: "Relay cycles (claim, publish, commit) by result: published, empty or error.",
+		}, []string{"result"}),
+		CycleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "cycle_duration_seconds",
+			Help:    "Duration of relay cycles that claimed jobs, from BEGIN to COMMIT.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "batch_size",
+			Help:    "Jobs claimed per relay cycle that claimed any.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000},
+		}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "errors_total",
+			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure.",
+		}, []string{"kind"}),
+		BackpressurePauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "backpressure_pauses_total",
+			Help: "Times the relay stopped claiming because consumers were behind or Redis was nearly full.",
+		}),
+		Paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "paused",
+			Help: "1 while the relay holds back because of backpressure.",
+		}),
+		Listening: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "listening",
+			Help: "1 while the relay's LISTEN connection is up.",
+		}),
+	}
+	for _, r := range []string{"published", "empty", "error"} {
+		m.Cycles.WithLabelValues(r)
+	}
+	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure"} {
+		m.Errors.WithLabelValues(k)
+	}
+	if reg != nil {
+		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
+			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening)
+	}
+	return m
+}
+
+// Consumer holds a consumer's metrics.
+type Consumer struct {
+	Jobs            *prometheus.CounterVec // result: reviewed, retried, dead_lettered, skipped
+	HandlerDuration prometheus.Histogram
+	Reclaimed       prometheus.Counter
+	Errors          *prometheus.CounterVec // kind: read, finish, reclaim, refresh, dead_letter, trim, group
+	Trimmed         prometheus.Counter
+	InFlight        prometheus.Gauge
+}
+
+// NewConsumer creates a consumer's metrics and registers them on reg, if
+// not nil.
+func NewConsumer(reg prometheus.Registerer) *Consumer {
+	m := &Consumer{
+		Jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "consumer", Name: "jobs_total",
+			Help: "Jobs handled, by result: reviewed, retried (handler failed, will be redelivered), dead_lettered, skipped (already finished).",
+		}, []string{"result"}),
+		HandlerDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "consumer", Name: "handler_duration_seconds",
+			Help:    "Duration of review handler calls.",
+			Buckets: []float64{.0001, .001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300},
+		}),
+		Reclaimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "consumer", Name: "reclaimed_total",
+			Help: "Entries taken over from consumers that left them idle (XAUTOCLAIM).",
+		}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "consumer", Name: "errors_total",
+			Help: "Consumer errors by kind: read, finish, reclaim, refresh, dead_letter, trim, group.",
+		}, []string{"kind"}),
+		Trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "stream", Name: "trimmed_entries_total",
+			Help: "Entries trimmed from the stream after every group was done with them.",
+		}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "consumer", Name: "in_flight",
+			Help: "Entries this consumer holds: handlers running or results not yet recorded.",
+		}),
+	}
+	for _, r := range []string{"reviewed", "retried", "dead_lettered", "skipped"} {
+		m.Jobs.WithLabelValues(r)
+	}
+	for _, k := range []string{"read", "finish", "reclaim", "refresh", "dead_letter", "trim", "group"} {
+		m.Errors.WithLabelValues(k)
+	}
+	if reg != nil {
+		reg.MustRegister(m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight)
+	}
+	return m
+}

@@ -1,0 +1,210 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+)
+
+// publishScript adds a batch of jobs to the stream, at most once per job and
+// attempt, in one round trip.
+//
+// The relay XADDs inside its PostgreSQL transaction. If it dies, or the COMMIT
+// fails, after the XADD, the jobs stay pending_review with the same attempt
+// number and the next claim publishes them again. So the script records the
+// entry ID of every (job, attempt) it adds and returns the recorded ID instead
+// of adding a second entry.
+//
+// Records live in hashes, one per window of DEDUP_TTL: <stream>:sent:<n> for
+// the window n = floor(now_ms / window_ms), expiring at the end of window n+1.
+// A lookup reads windows n and n-1, so a record is found for at least one
+// whole window after it was written; the relay bounds how long a dead relay's
+// row locks live (idle_in_transaction_session_timeout) well below that.
+// Once the relay has committed a batch, no claim can publish those (job,
+// attempt) pairs again, so the next call deletes their records ("forget"):
+// the hashes hold only batches in flight or abandoned, not every job of the
+// window. A hash field costs far less than a key with a TTL, and there is no
+// per-key expiry work for Redis.
+//
+// KEYS[1] stream, KEYS[2] dedup hash prefix.
+// ARGV[1] window in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
+// ARGV[4] window of the fields to forget; ARGV[5] number of fields to forget m;
+// ARGV[6 .. 5+m] fields to forget;
+// then 8 arguments per job: dedup field (job_id:attempt), null mask (letters
+// s, t, c, u for a NULL site, title, company, job_url), job_id, site, title,
+// company, job_url, attempt.
+//
+// Returns {window, id_1, ..., id_n}.
+var publishScript = redis.NewScript(`
+local stream, prefix = KEYS[1], KEYS[2]
+local window = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local enqueued = ARGV[3]
+local t = redis.call('TIME')
+local bucket = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / window)
+local cur, prev = prefix .. bucket, prefix .. (bucket - 1)
+
+-- Forget the batch committed last time, in whichever window holds it.
+local m = tonumber(ARGV[5])
+local i = 6
+if m > 0 then
+  local fb = tonumber(ARGV[4])
+  while i <= 5 + m do
+    local last = math.min(i + 999, 5 + m)
+    redis.call('HDEL', prefix .. fb, unpack(ARGV, i, last))
+    redis.call('HDEL', prefix .. (fb - 1), unpack(ARGV, i, last))
+    i = last + 1
+  end
+end
+
+local base = i
+local fields = {}
+for j = 0, n - 1 do fields[j + 1] = ARGV[base + j * 8] end
+local function lookup(key)
+  local out = {}
+  local s = 1
+  while s <= n do
+    local e = math.min(s + 999, n)
+    local r = redis.call('HMGET', key, unpack(fields, s, e))
+    for x = 1, #r do out[s + x - 1] = r[x] end
+    s = e + 1
+  end
+  return out
+end
+local found, foundPrev = lookup(cur), lookup(prev)
+
+local names = {'site', 'title', 'company', 'job_url'}
+local letters = {'s', 't', 'c', 'u'}
+local ids = {bucket}
+local record = {}
+for j = 0, n - 1 do
+  local o = base + j * 8
+  local id = found[j + 1] or foundPrev[j + 1]
+  if not id then
+    local mask = ARGV[o + 1]
+    if mask == '' then
+      id = redis.call('XADD', stream, '*',
+        'job_id', ARGV[o + 2], 'site', ARGV[o + 3], 'title', ARGV[o + 4],
+        'company', ARGV[o + 5], 'job_url', ARGV[o + 6],
+        'attempt', ARGV[o + 7], 'enqueued_at', enqueued)
+    else
+      local args = {stream, '*', 'job_id', ARGV[o + 2]}
+      for k = 1, 4 do
+        if not string.find(mask, letters[k], 1, true) then
+          args[#args + 1] = names[k]
+          args[#args + 1] = ARGV[o + 2 + k]
+        end
+      end
+      args[#args + 1] = 'attempt'
+      args[#args + 1] = ARGV[o + 7]
+      args[#args + 1] = 'enqueued_at'
+      args[#args + 1] = enqueued
+      id = redis.call('XADD', unpack(args))
+    end
+    record[#record + 1] = fields[j + 1]
+    record[#record + 1] = id
+  end
+  ids[#ids + 1] = id
+end
+
+local s = 1
+while s <= #record do
+  local e = math.min(s + 1999, #record)
+  redis.call('HSET', cur, unpack(record, s, e))
+  s = e + 1
+end
+if #record > 0 then
+  redis.call('PEXPIREAT', cur, (bucket + 2) * window)
+end
+return ids
+`)
+
+// Forget names the dedup records of a committed batch, to delete on the next
+// Publish.
+type Forget struct {
+	Window int64
+	Fields []string
+}
+
+// PublishParams is a batch to publish.
+type PublishParams struct {
+	Stream     string
+	DedupTTL   time.Duration // the dedup window
+	EnqueuedAt string        // RFC 3339, the same for the whole batch
+	Jobs       []db.Job
+	Forget     Forget // records of the previous committed batch
+}
+
+// Published is the result of Publish.
+type Published struct {
+	// StreamIDs holds the entry ID of each job, index for index. A job that
+	// was published before under the same attempt gets its first entry's ID.
+	StreamIDs []string
+	// Forget names this batch's dedup records, for the Publish after this
+	// batch commits.
+	Forget Forget
+}
+
+// Publish adds the jobs to the stream, idempotently per job and attempt, in
+// one round trip (see publishScript).
+func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Published, error) {
+	n := len(p.Jobs)
+	args := make([]any, 0, 5+len(p.Forget.Fields)+8*n)
+	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, p.Forget.Window, len(p.Forget.Fields))
+	for _, f := range p.Forget.Fields {
+		args = append(args, f)
+	}
+	fields := make([]string, n)
+	for i := range p.Jobs {
+		j := &p.Jobs[i]
+		attempt := strconv.Itoa(int(j.Attempts) + 1)
+		fields[i] = j.ID + ":" + attempt
+		args = append(args, fields[i], nullMask(j), j.ID, j.Site.String, j.Title.String, j.Company.String, j.JobURL.String, attempt)
+	}
+	res, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupPrefix(p.Stream)}, args...).Slice()
+	if err != nil {
+		return Published{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
+	}
+	if len(res) != n+1 {
+		return Published{}, fmt.Errorf("publish %d jobs to %s: script returned %d values", n, p.Stream, len(res))
+	}
+	window, _ := res[0].(int64)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i], _ = res[i+1].(string)
+	}
+	return Published{StreamIDs: ids, Forget: Forget{Window: window, Fields: fields}}, nil
+}
+
+// nullMask lists the NULL columns of a job, as the script reads them.
+func nullMask(j *db.Job) string {
+	if j.Site.Valid && j.Title.Valid && j.Company.Valid && j.JobURL.Valid {
+		return ""
+	}
+	var b []byte
+	if !j.Site.Valid {
+		b = append(b, 's')
+	}
+	if !j.Title.Valid {
+		b = append(b, 't')
+	}
+	if !j.Company.Valid {
+		b = append(b, 'c')
+	}
+	if !j.JobURL.Valid {
+		b = append(b, 'u')
+	}
+	return string(b)
+}
+
+// EntrySize is the bytes a job's entry holds in field values, to compare
+// with a size limit before publishing.
+func EntrySize(j *db.Job, enqueuedAt string) int {
+	return len(j.ID) + len(j.Site.String) + len(j.Title.String) + len(j.Company.String) +
+		len(j.JobURL.String) + len(enqueuedAt) + 4
+}

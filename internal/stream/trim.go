@@ -1,0 +1,119 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// luaIDLess compares two entry IDs in Lua (strings "ms-seq").
+const luaIDLess = `
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then ms, seq = id, 0 end
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+`
+
+// trimScript trims the stream below the oldest entry that some consumer
+// group still needs: the group's oldest pending entry, or else its
+// last-delivered entry (everything after it is unread). A stream without
+// groups is not trimmed: a group created later from ID 0 must find all.
+// Trimming is approximate (~): Redis removes whole nodes only, so it may keep
+// a few more entries, never fewer. Atomic, so no group can move backwards
+// in between.
+//
+// KEYS[1] stream. Returns {entries trimmed, the MINID used or ""}.
+var trimScript = redis.NewScript(luaIDLess + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return {0, ''} end
+local minid = nil
+for _, g in ipairs(groups) do
+  local info = fields(g)
+  local need = info['last-delivered-id']
+  if tonumber(info['pending']) > 0 then
+    local summary = redis.call('XPENDING', KEYS[1], info['name'])
+    if summary[2] and less(summary[2], need) then need = summary[2] end
+  end
+  if minid == nil or less(need, minid) then minid = need end
+end
+if minid == '0-0' then return {0, minid} end
+local n = redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)
+return {n, minid}
+`)
+
+// Trim removes the entries every consumer group is done with (see
+// trimScript) and returns how many it removed.
+func Trim(ctx context.Context, rdb redis.Scripter, stream string) (int64, error) {
+	res, err := trimScript.Run(ctx, rdb, []string{stream}).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("trim %s: %w", stream, err)
+	}
+	n, _ := res[0].(int64)
+	return n, nil
+}
+
+// liveScript tells, for each entry ID, whether the entry still awaits a
+// consumer of the group: it exists and is either pending in the group or not
+// yet delivered to it (after its last-delivered ID, or the group does not
+// exist yet). An entry that is gone (Redis restarted empty, stream deleted,
+// trimmed) or was acknowledged without its job being finished is not live.
+//
+// KEYS[1] stream. ARGV[1] group, ARGV[2..] entry IDs. Returns 1 or 0 per ID.
+var liveScript = redis.NewScript(luaIDLess + `
+local out = {}
+local n = #ARGV - 1
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 1, n do out[i] = 0 end
+  return out
+end
+local last = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = fields(g)
+  if info['name'] == ARGV[1] then last = info['last-delivered-id'] end
+end
+for i = 1, n do
+  local id = ARGV[i + 1]
+  local r = redis.pcall('XRANGE', KEYS[1], id, id)
+  if type(r) ~= 'table' or r.err or #r == 0 then
+    out[i] = 0
+  elseif last == nil or less(last, id) then
+    out[i] = 1
+  else
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if #p > 0 then out[i] = 1 else out[i] = 0 end
+  end
+end
+return out
+`)
+
+// Live reports, for each entry ID, whether the entry still awaits a
+// consumer of the group (see liveScript).
+func Live(ctx context.Context, rdb redis.Scripter, stream, group string, ids []string) ([]bool, error) {
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, group)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	res, err := liveScript.Run(ctx, rdb, []string{stream}, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("check entries of %s: %w", stream, err)
+	}
+	live := make([]bool, len(ids))
+	for i := range live {
+		live[i] = i < len(res) && res[i] == 1
+	}
+	return live, nil
+}

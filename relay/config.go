@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jobrelay/jobrelay/internal/metrics"
+)
+
+// Defaults of Config.
+const (
+	StreamDefault         = "job_review"
+	GroupDefault          = "job_review_workers"
+	BatchSizeDefault      = 100
+	PollIntervalDefault   = 5 * time.Minute
+	CycleTimeoutDefault   = 30 * time.Second
+	ReenqueueAfterDefault = 5 * time.Minute
+	MaxStreamLagDefault   = 100_000
+	MaxMemoryRatioDefault = 0.8
+	MaxEntryBytesDefault  = 1 << 20
+	JobLogLimitDefault    = 10
+
+	// BatchSizeMax bounds BatchSize: bigger batches gain nothing and hold
+	// more row locks for longer.
+	BatchSizeMax = 5000
+)
+
+// Config configures a Relay. The zero value of each field means its default;
+// -1 disables the features that say so.
+type Config struct {
+	// Stream is the Redis stream jobs are published to. Defaults to
+	// "job_review".
+	Stream string
+
+	// Group is the consumer group whose lag holds the relay back (see
+	// MaxStreamLag) and whose pending entries the reaper looks for.
+	// Defaults to "job_review_workers".
+	Group string
+
+	// BatchSize is the number of jobs claimed, published and committed per
+	// cycle, at most BatchSizeMax. Defaults to 100.
+	BatchSize int
+
+	// PollInterval is the safety net under LISTEN/NOTIFY: the relay runs a
+	// cycle, and the reaper, at least this often (jittered by ±10%).
+	// Defaults to 5 minutes.
+	PollInterval time.Duration
+
+	// PollOnly turns off LISTEN/NOTIFY, for connection poolers that break it
+	// (PgBouncer in transaction mode). New jobs then wait up to PollInterval.
+	PollOnly bool
+
+	// CycleTimeout bounds one cycle, and so how long the relay holds row
+	// locks while Redis stalls. The relay's PostgreSQL session also sets it
+	// as statement_timeout and idle_in_transaction_session_timeout, so a
+	// relay that hangs or vanishes mid-cycle releases its locks after it.
+	// Defaults to 30 seconds.
+	CycleTimeout time.Duration
+
+	// DedupTTL is how long the record of a published batch outlives a
+	// relay that died before committing it, so that whoever claims those
+	// jobs next finds the entries already added. It must cover the time
+	// until another relay claims them: the dead relay's locks (CycleTimeout)
+	// and the next wake-up (PollInterval at worst). Records of committed
+	// batches are deleted at once, so a long TTL costs no memory in normal
+	// operation. Defaults to 2 × (CycleTimeout + PollInterval).
+	DedupTTL time.Duration
+
+	// ReenqueueAfter is how long a job may stay in_review before the reaper
+	// checks that its stream entry still exists, and sends it back to
+	// pending_review if not. -1 disables the reaper. Defaults to 5 minutes.
+	ReenqueueAfter time.Duration
+
+	// MaxStreamLag is the number of entries the group may have left unread
+	// before the relay stops claiming; the backlog then waits in PostgreSQL.
+	// -1 disables the check. Defaults to 100000.
+	MaxStreamLag int64
+
+	// MaxMemoryRatio is the share of Redis maxmemory past which the relay
+	// stops claiming. It has no effect on a Redis without maxmemory. -1
+	// disables the check. Defaults to 0.8.
+	MaxMemoryRatio float64
+
+	// MaxEntryBytes bounds the size of one stream entry. A job whose entry
+	// would be larger is marked failed with a last_error that says so, and
+	// the jobs behind it go on. Defaults to 1 MiB.
+	MaxEntryBytes int
+
+	// JobLogLimit is the largest batch whose jobs are each logged at Info
+	// ("Enqueued job for review"); in bigger batches, which only happen
+	// when a backlog drains, they are logged at Debug, so logging does not
+	// cost more than relaying. -1 logs every job at Info. Defaults to 10.
+	JobLogLimit int
+
+	// Logger receives the relay's logs. Defaults to discarding them.
+	Logger *slog.Logger
+
+	// Metrics receives the relay's metrics. Defaults to unregistered ones.
+	Metrics *metrics.Relay
+
+	// pressureInterval is how often backpressure is checked while the relay
+	// works, and re-checked while it waits. Tests shorten it.
+	pressureInterval time.Duration
+}
+
+// withDefaults returns a copy of c with every zero field set to its default.
+func (c *Config) withDefaults() *Config {
+	out := *c
+	out.Stream = cmp.Or(out.Stream, StreamDefault)
+	out.Group = cmp.Or(out.Group, GroupDefault)
+	out.BatchSize = cmp.Or(out.BatchSize, BatchSizeDefault)
+	out.PollInterval = cmp.Or(out.PollInterval, PollIntervalDefault)
+	out.CycleTimeout = cmp.Or(out.CycleTimeout, CycleTimeoutDefault)
+	out.DedupTTL = cmp.Or(out.DedupTTL, 2*(out.CycleTimeout+out.PollInterval))
+	out.ReenqueueAfter = cmp.Or(out.ReenqueueAfter, ReenqueueAfterDefault)
+	out.MaxStreamLag = cmp.Or(out.MaxStreamLag, MaxStreamLagDefault)
+	out.MaxMemoryRatio = cmp.Or(out.MaxMemoryRatio, MaxMemoryRatioDefault)
+	out.MaxEntryBytes = cmp.Or(out.MaxEntryBytes, MaxEntryBytesDefault)
+	out.JobLogLimit = cmp.Or(out.JobLogLimit, JobLogLimitDefault)
+	out.pressureInterval = cmp.Or(out.pressureInterval, 250*time.Millisecond)
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.Metrics == nil {
+		out.Metrics = metrics.NewRelay(nil)
+	}
+	return &out
+}
+
+// validate reports the first field that is out of range.
+func (c *Config) validate() error {
+	switch {
+	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
+		return fmt.Errorf("BatchSize must be between 1 and %d, got %d", BatchSizeMax, c.BatchSize)
+	case c.PollInterval < 0:
+		return errors.New("PollInterval must be positive")
+	case c.CycleTimeout < 10*time.Millisecond:
+		return fmt.Errorf("CycleTimeout must be at least 10ms, got %s", c.CycleTimeout)
+	case c.DedupTTL < c.CycleTimeout:
+		return fmt.Errorf("DedupTTL (%s) must be at least CycleTimeout (%s): records must outlive a dead relay's locks", c.DedupTTL, c.CycleTimeout)
+	case c.ReenqueueAfter < 0 && c.ReenqueueAfter != -1:
+		return errors.New("ReenqueueAfter must be positive, or -1 to disable the reaper")
+	case c.MaxStreamLag < -1:
+		return errors.New("MaxStreamLag must be positive, or -1 to disable it")
+	case c.MaxMemoryRatio != -1 && (c.MaxMemoryRatio <= 0 || c.MaxMemoryRatio > 1):
+		return fmt.Errorf("MaxMemoryRatio must be in (0, 1], or -1 to disable it, got %g", c.MaxMemoryRatio)
+	case c.MaxEntryBytes < 1024:
+		return fmt.Errorf("MaxEntryBytes must be at least 1024, got %d", c.MaxEntryBytes)
+	}
+	return nil
+}
