@@ -9,9 +9,9 @@ import (
 // Backlog is the work the pipeline has not finished, read from the partial
 // indexes, so it is cheap however many jobs were reviewed.
 type Backlog struct {
-	Pending       int64     // jobs pending_review
-	OldestPending time.Time // created_at of the oldest, zero when none
-	InReview      int64     // jobs in_review
+	Pending        int64     // jobs pending_review
+	OldestPending  time.Time // created_at of the oldest, zero when none
+	InReview       int64     // jobs in_review
 	OldestInReview time.Time // enqueued_at of the oldest, zero when none
 }
 

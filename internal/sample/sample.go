@@ -12,15 +12,15 @@ import (
 )
 
 var (
-	levels  = []string{"", "Junior ", "Senior ", "Staff ", "Principal ", "Lead "}
-	roles   = []string{"Backend Engineer", "Frontend Engineer", "Full-Stack Developer", "Data Engineer", "Data Scientist", "Machine Learning Engineer", "Site Reliability Engineer", "DevOps Engineer", "Platform Engineer", "Security Engineer", "Mobile Developer (iOS)", "Android Developer", "QA Automation Engineer", "Product Manager", "Engineering Manager", "Solutions Architect", "Database Administrator", "Go Developer", "Python Developer", "Rust Engineer"}
-	tags    = []string{"", "", "", " (Remote)", " - Payments", " - Search", " - Infrastructure", " - Growth", " (Contract)", " - AI Platform"}
-	prefix  = []string{"Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Pied Piper", "Vandelay", "Soylent", "Tyrell", "Cyberdyne", "Aperture", "Massive Dynamic", "Wonka", "Oscorp", "Nakatomi", "Gringotts", "Monarch", "Blue Sun"}
-	suffix  = []string{" Labs", " Systems", " Inc.", " GmbH", " Technologies", " Analytics", " Cloud", " Health", " Robotics", " Financial"}
-	sites   = []string{"linkedin", "indeed", "glassdoor", "stepstone", "welcometothejungle", "otta", "wellfound", "remoteok", "weworkremotely", "company-site"}
-	places  = []string{"Berlin, Germany", "London, UK", "Paris, France", "Amsterdam, Netherlands", "Remote (EU)", "New York, NY", "San Francisco, CA", "Austin, TX", "Toronto, Canada", "Lisbon, Portugal", "Remote (Worldwide)", "Munich, Germany", "Zurich, Switzerland", "Warsaw, Poland", "Stockholm, Sweden"}
-	stacks  = []string{"Go", "PostgreSQL", "Redis", "Kubernetes", "Python", "TypeScript", "React", "AWS", "GCP", "Terraform", "Kafka", "gRPC", "Rust", "Spark", "dbt"}
-	perks   = []string{"equity", "a learning budget", "four-day weeks in summer", "relocation support", "a home-office budget", "30 days of holiday", "on-call pay", "parental leave"}
+	levels = []string{"", "Junior ", "Senior ", "Staff ", "Principal ", "Lead "}
+	roles  = []string{"Backend Engineer", "Frontend Engineer", "Full-Stack Developer", "Data Engineer", "Data Scientist", "Machine Learning Engineer", "Site Reliability Engineer", "DevOps Engineer", "Platform Engineer", "Security Engineer", "Mobile Developer (iOS)", "Android Developer", "QA Automation Engineer", "Product Manager", "Engineering Manager", "Solutions Architect", "Database Administrator", "Go Developer", "Python Developer", "Rust Engineer"}
+	tags   = []string{"", "", "", " (Remote)", " - Payments", " - Search", " - Infrastructure", " - Growth", " (Contract)", " - AI Platform"}
+	prefix = []string{"Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Pied Piper", "Vandelay", "Soylent", "Tyrell", "Cyberdyne", "Aperture", "Massive Dynamic", "Wonka", "Oscorp", "Nakatomi", "Gringotts", "Monarch", "Blue Sun"}
+	suffix = []string{" Labs", " Systems", " Inc.", " GmbH", " Technologies", " Analytics", " Cloud", " Health", " Robotics", " Financial"}
+	sites  = []string{"linkedin", "indeed", "glassdoor", "stepstone", "welcometothejungle", "otta", "wellfound", "remoteok", "weworkremotely", "company-site"}
+	places = []string{"Berlin, Germany", "London, UK", "Paris, France", "Amsterdam, Netherlands", "Remote (EU)", "New York, NY", "San Francisco, CA", "Austin, TX", "Toronto, Canada", "Lisbon, Portugal", "Remote (Worldwide)", "Munich, Germany", "Zurich, Switzerland", "Warsaw, Poland", "Stockholm, Sweden"}
+	stacks = []string{"Go", "PostgreSQL", "Redis", "Kubernetes", "Python", "TypeScript", "React", "AWS", "GCP", "Terraform", "Kafka", "gRPC", "Rust", "Spark", "dbt"}
+	perks  = []string{"equity", "a learning budget", "four-day weeks in summer", "relocation support", "a home-office budget", "30 days of holiday", "on-call pay", "parental leave"}
 )
 
 // Jobs returns n sample jobs drawn from rng.
