@@ -30,6 +30,12 @@ type DBTX interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// Batcher is a DBTX that also runs batches: a pool or a connection.
+type Batcher interface {
+	DBTX
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // Open parses a PostgreSQL URL (or key=value DSN) and returns a pool. It does
 // not connect: the first query does, so a server that is still starting is no
 // error here. The URL's query parameters that are not libpq options (for

@@ -3,76 +3,67 @@ package db
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// MarkReviewed marks handled jobs reviewed, in one statement. It is a
-// compare-and-set: only jobs still in_review change, so a job that was
-// failed, archived or sent back meanwhile keeps its status. It returns the
-// IDs that did not change (usually none).
-func MarkReviewed(ctx context.Context, q DBTX, ids []string) ([]string, error) {
-	tag, err := q.Exec(ctx, `
+// Finished identifies a job's stream entry by job and attempt, for the
+// compare-and-set updates of the consumer.
+type Finished struct {
+	IDs      []string
+	Attempts []int32 // the entry's attempt, index for index
+	Errors   []string
+}
+
+// finishedCAS matches jobs still waiting for the outcome of this attempt:
+// in_review with this attempt, or pending_review one attempt earlier. The
+// second case is a relay that published the entry and has not committed
+// yet: the UPDATE then waits for the relay's row lock and, once the relay
+// commits, re-checks the row and finds it in_review. If the relay rolled
+// back instead, the job was still handled successfully; recording it spares
+// a second review. A job reviewed, failed, archived or re-published under a
+// later attempt does not match.
+const finishedCAS = `jobs.id = b.id AND (
+    (jobs.status = 'in_review' AND jobs.attempts = b.attempt) OR
+    (jobs.status = 'pending_review' AND jobs.attempts = b.attempt - 1))`
+
+const markReviewedSQL = `
 UPDATE jobs SET status = 'reviewed', updated_at = now()
-WHERE id = ANY($1::uuid[]) AND status = 'in_review'`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("mark jobs reviewed: %w", err)
-	}
-	if tag.RowsAffected() == int64(len(ids)) {
-		return nil, nil
-	}
-	// Rare: find which ones, for the log.
-	statuses, err := JobStatuses(ctx, q, ids)
-	if err != nil {
-		return nil, err
-	}
-	var unchanged []string
-	for _, id := range ids {
-		if statuses[id] != StatusReviewed {
-			unchanged = append(unchanged, id)
-		}
-	}
-	return unchanged, nil
-}
+FROM unnest($1::uuid[], $2::int[]) AS b(id, attempt)
+WHERE ` + finishedCAS
 
-// RecordErrors stores the latest handler error of jobs that will be retried,
-// so an operator sees why a job is slow to finish. Only in_review jobs change.
-func RecordErrors(ctx context.Context, q DBTX, ids, errs []string) error {
-	_, err := q.Exec(ctx, `
-UPDATE jobs SET last_error = b.last_error, updated_at = now()
-FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
-WHERE jobs.id = b.id AND jobs.status = 'in_review'`, ids, errs)
-	if err != nil {
-		return fmt.Errorf("record job errors: %w", err)
-	}
-	return nil
-}
-
-// MarkFailed marks dead-lettered jobs failed with their last error. Only
-// in_review jobs change (compare-and-set).
-func MarkFailed(ctx context.Context, q DBTX, ids, errs []string) error {
-	_, err := q.Exec(ctx, `
+const markFailedSQL = `
 UPDATE jobs SET status = 'failed', last_error = b.last_error, updated_at = now()
-FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
-WHERE jobs.id = b.id AND jobs.status = 'in_review'`, ids, errs)
-	if err != nil {
-		return fmt.Errorf("mark jobs failed: %w", err)
-	}
-	return nil
+FROM unnest($1::uuid[], $2::int[], $3::text[]) AS b(id, attempt, last_error)
+WHERE ` + finishedCAS
+
+const recordErrorsSQL = `
+UPDATE jobs SET last_error = b.last_error, updated_at = now()
+FROM unnest($1::uuid[], $2::int[], $3::text[]) AS b(id, attempt, last_error)
+WHERE ` + finishedCAS
+
+// JobState is a job's status and publish attempts.
+type JobState struct {
+	Status   string
+	Attempts int32
 }
 
-// JobStatuses returns the status of each job that exists among ids.
-func JobStatuses(ctx context.Context, q DBTX, ids []string) (map[string]string, error) {
-	rows, err := q.Query(ctx, `SELECT id::text, status FROM jobs WHERE id = ANY($1::uuid[])`, ids)
+// JobStatuses returns the state of each job that exists among ids.
+func JobStatuses(ctx context.Context, q DBTX, ids []string) (map[string]JobState, error) {
+	rows, err := q.Query(ctx, `SELECT id::text, status, attempts FROM jobs WHERE id = ANY($1::uuid[])`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read job statuses: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]string, len(ids))
+	out := make(map[string]JobState, len(ids))
 	for rows.Next() {
-		var id, status string
-		if err := rows.Scan(&id, &status); err != nil {
+		var id string
+		var st JobState
+		if err := rows.Scan(&id, &st.Status, &st.Attempts); err != nil {
 			return nil, fmt.Errorf("read job statuses: %w", err)
 		}
-		out[id] = status
+		out[id] = st
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read job statuses: %w", err)
@@ -106,4 +97,53 @@ WHERE status = 'failed'`
 		return 0, fmt.Errorf("retry job %s: no failed job with that ID: %w", id, ErrNotFound)
 	}
 	return n, nil
+}
+
+// Outcomes are the results of a batch of handled jobs. The reviewed ones
+// are marked reviewed, the failed ones failed with their error, and the
+// retried ones keep their status with the error in last_error; each only if
+// the job still waits for that attempt's outcome (see finishedCAS).
+type Outcomes struct {
+	Reviewed Finished // handler succeeded
+	Failed   Finished // dead-lettered, with errors
+	Retried  Finished // handler failed, will be retried, with errors
+}
+
+// RecordOutcomes records a batch of outcomes in one round trip and returns
+// the reviewed IDs that did not change (usually none).
+func RecordOutcomes(ctx context.Context, q Batcher, o *Outcomes) ([]string, error) {
+	var b pgx.Batch
+	var updated int64
+	if len(o.Reviewed.IDs) > 0 {
+		b.Queue(markReviewedSQL, o.Reviewed.IDs, o.Reviewed.Attempts).Exec(func(ct pgconn.CommandTag) error {
+			updated = ct.RowsAffected()
+			return nil
+		})
+	}
+	if len(o.Failed.IDs) > 0 {
+		b.Queue(markFailedSQL, o.Failed.IDs, o.Failed.Attempts, o.Failed.Errors)
+	}
+	if len(o.Retried.IDs) > 0 {
+		b.Queue(recordErrorsSQL, o.Retried.IDs, o.Retried.Attempts, o.Retried.Errors)
+	}
+	if b.Len() == 0 {
+		return nil, nil
+	}
+	if err := q.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("record review outcomes: %w", err)
+	}
+	if updated == int64(len(o.Reviewed.IDs)) {
+		return nil, nil
+	}
+	statuses, err := JobStatuses(ctx, q, o.Reviewed.IDs)
+	if err != nil {
+		return nil, err
+	}
+	var unchanged []string
+	for _, id := range o.Reviewed.IDs {
+		if statuses[id].Status != StatusReviewed {
+			unchanged = append(unchanged, id)
+		}
+	}
+	return unchanged, nil
 }

@@ -128,3 +128,39 @@ func parseMessage(v any) (redis.XMessage, bool) {
 	}
 	return msg, true
 }
+
+// deleteIdleConsumersScript removes consumers of a group that have nothing
+// pending and have been inactive for longer than the threshold. Deleting a
+// consumer with pending entries would orphan them (redis/redis#9745), so
+// the check and the delete are one atomic step; entries of a dead consumer
+// are reclaimed by the live ones first, and the consumer goes once empty.
+// Redis 7.2+ reports "inactive" (since the last successful read or claim);
+// 7.0 only "idle", which is used instead.
+//
+// KEYS[1] stream. ARGV[1] group, ARGV[2] consumer to keep (the caller),
+// ARGV[3] inactivity threshold in ms. Returns the names deleted.
+var deleteIdleConsumersScript = redis.NewScript(`
+local out = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  local inactive = tonumber(info['inactive'] or info['idle'])
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0 and inactive ~= nil
+     and inactive >= 0 and inactive > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    out[#out + 1] = info['name']
+  end
+end
+return out
+`)
+
+// DeleteIdleConsumers removes the group's consumers that have nothing
+// pending and were inactive for longer than idle (see
+// deleteIdleConsumersScript), and returns their names.
+func DeleteIdleConsumers(ctx context.Context, rdb redis.Scripter, stream, group, keep string, idle time.Duration) ([]string, error) {
+	names, err := deleteIdleConsumersScript.Run(ctx, rdb, []string{stream}, group, keep, idle.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("delete idle consumers of %s/%s: %w", stream, group, err)
+	}
+	return names, nil
+}

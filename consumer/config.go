@@ -1,0 +1,166 @@
+package consumer
+
+import (
+	"cmp"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jobrelay/jobrelay/internal/metrics"
+)
+
+// Defaults of Config.
+const (
+	StreamDefault               = "job_review"
+	GroupDefault                = "job_review_workers"
+	ConcurrencyDefault          = 8
+	BlockDefault                = 2 * time.Second
+	ReclaimIdleDefault          = time.Minute
+	MaxDeliveriesDefault        = 5
+	HandlerTimeoutDefault       = 5 * time.Minute
+	ShutdownTimeoutDefault      = 30 * time.Second
+	DeleteConsumersAfterDefault = time.Hour
+	TrimIntervalDefault         = time.Second
+)
+
+// Config configures a Consumer. The zero value of each field means its
+// default; -1 disables the features that say so.
+type Config struct {
+	// Handler reviews each job. Required.
+	Handler Handler
+
+	// Stream is the Redis stream to read. Defaults to "job_review".
+	Stream string
+
+	// Group is the consumer group, shared by every consumer of the
+	// pipeline. It is created, from the start of the stream, if missing.
+	// Defaults to "job_review_workers".
+	Group string
+
+	// Name is this consumer's name in the group, unique per process.
+	// Defaults to "<host>-<pid>-<random>".
+	Name string
+
+	// Concurrency is the number of handlers that run at once. Defaults to 8.
+	Concurrency int
+
+	// ReadCount is the most entries fetched by one XREADGROUP. The consumer
+	// never fetches more entries than it has idle handlers, so work it
+	// cannot start stays available to other consumers. Defaults to
+	// Concurrency.
+	ReadCount int
+
+	// Block is how long an XREADGROUP waits for new entries. Entries are
+	// delivered as soon as they arrive; this only bounds each wait.
+	// Defaults to 2 seconds.
+	Block time.Duration
+
+	// ReclaimIdle is how long an entry may stay delivered without a result
+	// before any consumer takes it over (XAUTOCLAIM): a failed job is
+	// retried after it, and the work of a dead consumer is finished by the
+	// others. A consumer refreshes its claim on entries whose handler runs
+	// long, so a slow job is not taken over while it runs. Defaults to 1
+	// minute.
+	ReclaimIdle time.Duration
+
+	// MaxDeliveries is how many times a job is delivered before it is
+	// dead-lettered: copied to "<stream>:dead" with its error and delivery
+	// count, acknowledged, and marked failed. Defaults to 5.
+	MaxDeliveries int
+
+	// HandlerTimeout bounds one handler call; its context is cancelled
+	// after it. Defaults to 5 minutes.
+	HandlerTimeout time.Duration
+
+	// ShutdownTimeout is how long in-flight handlers may finish after Run's
+	// context is done. Jobs not finished by then stay pending in the group,
+	// for another consumer to reclaim. Defaults to 30 seconds.
+	ShutdownTimeout time.Duration
+
+	// DeleteConsumersAfter is how long a consumer of the group must be
+	// inactive, with nothing pending, before it is removed from the group,
+	// so that XINFO CONSUMERS lists live consumers. -1 disables it.
+	// Defaults to 1 hour.
+	DeleteConsumersAfter time.Duration
+
+	// TrimInterval is the least time between two trims of the stream, after
+	// acknowledgements. Trimming never removes an entry a group still
+	// needs. -1 disables it. Defaults to 1 second.
+	TrimInterval time.Duration
+
+	// Logger receives the consumer's logs. Defaults to discarding them.
+	Logger *slog.Logger
+
+	// Metrics receives the consumer's metrics. Defaults to unregistered
+	// ones.
+	Metrics *metrics.Consumer
+}
+
+func (c *Config) withDefaults() *Config {
+	out := *c
+	out.Stream = cmp.Or(out.Stream, StreamDefault)
+	out.Group = cmp.Or(out.Group, GroupDefault)
+	if out.Name == "" {
+		out.Name = defaultName()
+	}
+	out.Concurrency = cmp.Or(out.Concurrency, ConcurrencyDefault)
+	out.ReadCount = cmp.Or(out.ReadCount, out.Concurrency)
+	out.Block = cmp.Or(out.Block, BlockDefault)
+	out.ReclaimIdle = cmp.Or(out.ReclaimIdle, ReclaimIdleDefault)
+	out.MaxDeliveries = cmp.Or(out.MaxDeliveries, MaxDeliveriesDefault)
+	out.HandlerTimeout = cmp.Or(out.HandlerTimeout, HandlerTimeoutDefault)
+	out.ShutdownTimeout = cmp.Or(out.ShutdownTimeout, ShutdownTimeoutDefault)
+	out.DeleteConsumersAfter = cmp.Or(out.DeleteConsumersAfter, DeleteConsumersAfterDefault)
+	out.TrimInterval = cmp.Or(out.TrimInterval, TrimIntervalDefault)
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.Metrics == nil {
+		out.Metrics = metrics.NewConsumer(nil)
+	}
+	return &out
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Handler == nil:
+		return errors.New("Handler is required")
+	case c.Concurrency < 1:
+		return fmt.Errorf("Concurrency must be at least 1, got %d", c.Concurrency)
+	case c.ReadCount < 1:
+		return fmt.Errorf("ReadCount must be at least 1, got %d", c.ReadCount)
+	case c.Block < time.Millisecond:
+		return fmt.Errorf("Block must be at least 1ms, got %s", c.Block)
+	case c.ReclaimIdle < 10*time.Millisecond:
+		return fmt.Errorf("ReclaimIdle must be at least 10ms, got %s", c.ReclaimIdle)
+	case c.MaxDeliveries < 1:
+		return fmt.Errorf("MaxDeliveries must be at least 1, got %d", c.MaxDeliveries)
+	case c.HandlerTimeout <= 0:
+		return fmt.Errorf("HandlerTimeout must be positive, got %s", c.HandlerTimeout)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)
+	case c.DeleteConsumersAfter < 0 && c.DeleteConsumersAfter != -1:
+		return errors.New("DeleteConsumersAfter must be positive, or -1 to disable it")
+	case c.DeleteConsumersAfter > 0 && c.DeleteConsumersAfter < 2*c.ReclaimIdle:
+		return fmt.Errorf("DeleteConsumersAfter (%s) must be at least twice ReclaimIdle (%s)", c.DeleteConsumersAfter, c.ReclaimIdle)
+	case c.TrimInterval < 0 && c.TrimInterval != -1:
+		return errors.New("TrimInterval must be positive, or -1 to disable trimming")
+	}
+	return nil
+}
+
+// defaultName is unique per process: host, pid, and random bytes in case a
+// container restarts with the same host name and pid.
+func defaultName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "consumer"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}

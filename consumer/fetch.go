@@ -1,0 +1,306 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/backoff"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// ensureGroup creates the group from the start of the stream (so entries
+// added before any consumer existed are delivered), and the stream if
+// missing. A group that exists already is fine.
+func (c *Consumer) ensureGroup(ctx context.Context) (created bool, err error) {
+	err = c.rdb.XGroupCreateMkStream(ctx, c.cfg.Stream, c.cfg.Group, "0").Err()
+	if redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return false, nil
+	}
+	if err != nil {
+		c.m.Errors.WithLabelValues("group").Inc()
+		return false, err
+	}
+	return true, nil
+}
+
+// ensureGroupRetrying ensures the group, retrying while Redis is down. It
+// returns false if ctx ends first.
+func (c *Consumer) ensureGroupRetrying(ctx context.Context) bool {
+	r := retrying{what: "creating the consumer group", log: c.log}
+	for {
+		created, err := c.ensureGroup(ctx)
+		if err == nil {
+			r.ok(ctx)
+			if created {
+				c.log.InfoContext(ctx, "consumer: created consumer group", slog.String("group", c.cfg.Group))
+			}
+			return true
+		}
+		if ctx.Err() != nil || !r.failed(ctx, err) {
+			return false
+		}
+	}
+}
+
+// isNoGroup tells a lost group (Redis restarted empty, FLUSHALL, the stream
+// deleted) from other errors.
+func isNoGroup(err error) bool { return redis.HasErrorPrefix(err, "NOGROUP") }
+
+// recoverGroup recreates a lost group, and says so.
+func (c *Consumer) recoverGroup(ctx context.Context) {
+	c.log.WarnContext(ctx, "consumer: consumer group missing (Redis restarted empty, flushed, or the stream was deleted); recreating it",
+		slog.String("group", c.cfg.Group))
+	c.ensureGroupRetrying(ctx)
+}
+
+// readLoop reads new entries for idle handlers until ctx is done.
+func (c *Consumer) readLoop(ctx context.Context) {
+	r := retrying{what: "reading the stream", log: c.log}
+	for {
+		n := c.acquire(ctx, c.cfg.ReadCount)
+		if n == 0 {
+			return
+		}
+		res, err := c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group:    c.cfg.Group,
+			Consumer: c.cfg.Name,
+			Streams:  []string{c.cfg.Stream, ">"},
+			Count:    int64(n),
+			Block:    c.cfg.Block,
+		}).Result()
+		if err != nil {
+			c.release(n)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, redis.Nil): // nothing new within Block
+				r.ok(ctx)
+			case isNoGroup(err):
+				c.recoverGroup(ctx)
+			default:
+				c.m.Errors.WithLabelValues("read").Inc()
+				if !r.failed(ctx, err) {
+					return
+				}
+			}
+			continue
+		}
+		r.ok(ctx)
+		var msgs []redis.XMessage
+		if len(res) > 0 {
+			msgs = res[0].Messages
+		}
+		c.release(n - len(msgs))
+		for _, msg := range msgs {
+			// New entries were never delivered before, so their job cannot
+			// be finished already: no status check needed.
+			c.dispatch(newDelivery(msg, 1))
+		}
+	}
+}
+
+// reclaimLoop takes over entries left idle for ReclaimIdle — failed jobs,
+// and the work of dead consumers — whenever handlers are idle.
+func (c *Consumer) reclaimLoop(ctx context.Context) {
+	interval := max(c.cfg.ReclaimIdle/2, 10*time.Millisecond)
+	timer := time.NewTimer(interval / 4) // soon after start: a restart should pick up what it left
+	defer timer.Stop()
+	cursor := "0-0"
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		cursor = c.reclaim(ctx, cursor)
+		timer.Reset(interval - interval/10 + rand.N(interval/5+1))
+	}
+}
+
+// reclaim runs one reclaim pass from cursor and returns where to resume.
+func (c *Consumer) reclaim(ctx context.Context, cursor string) string {
+	for ctx.Err() == nil {
+		// Wait for an idle handler: the reader holds the idle ones while it
+		// blocks for new entries, and gives them back within Block.
+		n := c.acquire(ctx, 100)
+		if n == 0 {
+			return cursor
+		}
+		res, err := stream.Reclaim(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.ReclaimIdle, cursor, n)
+		if err != nil {
+			c.release(n)
+			switch {
+			case ctx.Err() != nil:
+			case isNoGroup(err):
+				c.recoverGroup(ctx)
+			default:
+				c.m.Errors.WithLabelValues("reclaim").Inc()
+				c.log.WarnContext(ctx, "consumer: reclaiming idle entries failed", slog.String("err", err.Error()))
+			}
+			return "0-0"
+		}
+		c.release(n - len(res.Claimed))
+		for _, id := range res.Deleted {
+			c.log.WarnContext(ctx, "consumer: a pending entry no longer exists in the stream; the relay's reaper will re-enqueue its job",
+				slog.String("task_id", id))
+		}
+		if len(res.Claimed) > 0 {
+			c.m.Reclaimed.Add(float64(len(res.Claimed)))
+			c.log.InfoContext(ctx, "consumer: reclaimed idle entries", slog.Int("num_reclaimed", len(res.Claimed)))
+			c.dispatchRedeliveries(ctx, res.Claimed)
+		}
+		cursor = res.Next
+		if cursor == "0-0" || cursor == "" {
+			return "0-0"
+		}
+	}
+	return cursor
+}
+
+// dispatchRedeliveries settles entries delivered before: a job already
+// reviewed (or failed, archived, deleted, or published again since) is
+// acknowledged without calling the handler; an entry delivered more than
+// MaxDeliveries times without a result (its consumers kept dying) is
+// dead-lettered; the others go to handlers. A slot is held for each.
+func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Claimed) {
+	ds := make([]*delivery, len(claimed))
+	var ids []string
+	for i, cl := range claimed {
+		ds[i] = newDelivery(cl.Message, cl.Deliveries)
+		c.track(ds[i].msg.ID) // refreshed while we wait for the database
+		if ds[i].dead == "" {
+			ids = append(ids, ds[i].job.ID)
+		}
+	}
+	var states map[string]db.JobState
+	r := retrying{what: "reading job statuses", log: c.log}
+	for len(ids) > 0 {
+		var err error
+		if states, err = db.JobStatuses(ctx, c.pool, ids); err == nil {
+			r.ok(ctx)
+			break
+		}
+		if ctx.Err() != nil || !r.failed(ctx, err) {
+			// Stopping: leave them pending for whoever comes next.
+			for _, d := range ds {
+				c.untrack(d.msg.ID)
+			}
+			c.release(len(ds))
+			return
+		}
+	}
+	for _, d := range ds {
+		if d.dead == "" {
+			settle(d, states, c.cfg.MaxDeliveries)
+		}
+		c.dispatch(d)
+	}
+}
+
+// settle decides what a redelivered entry needs, from its job's state.
+func settle(d *delivery, states map[string]db.JobState, maxDeliveries int) {
+	st, ok := states[d.job.ID]
+	switch {
+	case !ok:
+		d.skip = "job no longer exists"
+	case st.Status == db.StatusReviewed:
+		d.skip = "job already reviewed"
+	case st.Status == db.StatusInReview && st.Attempts != int32(d.job.Attempt):
+		d.skip = "job was published again since (attempt " + strconv.Itoa(int(st.Attempts)) + ")"
+	case st.Status != db.StatusInReview && st.Status != db.StatusPendingReview:
+		d.skip = "job is " + st.Status
+	case d.deliveries > int64(maxDeliveries):
+		d.dead = "delivered " + strconv.Itoa(int(d.deliveries)) + " times without a result (the consumers handling it stopped or crashed)"
+	}
+}
+
+// refreshLoop keeps this consumer's claim on entries whose handler runs
+// long, so no other consumer reclaims them meanwhile: every ReclaimIdle/3
+// it resets the idle time of entries held for longer than that.
+func (c *Consumer) refreshLoop(ctx context.Context) {
+	every := max(c.cfg.ReclaimIdle/3, 5*time.Millisecond)
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	var bo backoff.Backoff
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		cutoff := time.Now().Add(-every)
+		var ids []string
+		c.mu.Lock()
+		for id, t := range c.inflight {
+			if t.Before(cutoff) {
+				ids = append(ids, id)
+			}
+		}
+		c.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		owned, err := stream.Refresh(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, ids)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.m.Errors.WithLabelValues("refresh").Inc()
+				c.log.WarnContext(ctx, "consumer: refreshing claims failed", slog.String("err", err.Error()))
+				backoff.Sleep(ctx, bo.Next())
+			}
+			continue
+		}
+		bo.Reset()
+		now := time.Now()
+		kept := make(map[string]bool, len(owned))
+		for _, id := range owned {
+			kept[id] = true
+		}
+		c.mu.Lock()
+		for _, id := range ids {
+			if _, ok := c.inflight[id]; !ok {
+				continue // finished meanwhile
+			}
+			if kept[id] {
+				c.inflight[id] = now
+			} else {
+				c.log.WarnContext(ctx, "consumer: lost the claim on an entry still being handled (another consumer took it over)",
+					slog.String("task_id", id))
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// housekeepingLoop removes consumers that left the group long ago with
+// nothing pending, so XINFO CONSUMERS stays readable.
+func (c *Consumer) housekeepingLoop(ctx context.Context) {
+	if c.cfg.DeleteConsumersAfter < 0 {
+		return
+	}
+	every := max(c.cfg.DeleteConsumersAfter/4, time.Second)
+	timer := time.NewTimer(every/2 + rand.N(every/2))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.DeleteConsumersAfter)
+		switch {
+		case err != nil && ctx.Err() == nil && !isNoGroup(err):
+			c.m.Errors.WithLabelValues("group").Inc()
+			c.log.WarnContext(ctx, "consumer: removing idle consumers failed", slog.String("err", err.Error()))
+		case len(names) > 0:
+			c.log.InfoContext(ctx, "consumer: removed idle consumers with nothing pending", slog.Any("consumers", names))
+		}
+		timer.Reset(every)
+	}
+}
