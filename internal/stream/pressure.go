@@ -43,7 +43,7 @@ func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream, group string) 
 				p.Lag = g.Lag
 			}
 		}
-	case isNoSuchKey(err):
+	case IsNoSuchKey(err):
 		// No stream yet: nothing to deliver.
 	default:
 		return p, fmt.Errorf("read groups of %s: %w", stream, err)
@@ -56,7 +56,8 @@ func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream, group string) 
 	return p, nil
 }
 
-func isNoSuchKey(err error) bool {
+// IsNoSuchKey tells the error Redis gives for a stream that does not exist.
+func IsNoSuchKey(err error) bool {
 	var rerr redis.Error
 	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "no such key")
 }

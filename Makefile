@@ -1,0 +1,39 @@
+# jobrelay: `make run` runs the pipeline against local PostgreSQL and Redis;
+# `make test` runs the tests against them.
+
+GO      ?= go
+BIN     := bin/jobrelay
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build run test bench up lint clean
+
+## build: the jobrelay binary, in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/jobrelay
+
+## run: migrate, relay and consume against local PostgreSQL and Redis
+run: build
+	$(BIN) run
+
+## test: every test, with the race detector, against the real servers
+test:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: the benchmark table of BENCHMARKS.md, on the local servers
+bench:
+	$(GO) run ./cmd/jobrelay-bench
+
+## up: the compose deployment (needs Docker)
+up:
+	docker compose up --build
+
+## lint: go vet and staticcheck (fetched by go run)
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf bin

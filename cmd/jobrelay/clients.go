@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/backoff"
+)
+
+// clients are the connections a command opens, and closes.
+type clients struct {
+	pool *pgxpool.Pool
+	rdb  *redis.Client
+}
+
+// openClients creates the pool and the Redis client. Neither connects yet:
+// a server that is down at start is retried by whoever uses it.
+func openClients(ctx context.Context, c *commonConfig, maxConns int32) (*clients, error) {
+	pool, err := db.Open(ctx, c.DatabaseURL, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		pool.Close()
+		return nil, usagef("REDIS_URL: is not a valid Redis URL")
+	}
+	opts.ContextTimeoutEnabled = true // cycles and shutdowns bound Redis calls with their contexts
+	if opts.ClientName == "" {
+		opts.ClientName = "jobrelay"
+	}
+	return &clients{pool: pool, rdb: redis.NewClient(opts)}, nil
+}
+
+func (c *clients) Close() {
+	_ = c.rdb.Close()
+	c.pool.Close()
+}
+
+// logStart logs the configuration a long-running command starts with,
+// passwords hidden.
+func logStart(ctx context.Context, logger *slog.Logger, what string, c *commonConfig, attrs ...slog.Attr) {
+	base := []slog.Attr{
+		slog.String("version", versionString()),
+		slog.String("database_url", db.RedactURL(c.DatabaseURL)),
+		slog.String("redis_url", db.RedactURL(c.RedisURL)),
+		slog.String("stream", c.Stream),
+	}
+	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", append(base, attrs...)...)
+}
+
+// redisVersion reads the server's version once, for the start-up log.
+func redisVersion(ctx context.Context, rdb *redis.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return ""
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// waitForPostgres retries until PostgreSQL answers, logging once when it
+// does not and once when it does; false if ctx ends first.
+func waitForPostgres(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool) bool {
+	var bo backoff.Backoff
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := pool.Ping(pctx)
+		cancel()
+		if err == nil {
+			if bo.Failures() > 0 {
+				logger.InfoContext(ctx, "jobrelay: PostgreSQL is reachable")
+			}
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if bo.Failures() == 0 {
+			logger.ErrorContext(ctx, "jobrelay: PostgreSQL is unreachable; retrying", slog.String("err", err.Error()))
+		}
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return false
+		}
+	}
+}

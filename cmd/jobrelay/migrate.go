@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/jobrelay/jobrelay/db"
+)
+
+const migrateHelp = `Applies or rolls back jobrelay's migrations (embedded in the binary; the
+same files run with "goose -dir goose postgres "$DATABASE_URL" up"):
+
+  up           apply every pending migration
+  down         roll back the latest one
+  down-to N    roll back to version N (0: all; the jobs table itself is kept)
+  status       list the migrations and when each was applied
+
+Migrations of one schema take turns under an advisory lock, so several
+replicas may run "migrate up" at once.`
+
+func migrateCmd(a *app, args []string) error {
+	var (
+		dbURL     string
+		logFormat string
+		logLevel  slog.Level
+	)
+	s := newSettings("migrate", a.env)
+	s.add(secret(stringSetting(&dbURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
+		"PostgreSQL URL; sslmode and search_path go in its query", checkDatabaseURL)))
+	registerLogging(s, &logFormat, &logLevel)
+	rest, err := a.parseOrHelp(s, args, "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usagef("migrate: say up, down, down-to N or status (see --help)")
+	}
+	var target int64
+	switch rest[0] {
+	case "up", "down", "status":
+		if len(rest) != 1 {
+			return usagef("migrate %s takes no argument", rest[0])
+		}
+	case "down-to":
+		if len(rest) != 2 {
+			return usagef("migrate down-to needs a version, as in \"migrate down-to 0\"")
+		}
+		if target, err = strconv.ParseInt(rest[1], 10, 64); err != nil || target < 0 {
+			return usagef("migrate down-to: version must be a whole number from 0, got %q", rest[1])
+		}
+	default:
+		return usagef("migrate: unknown subcommand %q: want up, down, down-to N or status", rest[0])
+	}
+
+	logger := a.logger(logFormat, logLevel)
+	pool, err := db.Open(a.ctx, dbURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if !waitForPostgres(a.ctx, logger, pool) {
+		return nil
+	}
+	m, err := db.NewMigrator(a.ctx, pool, logger)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	var results []*goose.MigrationResult
+	switch rest[0] {
+	case "up":
+		results, err = m.Up(a.ctx)
+	case "down":
+		var r *goose.MigrationResult
+		if r, err = m.Down(a.ctx); r != nil {
+			results = append(results, r)
+		}
+	case "down-to":
+		results, err = m.DownTo(a.ctx, target)
+	case "status":
+		return printMigrations(a, m)
+	}
+	for _, r := range results {
+		fmt.Fprintf(a.stdout, "%-4s %s (%s)\n", r.Direction, r.Source.Path, r.Duration.Round(time.Millisecond))
+	}
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", rest[0], err)
+	}
+	v, err := m.GetDBVersion(a.ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "database version: %d\n", v)
+	return nil
+}
+
+func printMigrations(a *app, m *goose.Provider) error {
+	statuses, err := m.Status(a.ctx)
+	if err != nil {
+		return fmt.Errorf("migrate status: %w", err)
+	}
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "VERSION\tMIGRATION\tAPPLIED")
+	for _, st := range statuses {
+		applied := "pending"
+		if st.State == goose.StateApplied {
+			applied = st.AppliedAt.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\n", st.Source.Version, st.Source.Path, applied)
+	}
+	return w.Flush()
+}

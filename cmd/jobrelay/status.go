@@ -1,0 +1,193 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// errUnhealthy makes `status --check` exit 1 after printing why.
+var errUnhealthy = errors.New("unhealthy")
+
+const statusHelp = `Shows the pipeline: jobs by status and the age of the oldest pending one;
+the stream's length, first and last entries and entries ever added; each
+consumer group with its lag, pending entries and consumers; the dead-letter
+stream's length. --json prints the same for scripts.
+
+--check exits 1 (after saying why) when a group lags by more than
+--max-lag entries, the oldest pending job is older than --max-pending-age,
+or the dead-letter stream holds more than --max-dead-letters entries: for
+cron and container health checks. It exits 2 when a server cannot be read.
+
+The same names work in redis-cli:
+  redis-cli XINFO STREAM job_review
+  redis-cli XINFO GROUPS job_review
+  redis-cli XINFO CONSUMERS job_review job_review_workers
+  redis-cli XRANGE job_review:dead - + COUNT 10`
+
+type statusOptions struct {
+	JSON           bool
+	Check          bool
+	MaxLag         int
+	MaxPendingAge  time.Duration
+	MaxDeadLetters int
+}
+
+func statusCmd(a *app, args []string) error {
+	var (
+		common commonConfig
+		opts   statusOptions
+	)
+	s := newSettings("status", a.env)
+	common.register(s)
+	s.add(boolSetting(&opts.JSON, "", "json", false, "print JSON"))
+	s.add(boolSetting(&opts.Check, "", "check", false, "exit 1 if unhealthy (see the thresholds)"))
+	s.add(intSetting(&opts.MaxLag, "", "max-lag", 10_000, 0, 1<<40, "--check: most entries a group may leave unread"))
+	s.add(durationSetting(&opts.MaxPendingAge, "", "max-pending-age", 15*time.Minute, 0, "--check: oldest age a pending job may reach"))
+	s.add(intSetting(&opts.MaxDeadLetters, "", "max-dead-letters", 0, 0, 1<<40, "--check: most dead letters tolerated"))
+	if _, err := a.parseOrHelp(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp); err != nil {
+		return err
+	}
+	cl, err := openClients(a.ctx, &common, 2)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	snap, err := inspect.Take(a.ctx, cl.pool, cl.rdb, inspect.Options{Stream: common.Stream, Counts: true})
+	if err != nil {
+		if opts.Check {
+			fmt.Fprintln(a.stdout, "UNHEALTHY: cannot read the pipeline:", err)
+			return &usageError{"status: " + err.Error()}
+		}
+		return err
+	}
+	problems := checkHealth(snap, &opts)
+	if opts.JSON {
+		out := struct {
+			*inspect.Snapshot
+			Healthy  bool     `json:"healthy"`
+			Problems []string `json:"problems"`
+		}{snap, len(problems) == 0, append([]string{}, problems...)}
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printStatus(a.stdout, snap)
+		if opts.Check {
+			if len(problems) == 0 {
+				fmt.Fprintln(a.stdout, "\nHEALTHY")
+			}
+			for _, p := range problems {
+				fmt.Fprintln(a.stdout, "UNHEALTHY:", p)
+			}
+		}
+	}
+	if opts.Check && len(problems) > 0 {
+		return errUnhealthy
+	}
+	return nil
+}
+
+// checkHealth lists what --check finds wrong.
+func checkHealth(s *inspect.Snapshot, o *statusOptions) []string {
+	var problems []string
+	for _, g := range s.Groups {
+		if g.Lag > int64(o.MaxLag) {
+			problems = append(problems, fmt.Sprintf("group %s lags by %d entries (--max-lag %d)", g.Name, g.Lag, o.MaxLag))
+		}
+	}
+	if age := time.Duration(s.Backlog.OldestPendingAgeSecs * float64(time.Second)); s.Backlog.Pending > 0 && age > o.MaxPendingAge {
+		problems = append(problems, fmt.Sprintf("the oldest pending job waits for %s (--max-pending-age %s)", age.Round(time.Second), o.MaxPendingAge))
+	}
+	if s.DeadLetters > int64(o.MaxDeadLetters) {
+		problems = append(problems, fmt.Sprintf("%d dead letters in %s (--max-dead-letters %d); see them with redis-cli XRANGE %s - +, retry with jobrelay retry --failed",
+			s.DeadLetters, stream.DeadLetterKey(s.Stream.Name), o.MaxDeadLetters, stream.DeadLetterKey(s.Stream.Name)))
+	}
+	return problems
+}
+
+func printStatus(w io.Writer, s *inspect.Snapshot) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "JOBS\tCOUNT\tOLDEST")
+	for _, st := range db.AllStatuses() {
+		oldest := ""
+		switch st {
+		case db.StatusPendingReview:
+			oldest = since(s.TakenAt, s.Backlog.OldestPendingAt, "created")
+		case db.StatusInReview:
+			oldest = since(s.TakenAt, s.Backlog.OldestInReviewAt, "published")
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", st, s.Jobs[st], oldest)
+	}
+	fmt.Fprintln(tw)
+	if !s.Stream.Exists {
+		fmt.Fprintf(tw, "STREAM %s\tnot created yet (the first relay cycle or consumer creates it)\n", s.Stream.Name)
+	} else {
+		fmt.Fprintln(tw, "STREAM\tLENGTH\tENTRIES ADDED\tFIRST ENTRY\tLAST ENTRY")
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.Stream.Name, s.Stream.Length, s.Stream.EntriesAdded,
+			entry(s.TakenAt, s.Stream.FirstID), entry(s.TakenAt, s.Stream.LastID))
+	}
+	fmt.Fprintln(tw)
+	if len(s.Groups) == 0 {
+		fmt.Fprintln(tw, "GROUPS\tnone yet (the first consumer creates its group)")
+	} else {
+		fmt.Fprintln(tw, "GROUP\tCONSUMERS\tLAG\tPENDING\tOLDEST PENDING\tLAST DELIVERED")
+		for _, g := range s.Groups {
+			lag := fmt.Sprint(g.Lag)
+			if g.Lag < 0 {
+				lag = "unknown"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", g.Name, len(g.Consumers), lag, g.Pending,
+				entry(s.TakenAt, g.OldestPendingID), g.LastDeliveredID)
+			for _, c := range g.Consumers {
+				fmt.Fprintf(tw, "  %s\t\t\t%d\tidle %s\t\n", c.Name, c.Pending, round(time.Duration(c.Idle*float64(time.Second))))
+			}
+		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name))
+}
+
+// since says how long ago t was.
+func since(now, t time.Time, verb string) string {
+	if t.IsZero() {
+		return ""
+	}
+	return verb + " " + round(now.Sub(t)) + " ago"
+}
+
+// entry shows an entry ID with its age.
+func entry(now time.Time, id string) string {
+	if id == "" {
+		return "-"
+	}
+	parsed, ok := stream.ParseID(id)
+	if !ok {
+		return id
+	}
+	return id + " (" + round(now.Sub(time.UnixMilli(int64(parsed.MS)))) + " ago)"
+}
+
+func round(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return strings.TrimSuffix(d.Round(time.Second).String(), "0s")
+	}
+}

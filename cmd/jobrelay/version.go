@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
+
+// Set at build time: go build -ldflags "-X main.version=v1.2.3 -X main.commit=abc123".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// versionString is the version, the commit (from the build flags, or the
+// build info when built from a checkout) and the Go version.
+func versionString() string {
+	c := commit
+	if c == "" {
+		if info, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range info.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	return fmt.Sprintf("%s (commit %s, %s)", version, c, runtime.Version())
+}
+
+func versionCmd(a *app, args []string) error {
+	s := newSettings("version", a.env)
+	if _, err := a.parseOrHelp(s, args, "jobrelay version", "Prints the version, the commit and the Go version it was built with."); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(a.stdout, "jobrelay", versionString())
+	return err
+}

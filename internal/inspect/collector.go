@@ -1,0 +1,125 @@
+package inspect
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// RefreshDefault is how often a Collector reads the pipeline's state.
+const RefreshDefault = 15 * time.Second
+
+// Collector exports the answers to "are we keeping up?" as gauges: the
+// backlog in the table, the stream, each group's lag and pending entries,
+// the dead letters. A scrape reads the latest snapshot, refreshed every
+// interval by Run, so scrapes add no load to the servers. Ages are computed
+// at scrape time, so they keep growing between refreshes.
+type Collector struct {
+	mu   sync.Mutex
+	snap *Snapshot
+
+	pending, oldestPending, inReview, oldestInReview *prometheus.Desc
+	streamLength, entriesAdded, deadLetters            *prometheus.Desc
+	lag, groupPending, oldestEntry, consumers          *prometheus.Desc
+	up                                                 *prometheus.Desc
+}
+
+// NewCollector returns a Collector with no snapshot yet.
+func NewCollector() *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("jobrelay_"+name, help, labels, nil)
+	}
+	return &Collector{
+		pending:        d("jobs_pending", "Jobs in pending_review."),
+		oldestPending:  d("jobs_oldest_pending_age_seconds", "Age of the oldest pending_review job (0 when none)."),
+		inReview:       d("jobs_in_review", "Jobs in in_review."),
+		oldestInReview: d("jobs_oldest_in_review_age_seconds", "Time since the oldest in_review job was published (0 when none)."),
+		streamLength:   d("stream_length", "Entries in the review stream."),
+		entriesAdded:   d("stream_entries_added", "Entries ever added to the review stream."),
+		deadLetters:    d("dead_letter_length", "Entries in the dead-letter stream."),
+		lag:            d("stream_group_lag", "Entries of the stream not yet delivered to the group (-1 when Redis cannot tell).", "group"),
+		groupPending:   d("stream_group_pending", "Entries delivered to the group and not yet acknowledged.", "group"),
+		oldestEntry:    d("stream_oldest_pending_entry_age_seconds", "Age of the group's oldest unacknowledged entry (0 when none).", "group"),
+		consumers:      d("stream_group_consumers", "Consumers of the group.", "group"),
+		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
+	}
+}
+
+// Run refreshes the snapshot every interval until ctx is done. Errors are
+// logged when they start and stop; the gauges keep their last values, and
+// jobrelay_pipeline_snapshot_age_seconds grows.
+func (c *Collector) Run(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options, interval time.Duration, logger *slog.Logger) {
+	failing := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		snap, err := Take(rctx, pool, rdb, opts)
+		cancel()
+		switch {
+		case err == nil:
+			c.mu.Lock()
+			c.snap = snap
+			c.mu.Unlock()
+			if failing {
+				logger.InfoContext(ctx, "metrics: reading the pipeline state works again")
+				failing = false
+			}
+		case ctx.Err() == nil && !failing:
+			logger.WarnContext(ctx, "metrics: reading the pipeline state failed", slog.String("err", err.Error()))
+			failing = true
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	s := c.snap
+	c.mu.Unlock()
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	age := func(t time.Time) float64 {
+		if t.IsZero() {
+			return 0
+		}
+		return max(now.Sub(t).Seconds(), 0)
+	}
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	g(c.up, now.Sub(s.TakenAt).Seconds())
+	g(c.pending, float64(s.Backlog.Pending))
+	g(c.oldestPending, age(s.Backlog.OldestPendingAt))
+	g(c.inReview, float64(s.Backlog.InReview))
+	g(c.oldestInReview, age(s.Backlog.OldestInReviewAt))
+	g(c.streamLength, float64(s.Stream.Length))
+	g(c.entriesAdded, float64(s.Stream.EntriesAdded))
+	g(c.deadLetters, float64(s.DeadLetters))
+	for _, grp := range s.Groups {
+		g(c.lag, float64(grp.Lag), grp.Name)
+		g(c.groupPending, float64(grp.Pending), grp.Name)
+		g(c.oldestEntry, age(grp.OldestPendingAt), grp.Name)
+		g(c.consumers, float64(len(grp.Consumers)), grp.Name)
+	}
+}

@@ -1,0 +1,152 @@
+// Package inspect reads the state of a pipeline — jobs by status, the
+// stream, its consumer groups and dead letters — for `jobrelay status` and
+// for the gauges of the metrics endpoint.
+package inspect
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// Snapshot is the state of a pipeline at one moment.
+type Snapshot struct {
+	TakenAt time.Time `json:"taken_at"`
+	// Jobs counts jobs by status; nil unless asked for (it reads the
+	// whole table).
+	Jobs    map[string]int64 `json:"jobs,omitempty"`
+	Backlog Backlog          `json:"backlog"`
+	Stream  Stream           `json:"stream"`
+	Groups  []Group          `json:"groups"`
+	// DeadLetters is the length of the dead-letter stream.
+	DeadLetters int64 `json:"dead_letters"`
+}
+
+// Backlog is the unfinished work in the table.
+type Backlog struct {
+	Pending              int64     `json:"pending"`
+	OldestPendingAt      time.Time `json:"oldest_pending_at,omitzero"`
+	OldestPendingAgeSecs float64   `json:"oldest_pending_age_seconds"`
+	InReview             int64     `json:"in_review"`
+	OldestInReviewAt     time.Time `json:"oldest_in_review_at,omitzero"`
+}
+
+// Stream describes the review stream.
+type Stream struct {
+	Name         string `json:"name"`
+	Exists       bool   `json:"exists"`
+	Length       int64  `json:"length"`
+	FirstID      string `json:"first_id,omitempty"`
+	LastID       string `json:"last_id,omitempty"`
+	EntriesAdded int64  `json:"entries_added"`
+}
+
+// Group describes a consumer group of the stream.
+type Group struct {
+	Name            string `json:"name"`
+	Pending         int64  `json:"pending"`
+	Lag             int64  `json:"lag"` // -1 when Redis cannot tell
+	LastDeliveredID string `json:"last_delivered_id"`
+	// OldestPendingID is the oldest entry delivered and not yet
+	// acknowledged; OldestPendingAt is when it was added.
+	OldestPendingID  string     `json:"oldest_pending_id,omitempty"`
+	OldestPendingAt  time.Time  `json:"oldest_pending_at,omitzero"`
+	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
+	Consumers        []Consumer `json:"consumers"`
+}
+
+// Consumer describes a member of a group.
+type Consumer struct {
+	Name    string  `json:"name"`
+	Pending int64   `json:"pending"`
+	Idle    float64 `json:"idle_seconds"` // since it last read or claimed
+}
+
+// Options says what Take reads.
+type Options struct {
+	Stream string
+	// Counts asks for jobs by status, which reads the whole table.
+	Counts bool
+}
+
+// Take reads a snapshot: two queries on the partial indexes (plus a count
+// by status if asked), and a few Redis round trips.
+func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
+	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: opts.Stream}}
+	if opts.Counts {
+		counts, err := db.CountByStatus(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		s.Jobs = counts
+	}
+	b, err := db.ReadBacklog(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview}
+	if !b.OldestPending.IsZero() {
+		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
+	}
+	if err := readStream(ctx, rdb, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) error {
+	name := s.Stream.Name
+	dead, err := rdb.XLen(ctx, stream.DeadLetterKey(name)).Result()
+	if err != nil {
+		return fmt.Errorf("read dead-letter stream: %w", err)
+	}
+	s.DeadLetters = dead
+	info, err := rdb.XInfoStream(ctx, name).Result()
+	if stream.IsNoSuchKey(err) {
+		s.Groups = []Group{}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", name, err)
+	}
+	s.Stream.Exists = true
+	s.Stream.Length = info.Length
+	s.Stream.FirstID = info.FirstEntry.ID
+	s.Stream.LastID = info.LastEntry.ID
+	s.Stream.EntriesAdded = info.EntriesAdded
+
+	groups, err := rdb.XInfoGroups(ctx, name).Result()
+	if err != nil {
+		return fmt.Errorf("read groups of %s: %w", name, err)
+	}
+	s.Groups = make([]Group, 0, len(groups))
+	for _, g := range groups {
+		grp := Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID, Consumers: []Consumer{}}
+		if g.Pending > 0 {
+			p, err := rdb.XPending(ctx, name, g.Name).Result()
+			if err != nil {
+				return fmt.Errorf("read pending entries of %s: %w", g.Name, err)
+			}
+			grp.OldestPendingID = p.Lower
+			if id, ok := stream.ParseID(p.Lower); ok {
+				grp.OldestPendingAt = time.UnixMilli(int64(id.MS))
+				grp.OldestPendingAge = s.TakenAt.Sub(grp.OldestPendingAt).Seconds()
+			}
+		}
+		consumers, err := rdb.XInfoConsumers(ctx, name, g.Name).Result()
+		if err != nil {
+			return fmt.Errorf("read consumers of %s: %w", g.Name, err)
+		}
+		for _, c := range consumers {
+			grp.Consumers = append(grp.Consumers, Consumer{Name: c.Name, Pending: c.Pending, Idle: c.Idle.Seconds()})
+		}
+		s.Groups = append(s.Groups, grp)
+	}
+	return nil
+}
