@@ -49,7 +49,10 @@ func registerLogging(s *settings, format *string, level *slog.Level) {
 		"text (colored on a terminal) or json", oneOf("text", "json")))
 	s.add(&setting{env: "LOG_LEVEL", flag: "log-level", def: "info", meta: "LEVEL",
 		usage: "debug, info, warn or error", parse: func(v string) error {
-			return level.UnmarshalText([]byte(v))
+			if level.UnmarshalText([]byte(v)) != nil {
+				return errors.New("must be debug, info, warn or error")
+			}
+			return nil
 		}})
 }
 
