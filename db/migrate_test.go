@@ -153,20 +153,31 @@ func TestNotifyTrigger(t *testing.T) {
 	_, err = listener.Exec(ctx, "LISTEN "+db.NotifyChannel)
 	require.NoError(t, err)
 
+	// Other tests' schemas share the database and the channel: their
+	// notifications carry their schema's name, and are skipped here.
+	ours := func(timeout time.Duration) (string, error) {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		for {
+			n, err := listener.Conn().WaitForNotification(wctx)
+			if err != nil {
+				return "", err
+			}
+			if n.Payload == s.Name {
+				return n.Payload, nil
+			}
+		}
+	}
 	next := func() string {
 		t.Helper()
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		n, err := listener.Conn().WaitForNotification(wctx)
+		p, err := ours(10 * time.Second)
 		require.NoError(t, err)
-		return n.Payload
+		return p
 	}
 	quiet := func() {
 		t.Helper()
-		wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		defer cancel()
-		n, err := listener.Conn().WaitForNotification(wctx)
-		require.Error(t, err, "unexpected notification %+v", n)
+		p, err := ours(200 * time.Millisecond)
+		require.Error(t, err, "unexpected notification %q", p)
 	}
 
 	// A multi-row insert notifies once, with the schema as payload.

@@ -50,7 +50,8 @@ func TestRunReviewsAndStopsOnSIGTERM(t *testing.T) {
 	code, out := runBinary(t, dir, pl.env, "seed", "-n", "300")
 	require.Zero(t, code, out)
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 300 }, time.Minute, 10*time.Millisecond)
-	require.Len(t, p.logged("Processing job review"), 300, "the log handler logs each job")
+	require.Eventually(t, func() bool { return len(p.logged("Processing job review")) == 300 }, time.Minute, 10*time.Millisecond,
+		"the log handler logs each job")
 
 	p.signal(syscall.SIGTERM)
 	require.Zero(t, p.wait(time.Minute))

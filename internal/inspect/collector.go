@@ -24,9 +24,9 @@ type Collector struct {
 	snap *Snapshot
 
 	pending, oldestPending, inReview, oldestInReview *prometheus.Desc
-	streamLength, entriesAdded, deadLetters            *prometheus.Desc
-	lag, groupPending, oldestEntry, consumers          *prometheus.Desc
-	up                                                 *prometheus.Desc
+	streamLength, entriesAdded, deadLetters          *prometheus.Desc
+	lag, groupPending, oldestEntry, consumers        *prometheus.Desc
+	up                                               *prometheus.Desc
 }
 
 // NewCollector returns a Collector with no snapshot yet.
