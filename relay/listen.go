@@ -55,7 +55,10 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 // listenOnce connects, listens and forwards notifications until the
 // connection fails or ctx is done.
 func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}, connected func()) error {
-	conn, err := pgx.ConnectConfig(ctx, r.connCfg)
+	if r.hooks.beforeListen != nil {
+		r.hooks.beforeListen()
+	}
+	conn, err := pgx.ConnectConfig(ctx, r.listenCfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -68,6 +71,7 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}, connected 
 	if err != nil {
 		return err
 	}
+	r.listenerPID.Store(conn.PgConn().PID())
 	r.listening.Store(true)
 	r.cfg.Metrics.Listening.Set(1)
 	connected()

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,12 @@ import (
 
 // Relay publishes pending jobs to the stream. Create it with New.
 type Relay struct {
-	cfg     *Config
-	pool    *pgxpool.Pool
-	rdb     redis.UniversalClient
-	connCfg *pgx.ConnConfig // for the relay's own cycle and LISTEN connections
-	log     *slog.Logger
+	cfg       *Config
+	pool      *pgxpool.Pool
+	rdb       redis.UniversalClient
+	connCfg   *pgx.ConnConfig // for the relay's cycle connection
+	listenCfg *pgx.ConnConfig // for its LISTEN connection
+	log       *slog.Logger
 
 	// Owned by the goroutine running cycles.
 	conn      *pgx.Conn     // the cycle connection, with the relay's timeouts
@@ -50,12 +52,13 @@ type Relay struct {
 	checkedAt time.Time     // last backpressure check
 	reapFrom  db.Published  // where the reaper's scan resumes
 
-	listening atomic.Bool
+	listening   atomic.Bool
+	listenerPID atomic.Uint32 // backend of the LISTEN connection, for tests
 
-	// hooks lets tests stop a cycle at a chosen point.
+	// hooks lets tests stop the relay at a chosen point.
 	hooks struct {
 		afterPublish func(ctx context.Context)
-		beforeCycle  func(ctx context.Context)
+		beforeListen func()
 	}
 }
 
@@ -74,13 +77,19 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 	ms := strconv.FormatInt(c.CycleTimeout.Milliseconds(), 10)
 	connCfg.RuntimeParams["statement_timeout"] = ms
 	connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = ms
+	// Name the connections, so pg_stat_activity tells them apart.
+	app := connCfg.RuntimeParams["application_name"]
+	listenCfg := connCfg.Copy()
+	connCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " relay")
+	listenCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " listener")
 	return &Relay{
-		cfg:     c,
-		pool:    pool,
-		rdb:     rdb,
-		connCfg: connCfg,
-		log:     c.Logger,
-		jobs:    make([]db.Job, 0, c.BatchSize),
+		cfg:       c,
+		pool:      pool,
+		rdb:       rdb,
+		connCfg:   connCfg,
+		listenCfg: listenCfg,
+		log:       c.Logger,
+		jobs:      make([]db.Job, 0, c.BatchSize),
 	}, nil
 }
 
@@ -140,15 +149,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			bo.Reset()
 			continue
 		}
-		if failing == nil || failing.Error() != err.Error() {
-			if failing == nil {
-				failedAt = time.Now()
-			}
+		if failing == nil {
+			failedAt = time.Now()
 			r.log.ErrorContext(ctx, "relay: cycle failed; retrying with backoff", slog.String("err", err.Error()))
-			failing = err
 		} else {
 			r.log.DebugContext(ctx, "relay: cycle failed again", slog.String("err", err.Error()))
 		}
+		failing = err
 		if !backoff.Sleep(ctx, bo.Next()) {
 			return nil
 		}
@@ -194,9 +201,6 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 func (r *Relay) cycle(parent context.Context) (n int, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
-	if r.hooks.beforeCycle != nil {
-		r.hooks.beforeCycle(ctx)
-	}
 	start := time.Now()
 	m := r.cfg.Metrics
 	defer func() {

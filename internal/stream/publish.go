@@ -20,71 +20,72 @@ import (
 // entry ID of every (job, attempt) it adds and returns the recorded ID instead
 // of adding a second entry.
 //
-// Records live in hashes, one per window of DEDUP_TTL: <stream>:sent:<n> for
-// the window n = floor(now_ms / window_ms), expiring at the end of window n+1.
-// A lookup reads windows n and n-1, so a record is found for at least one
-// whole window after it was written; the relay bounds how long a dead relay's
-// row locks live (idle_in_transaction_session_timeout) well below that.
-// Once the relay has committed a batch, no claim can publish those (job,
-// attempt) pairs again, so the next call deletes their records ("forget"):
-// the hashes hold only batches in flight or abandoned, not every job of the
-// window. A hash field costs far less than a key with a TTL, and there is no
-// per-key expiry work for Redis.
+// Records live in hashes, one per minute: <stream>:sent:<minute>, each
+// expiring DEDUP_TTL after its minute ends (the longest TTL of any relay
+// that wrote to it). The sorted set <stream>:sent indexes the hashes that
+// still live, by expiry, so a lookup reads only those, whatever the TTL, and
+// relays configured with different TTLs see each other's records. Once the
+// relay has committed a batch, no claim can publish those (job, attempt)
+// pairs again, so its next call deletes their records ("forget"): the hashes
+// hold only batches in flight or abandoned by a dead relay, not every job of
+// the window, and a long TTL costs no memory in normal operation.
 //
-// KEYS[1] stream, KEYS[2] dedup hash prefix.
-// ARGV[1] window in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
-// ARGV[4] window of the fields to forget; ARGV[5] number of fields to forget m;
-// ARGV[6 .. 5+m] fields to forget;
+// KEYS[1] stream, KEYS[2] index (sorted set), KEYS[3] hash prefix.
+// ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
+// ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
 // then 8 arguments per job: dedup field (job_id:attempt), null mask (letters
 // s, t, c, u for a NULL site, title, company, job_url), job_id, site, title,
 // company, job_url, attempt.
 //
-// Returns {window, id_1, ..., id_n}.
+// Returns {id_1, ..., id_n}.
 var publishScript = redis.NewScript(`
-local stream, prefix = KEYS[1], KEYS[2]
-local window = tonumber(ARGV[1])
+local stream, index, prefix = KEYS[1], KEYS[2], KEYS[3]
+local width = 60000
+local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local enqueued = ARGV[3]
+local m = tonumber(ARGV[4])
 local t = redis.call('TIME')
-local bucket = math.floor((tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / window)
-local cur, prev = prefix .. bucket, prefix .. (bucket - 1)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- Forget the batch committed last time, in whichever window holds it.
-local m = tonumber(ARGV[5])
-local i = 6
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local live = redis.call('ZRANGE', index, 0, -1)
+
+-- Forget the batch this relay committed last.
 if m > 0 then
-  local fb = tonumber(ARGV[4])
-  while i <= 5 + m do
-    local last = math.min(i + 999, 5 + m)
-    redis.call('HDEL', prefix .. fb, unpack(ARGV, i, last))
-    redis.call('HDEL', prefix .. (fb - 1), unpack(ARGV, i, last))
-    i = last + 1
+  for _, key in ipairs(live) do
+    local i = 5
+    while i <= 4 + m do
+      local last = math.min(i + 999, 4 + m)
+      redis.call('HDEL', key, unpack(ARGV, i, last))
+      i = last + 1
+    end
   end
 end
 
-local base = i
+local base = 5 + m
 local fields = {}
 for j = 0, n - 1 do fields[j + 1] = ARGV[base + j * 8] end
-local function lookup(key)
-  local out = {}
+local found = {}
+for _, key in ipairs(live) do
   local s = 1
   while s <= n do
     local e = math.min(s + 999, n)
     local r = redis.call('HMGET', key, unpack(fields, s, e))
-    for x = 1, #r do out[s + x - 1] = r[x] end
+    for x = 1, #r do
+      if r[x] then found[s + x - 1] = r[x] end
+    end
     s = e + 1
   end
-  return out
 end
-local found, foundPrev = lookup(cur), lookup(prev)
 
 local names = {'site', 'title', 'company', 'job_url'}
 local letters = {'s', 't', 'c', 'u'}
-local ids = {bucket}
+local ids = {}
 local record = {}
 for j = 0, n - 1 do
   local o = base + j * 8
-  local id = found[j + 1] or foundPrev[j + 1]
+  local id = found[j + 1]
   if not id then
     local mask = ARGV[o + 1]
     if mask == '' then
@@ -112,14 +113,21 @@ for j = 0, n - 1 do
   ids[#ids + 1] = id
 end
 
-local s = 1
-while s <= #record do
-  local e = math.min(s + 1999, #record)
-  redis.call('HSET', cur, unpack(record, s, e))
-  s = e + 1
-end
 if #record > 0 then
-  redis.call('PEXPIREAT', cur, (bucket + 2) * window)
+  local minute = math.floor(now / width)
+  local cur = prefix .. minute
+  local s = 1
+  while s <= #record do
+    local e = math.min(s + 1999, #record)
+    redis.call('HSET', cur, unpack(record, s, e))
+    s = e + 1
+  end
+  local expireAt = (minute + 1) * width + ttl
+  local pttl = redis.call('PTTL', cur)
+  if pttl < 0 or pttl < expireAt - now then
+    redis.call('PEXPIREAT', cur, expireAt)
+    redis.call('ZADD', index, 'GT', expireAt, cur)
+  end
 end
 return ids
 `)
@@ -127,14 +135,13 @@ return ids
 // Forget names the dedup records of a committed batch, to delete on the next
 // Publish.
 type Forget struct {
-	Window int64
 	Fields []string
 }
 
 // PublishParams is a batch to publish.
 type PublishParams struct {
 	Stream     string
-	DedupTTL   time.Duration // the dedup window
+	DedupTTL   time.Duration // how long records of an uncommitted batch are kept
 	EnqueuedAt string        // RFC 3339, the same for the whole batch
 	Jobs       []db.Job
 	Forget     Forget // records of the previous committed batch
@@ -155,7 +162,7 @@ type Published struct {
 func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Published, error) {
 	n := len(p.Jobs)
 	args := make([]any, 0, 5+len(p.Forget.Fields)+8*n)
-	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, p.Forget.Window, len(p.Forget.Fields))
+	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, len(p.Forget.Fields))
 	for _, f := range p.Forget.Fields {
 		args = append(args, f)
 	}
@@ -166,19 +173,14 @@ func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Publish
 		fields[i] = j.ID + ":" + attempt
 		args = append(args, fields[i], nullMask(j), j.ID, j.Site.String, j.Title.String, j.Company.String, j.JobURL.String, attempt)
 	}
-	res, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupPrefix(p.Stream)}, args...).Slice()
+	ids, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupIndex(p.Stream), dedupIndex(p.Stream) + ":"}, args...).StringSlice()
 	if err != nil {
 		return Published{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
 	}
-	if len(res) != n+1 {
-		return Published{}, fmt.Errorf("publish %d jobs to %s: script returned %d values", n, p.Stream, len(res))
+	if len(ids) != n {
+		return Published{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", n, p.Stream, len(ids))
 	}
-	window, _ := res[0].(int64)
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i], _ = res[i+1].(string)
-	}
-	return Published{StreamIDs: ids, Forget: Forget{Window: window, Fields: fields}}, nil
+	return Published{StreamIDs: ids, Forget: Forget{Fields: fields}}, nil
 }
 
 // nullMask lists the NULL columns of a job, as the script reads them.

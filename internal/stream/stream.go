@@ -7,7 +7,8 @@
 //
 //	job_review               the stream of jobs to review
 //	job_review:dead          the dead-letter stream
-//	job_review:sent:<n>      dedup records of the idempotent publish (hashes)
+//	job_review:sent          index of the dedup records (sorted set)
+//	job_review:sent:<minute> dedup records of the idempotent publish (hashes)
 //
 // The scripts touch keys they are not passed in KEYS, so they run on a single
 // Redis server (or a primary with replicas), not on Redis Cluster.
@@ -41,8 +42,9 @@ const (
 // DeadLetterKey is the name of a stream's dead-letter stream.
 func DeadLetterKey(stream string) string { return stream + ":dead" }
 
-// dedupPrefix starts the names of a stream's dedup hashes.
-func dedupPrefix(stream string) string { return stream + ":sent:" }
+// dedupIndex is the sorted set that indexes a stream's dedup hashes
+// ("<stream>:sent:<minute>").
+func dedupIndex(stream string) string { return stream + ":sent" }
 
 // ID is a parsed stream entry ID, ordered as Redis orders them.
 type ID struct{ MS, Seq uint64 }

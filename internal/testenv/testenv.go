@@ -168,3 +168,28 @@ func uniqueName(t testing.TB, sep string, maxLen int) string {
 	}
 	return "test" + sep + base + sep + suffix
 }
+
+// ThroughProxy returns the schema's URL with its host and port replaced by
+// the proxy's.
+func (s *Schema) ThroughProxy(t testing.TB, p *Proxy) string {
+	t.Helper()
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatalf("parse schema URL: %v", err)
+	}
+	u.Host = p.Addr()
+	return u.String()
+}
+
+// PostgresAddr is the host:port of the test PostgreSQL server.
+func PostgresAddr(t testing.TB) string {
+	t.Helper()
+	u, err := url.Parse(DatabaseURL())
+	if err != nil || u.Host == "" {
+		t.Fatalf("TEST_DATABASE_URL must be a URL with a host: %v", err)
+	}
+	if u.Port() == "" {
+		return u.Host + ":5432"
+	}
+	return u.Host
+}

@@ -1,0 +1,158 @@
+package stream
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func text(s string) pgtype.Text { return pgtype.Text{String: s, Valid: true} }
+
+func job(id string, attempts int32) db.Job {
+	return db.Job{ID: id, Site: text("otta"), Title: text("SRE"), Company: text("Acme"), JobURL: text("https://x/" + id), Attempts: attempts}
+}
+
+func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	params := func(jobs []db.Job, f Forget) *PublishParams {
+		return &PublishParams{Stream: s, DedupTTL: 10 * time.Minute, EnqueuedAt: "2026-11-28T10:00:00Z", Jobs: jobs, Forget: f}
+	}
+
+	first, err := Publish(ctx, rdb, params([]db.Job{job("a", 0), job("b", 0)}, Forget{}))
+	require.NoError(t, err)
+	require.Len(t, first.StreamIDs, 2)
+
+	// The same jobs and attempts again (the first batch never committed),
+	// with a new one: the recorded IDs come back, one entry is added.
+	again, err := Publish(ctx, rdb, params([]db.Job{job("b", 0), job("c", 0), job("a", 0)}, Forget{}))
+	require.NoError(t, err)
+	require.Equal(t, first.StreamIDs[1], again.StreamIDs[0])
+	require.Equal(t, first.StreamIDs[0], again.StreamIDs[2])
+	n, err := rdb.XLen(ctx, s).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n)
+
+	// A later attempt is a new entry.
+	next, err := Publish(ctx, rdb, params([]db.Job{job("a", 1)}, Forget{}))
+	require.NoError(t, err)
+	require.NotEqual(t, first.StreamIDs[0], next.StreamIDs[0])
+
+	// Records expire after the TTL and are indexed.
+	keys, err := rdb.ZRange(ctx, s+":sent", 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	ttl, err := rdb.PTTL(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.Greater(t, ttl, 10*time.Minute)
+	require.LessOrEqual(t, ttl, 11*time.Minute)
+
+	// Once committed, a batch's records are forgotten by the next call.
+	_, err = Publish(ctx, rdb, params(nil, Forget{Fields: append(again.Forget.Fields, next.Forget.Fields...)}))
+	require.NoError(t, err)
+	left, err := rdb.HLen(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.Zero(t, left)
+}
+
+func TestPublishKeepsNullsAbsentAndValuesIntact(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	bad := string([]byte{0xff, 0xfe, 'o', 'k'})
+	j := db.Job{ID: "n", Site: text(""), Title: pgtype.Text{}, Company: text(bad), JobURL: pgtype.Text{}}
+	_, err := Publish(ctx, rdb, &PublishParams{Stream: s, DedupTTL: time.Minute, EnqueuedAt: "t", Jobs: []db.Job{j}})
+	require.NoError(t, err)
+	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.Equal(t, map[string]any{"job_id": "n", "site": "", "company": bad, "attempt": "1", "enqueued_at": "t"}, msgs[0].Values)
+}
+
+func TestTrimKeepsWhatAGroupNeeds(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	for range 1000 {
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: s, Values: []any{"k", "v"}}).Err())
+	}
+	// No group: nothing is trimmed, a group created later starts at 0.
+	n, err := Trim(ctx, rdb, s)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	require.NoError(t, rdb.XGroupCreate(ctx, s, "g", "0").Err())
+	read, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{s, ">"}, Count: 600}).Result()
+	require.NoError(t, err)
+	msgs := read[0].Messages
+	// Acknowledge all but entry 300: it and everything after it stay.
+	for i, m := range msgs {
+		if i != 300 {
+			require.NoError(t, rdb.XAck(ctx, s, "g", m.ID).Err())
+		}
+	}
+	_, err = Trim(ctx, rdb, s)
+	require.NoError(t, err)
+	first, err := rdb.XRangeN(ctx, s, "-", "+", 1).Result()
+	require.NoError(t, err)
+	firstID, _ := ParseID(first[0].ID)
+	heldID, _ := ParseID(msgs[300].ID)
+	require.False(t, heldID.Less(firstID), "the pending entry was trimmed")
+	length, err := rdb.XLen(ctx, s).Result()
+	require.NoError(t, err)
+	require.Less(t, length, int64(1000), "what is acknowledged before the pending entry goes")
+
+	// Acknowledged: trimming follows the last delivered entry; unread ones stay.
+	require.NoError(t, rdb.XAck(ctx, s, "g", msgs[300].ID).Err())
+	_, err = Trim(ctx, rdb, s)
+	require.NoError(t, err)
+	length, err = rdb.XLen(ctx, s).Result()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, length, int64(400), "unread entries must stay")
+	require.Less(t, length, int64(600))
+}
+
+func TestLive(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	var ids []string
+	for range 4 {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: s, Values: []any{"k", "v"}}).Result()
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	// Without the group every existing entry is live (unread).
+	live, err := Live(ctx, rdb, s, "g", append(ids, "1-1", "not-an-id"))
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true, true, true, false, false}, live)
+
+	require.NoError(t, rdb.XGroupCreate(ctx, s, "g", "0").Err())
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{s, ">"}, Count: 2}).Err())
+	require.NoError(t, rdb.XAck(ctx, s, "g", ids[0]).Err())
+	// ids[0] acknowledged, ids[1] pending, ids[2:] unread.
+	live, err = Live(ctx, rdb, s, "g", ids)
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, true, true, true}, live)
+
+	require.NoError(t, rdb.Del(ctx, s).Err())
+	live, err = Live(ctx, rdb, s, "g", ids)
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, false, false, false}, live)
+}
