@@ -440,24 +440,28 @@ func TestTrimsWhatEveryGroupIsDoneWith(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := testenv.Context(t)
-	b.publish(t, 3000)
+	const jobs = 50_000
+	b.publish(t, jobs)
 	// A second group that read one entry and never acknowledged it.
 	require.NoError(t, b.rdb.XGroupCreate(ctx, b.stream, "slow", "0").Err())
 	held, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "slow", Consumer: "s", Streams: []string{b.stream, ">"}, Count: 1}).Result()
 	require.NoError(t, err)
 	heldID := held[0].Messages[0].ID
 	// ...and read everything else, acknowledging it.
-	rest, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "slow", Consumer: "s", Streams: []string{b.stream, ">"}, Count: 5000}).Result()
+	rest, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "slow", Consumer: "s", Streams: []string{b.stream, ">"}, Count: jobs}).Result()
 	require.NoError(t, err)
-	for _, m := range rest[0].Messages {
-		require.NoError(t, b.rdb.XAck(ctx, b.stream, "slow", m.ID).Err())
+	ids := make([]string, len(rest[0].Messages))
+	for i, m := range rest[0].Messages {
+		ids[i] = m.ID
 	}
+	require.NoError(t, b.rdb.XAck(ctx, b.stream, "slow", ids...).Err())
 
 	cfg := b.cfg
 	cfg.TrimInterval = time.Millisecond
+	cfg.Concurrency = 64
 	cfg.Handler = HandlerFunc(func(context.Context, Job) error { return nil })
 	b.start(t, cfg)
-	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 3000 }, "all reviewed")
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == jobs }, "all reviewed")
 	// The held entry is the oldest: nothing may be trimmed.
 	msgs, err := b.rdb.XRange(ctx, b.stream, heldID, heldID).Result()
 	require.NoError(t, err)
@@ -522,4 +526,47 @@ func TestHandlerTimeoutsAndPanicsAreFailures(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Contains(t, errs[ids[0]], "timed out after 50ms")
 	require.Contains(t, errs[ids[1]], "handler panicked: nil map in the review model")
+}
+
+func TestRecoversFromRedisAndPostgresOutages(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	srv := testenv.StartRedisServer(t)
+	b := setupWith(t, srv.Client())
+	proxy := testenv.StartProxy(t, testenv.PostgresAddr(t))
+	pool, err := db.Open(ctx, b.schema.ThroughProxy(t, proxy), 4)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	var handled atomic.Int32
+	release := make(chan struct{})
+	cfg := b.cfg
+	cfg.Handler = HandlerFunc(func(ctx context.Context, j Job) error {
+		if handled.Add(1) == 1 {
+			<-release // finishes while PostgreSQL is unreachable
+		}
+		return nil
+	})
+	c, err := New(pool, b.rdb, cfg)
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+
+	b.publish(t, 1)
+	eventually(t, func() bool { return handled.Load() == 1 }, "handler started")
+	proxy.Down()
+	close(release)
+	eventually(t, func() bool { return testutil.ToFloat64(c.m.Errors.WithLabelValues("finish")) >= 2 }, "recording retried")
+	proxy.Up()
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 1 }, "recorded once PostgreSQL is back")
+	require.Len(t, b.logs.Matching("consumer: recording results failed; retrying"), 1)
+	require.Len(t, b.logs.Matching("consumer: recording results recovered"), 1)
+
+	// Redis restarts empty: the consumer reconnects, recreates its group
+	// and reviews what the relay publishes next.
+	srv.Restart()
+	b.publish(t, 5)
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 6 }, "reviewed after the Redis restart")
 }

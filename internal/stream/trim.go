@@ -50,8 +50,16 @@ for _, g in ipairs(groups) do
   if minid == nil or less(need, minid) then minid = need end
 end
 if minid == '0-0' then return {0, minid} end
-local n = redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)
-return {n, minid}
+-- Approximate trimming removes at most 100 nodes per call (its default
+-- LIMIT); a long backlog needs a few calls. Bounded, so one script never
+-- blocks Redis for long.
+local total = 0
+for _ = 1, 20 do
+  local n = redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)
+  total = total + n
+  if n == 0 then break end
+end
+return {total, minid}
 `)
 
 // Trim removes the entries every consumer group is done with (see
