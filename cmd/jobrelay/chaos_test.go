@@ -67,10 +67,10 @@ func TestChaos(t *testing.T) {
 		"METRICS_ADDR=",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=warn",
-		"POLL_INTERVAL=500ms",    // the safety net, and the reaper's tick
-		"REENQUEUE_AFTER=2s",     // entries lost with Redis come back soon
-		"CYCLE_TIMEOUT=5s",       //
-		"RECLAIM_IDLE=1s",        // a killed consumer's jobs are taken over soon
+		"POLL_INTERVAL=500ms", // the safety net, and the reaper's tick
+		"REENQUEUE_AFTER=2s",  // entries lost with Redis come back soon
+		"CYCLE_TIMEOUT=5s",    //
+		"RECLAIM_IDLE=1s",     // a killed consumer's jobs are taken over soon
 		"HANDLER=http:" + review.URL,
 		"CONCURRENCY=16",
 		"PATH=/usr/bin:/bin",
