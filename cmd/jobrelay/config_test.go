@@ -35,8 +35,8 @@ func TestConfigErrors(t *testing.T) {
 		{"relay", map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT: must be one of text, json"},
 		{"relay", map[string]string{"LOG_LEVEL": "loud"}, nil, `LOG_LEVEL: must be debug, info, warn or error, got "loud"`},
 		{"relay", map[string]string{"METRICS_ADDR": "9090"}, nil, "METRICS_ADDR: must be host:port"},
-		{"relay", map[string]string{"JOB_REVIEW_QUEUE_NAME": " "}, nil, "JOB_REVIEW_QUEUE_NAME: must not be empty"},
-		{"relay", map[string]string{"JOB_REVIEW_GROUP": ""}, nil, "JOB_REVIEW_GROUP: must not be empty"},
+		{"relay", nil, []string{"--stream", ""}, "--stream: must not be empty"},
+		{"relay", nil, []string{"--group="}, "--group: must not be empty"},
 		{"relay", map[string]string{"DATABASE_URL": "postgres://u:hunter2@db:port/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "(unparsable URL, hidden)"`},
 		{"relay", map[string]string{"DATABASE_URL": "mysql://u:hunter2@db/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "mysql://u:xxxxx@db/x"`},
 		{"relay", map[string]string{"REDIS_URL": "http://u:hunter2@cache:6379"}, nil, `REDIS_URL: is not a valid Redis URL`},
@@ -122,6 +122,10 @@ func TestSettingsPrecedence(t *testing.T) {
 	got := relayStart(t, dir, pl.env)
 	require.EqualValues(t, 7, got["batch_size"], ".env is read")
 	require.Equal(t, float64(2*time.Minute), got["poll_interval"], "POLL_INTERVAL_MINUTES is honoured")
+	require.Equal(t, float64(12*time.Second), got["cycle_timeout"])
+
+	got = relayStart(t, dir, append(pl.env, "BATCH_SIZE=", "CYCLE_TIMEOUT="))
+	require.EqualValues(t, 7, got["batch_size"], "an empty variable counts as unset (compose passes ${VAR:-} so)")
 	require.Equal(t, float64(12*time.Second), got["cycle_timeout"])
 
 	got = relayStart(t, dir, append(pl.env, "BATCH_SIZE=8", "POLL_INTERVAL=90s"))

@@ -57,6 +57,7 @@ func commands() []command {
 		{"status", "show jobs by status, the stream, its groups and dead letters", statusCmd},
 		{"seed", "insert sample job postings (demos, benchmarks)", seedCmd},
 		{"retry", "send failed jobs back to pending_review", retryCmd},
+		{"healthcheck", "exit 0 if this container's jobrelay is ready (for container health checks)", healthcheckCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
@@ -130,7 +131,7 @@ Usage: jobrelay <command> [flags]
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Configuration comes from flags, the environment and ./.env, in that order.

@@ -22,8 +22,10 @@ type serveConfig struct {
 }
 
 func (c *serveConfig) register(s *settings) {
-	s.add(stringSetting(&c.MetricsAddr, "METRICS_ADDR", "metrics-addr", metricsAddrDefault, "HOST:PORT",
-		"listener for /metrics, /healthz and /readyz; empty disables it", checkListenAddr))
+	st := stringSetting(&c.MetricsAddr, "METRICS_ADDR", "metrics-addr", metricsAddrDefault, "HOST:PORT",
+		"listener for /metrics, /healthz and /readyz; empty disables it", checkListenAddr)
+	st.emptyIsValue = true
+	s.add(st)
 }
 
 // observability is a process's metrics registry and its listener.

@@ -51,7 +51,21 @@ func loadEnv(getenv func(string) (string, bool), path string) (*env, error) {
 	return e, nil
 }
 
+// lookup finds a variable. An empty value counts as unset (compose passes
+// "${VAR:-}" as an empty string), except for the settings where empty has
+// a meaning of its own (see lookupRaw).
 func (e *env) lookup(name string) (string, bool) {
+	if v, ok := e.getenv(name); ok && strings.TrimSpace(v) != "" {
+		return v, true
+	}
+	if v, ok := e.file[name]; ok && strings.TrimSpace(v) != "" {
+		return v, true
+	}
+	return "", false
+}
+
+// lookupRaw finds a variable, empty or not.
+func (e *env) lookupRaw(name string) (string, bool) {
 	if v, ok := e.getenv(name); ok {
 		return v, true
 	}
@@ -70,6 +84,7 @@ type settings struct {
 type setting struct {
 	env, flag, usage, def, meta string
 	boolean                     bool                // a flag that needs no value
+	emptyIsValue                bool                // an empty variable is a value, not "unset"
 	redact                      func(string) string // hides secrets in error messages
 	parse                       func(string) error  // sets the typed value
 	value                       string              // the text in effect
@@ -86,7 +101,11 @@ func newSettings(name string, e *env) *settings {
 func (s *settings) add(st *setting) {
 	st.value, st.source = st.def, "default"
 	if st.env != "" {
-		if v, ok := s.env.lookup(st.env); ok {
+		lookup := s.env.lookup
+		if st.emptyIsValue {
+			lookup = s.env.lookupRaw
+		}
+		if v, ok := lookup(st.env); ok {
 			st.value, st.source = v, "env"
 		}
 	}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"debug/elf"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/require"
+)
+
+// variablesRead lists every environment variable the binary reads, from
+// the commands' own help.
+func variablesRead(t *testing.T) []string {
+	t.Helper()
+	envRe := regexp.MustCompile(`env ([A-Z_]+)`)
+	seen := map[string]bool{"POLL_INTERVAL_MINUTES": true} // read when POLL_INTERVAL is not set
+	for _, c := range commands() {
+		_, stdout, _ := runInProcess(t, nil, c.name, "--help")
+		for _, m := range envRe.FindAllStringSubmatch(stdout, -1) {
+			seen[m[1]] = true
+		}
+	}
+	var vars []string
+	for v := range seen {
+		vars = append(vars, v)
+	}
+	slices.Sort(vars)
+	return vars
+}
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{"../../compose.yaml"},
+		cli.WithWorkingDirectory("../.."),
+		cli.WithEnv([]string{}), // defaults only: no .env, no host variables
+		cli.WithDiscardEnvFile,
+		cli.WithInterpolation(true),
+	)
+	require.NoError(t, err)
+	project, err := opts.LoadProject(ctxT(t))
+	require.NoError(t, err)
+	return project
+}
+
+func TestCompose(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t)
+	require.ElementsMatch(t, []string{"postgres", "redis", "migrate", "relay", "consumer"}, p.ServiceNames())
+
+	svc := func(name string) types.ServiceConfig {
+		s, err := p.GetService(name)
+		require.NoError(t, err)
+		return s
+	}
+	depends := func(name string) map[string]string {
+		out := map[string]string{}
+		for dep, cfg := range svc(name).DependsOn {
+			out[dep] = cfg.Condition
+		}
+		return out
+	}
+
+	pg := svc("postgres")
+	require.Regexp(t, `^postgres:17`, pg.Image)
+	require.NotNil(t, pg.HealthCheck)
+	require.Contains(t, strings.Join(pg.HealthCheck.Test, " "), "pg_isready")
+	require.NotEmpty(t, pg.Volumes)
+
+	rd := svc("redis")
+	require.Regexp(t, `^redis:(7\.[4-9]|[89])`, rd.Image)
+	require.Contains(t, strings.Join(rd.Command, " "), "--appendonly yes")
+	require.Contains(t, strings.Join(rd.HealthCheck.Test, " "), "ping")
+	require.NotEmpty(t, rd.Volumes)
+
+	require.Equal(t, []string{"migrate", "up"}, []string(svc("migrate").Command))
+	require.Equal(t, map[string]string{"postgres": types.ServiceConditionHealthy}, depends("migrate"))
+
+	for name, cmd := range map[string]string{"relay": "relay", "consumer": "consume"} {
+		s := svc(name)
+		require.Equal(t, []string{cmd}, []string(s.Command))
+		require.NotNil(t, s.Build, "%s is built from the Dockerfile", name)
+		require.Equal(t, map[string]string{"migrate": types.ServiceConditionCompletedSuccessfully, "redis": types.ServiceConditionHealthy},
+			depends(name), "%s waits for the schema and for Redis", name)
+		require.NotNil(t, s.Deploy.Replicas)
+		require.Equal(t, 2, *s.Deploy.Replicas, "%s replicas", name)
+		require.Equal(t, []string{"CMD", "jobrelay", "healthcheck"}, []string(s.HealthCheck.Test))
+		require.Equal(t, "unless-stopped", s.Restart)
+		require.NotEmpty(t, s.Ports, "%s exposes its metrics", name)
+		require.EqualValues(t, 9090, s.Ports[0].Target)
+	}
+
+	for _, s := range p.Services {
+		require.NotNil(t, s.Deploy, "%s: resource limits", s.Name)
+		require.NotNil(t, s.Deploy.Resources.Limits, "%s: resource limits", s.Name)
+		require.Positive(t, float32(s.Deploy.Resources.Limits.NanoCPUs), "%s: CPU limit", s.Name)
+		require.Positive(t, int64(s.Deploy.Resources.Limits.MemoryBytes), "%s: memory limit", s.Name)
+		require.NotEmpty(t, s.Restart, "%s: restart policy", s.Name)
+	}
+
+	// Every variable the binary reads reaches every jobrelay container.
+	vars := variablesRead(t)
+	require.Contains(t, vars, "DATABASE_URL")
+	require.Contains(t, vars, "SHUTDOWN_TIMEOUT")
+	for _, name := range []string{"migrate", "relay", "consumer"} {
+		env := svc(name).Environment
+		for _, v := range vars {
+			_, ok := env[v]
+			require.True(t, ok, "%s does not pass %s", name, v)
+		}
+	}
+	// Defaults reach the compose services by name, not localhost.
+	env := svc("relay").Environment
+	require.Contains(t, *env["DATABASE_URL"], "@postgres:5432/")
+	require.Equal(t, "redis://redis:6379/0", *env["REDIS_URL"])
+	require.Equal(t, ":9090", *env["METRICS_ADDR"])
+}
+
+func TestComposeTakesTheOldPollersEnv(t *testing.T) {
+	t.Parallel()
+	opts, err := cli.NewProjectOptions([]string{"../../compose.yaml"},
+		cli.WithWorkingDirectory("../.."),
+		cli.WithEnv([]string{"DATABASE_URL=postgres://app:pw@db.internal/jobs", "POLL_INTERVAL_MINUTES=3",
+			"JOB_REVIEW_QUEUE_NAME=review_queue", "BATCH_SIZE=50"}),
+		cli.WithDiscardEnvFile)
+	require.NoError(t, err)
+	p, err := opts.LoadProject(ctxT(t))
+	require.NoError(t, err)
+	relay, err := p.GetService("relay")
+	require.NoError(t, err)
+	env := relay.Environment
+	require.Equal(t, "postgres://app:pw@db.internal/jobs", *env["DATABASE_URL"])
+	require.Equal(t, "3", *env["POLL_INTERVAL_MINUTES"])
+	require.Equal(t, "", *env["POLL_INTERVAL"], "empty, so POLL_INTERVAL_MINUTES applies")
+	require.Equal(t, "review_queue", *env["JOB_REVIEW_QUEUE_NAME"])
+	require.Equal(t, "50", *env["BATCH_SIZE"])
+}
+
+func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../.env.example")
+	require.NoError(t, err)
+	for _, v := range variablesRead(t) {
+		require.Regexp(t, `(?m)^#?`+v+`=`, string(b), ".env.example lacks %s", v)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, v := range variablesRead(t) {
+		require.Contains(t, string(readme), "`"+v+"`", "the README's table lacks %s", v)
+	}
+}
+
+// TestDockerBuild checks what the Dockerfile promises that can be checked
+// without a Docker engine: its build command gives a static binary, and
+// the final image runs it as a non-root user.
+func TestDockerBuild(t *testing.T) {
+	t.Parallel()
+	df, err := os.ReadFile("../../Dockerfile")
+	require.NoError(t, err)
+	text := string(df)
+	require.Contains(t, text, "AS build")
+	require.Contains(t, text, "CGO_ENABLED=0 go build")
+	require.Regexp(t, `(?m)^FROM gcr\.io/distroless/static[^ ]*:nonroot$`, text, "a minimal final image with CA certificates")
+	require.Regexp(t, `(?m)^USER nonroot`, text)
+	require.Regexp(t, `(?m)^ENTRYPOINT \["/usr/local/bin/jobrelay"\]$`, text)
+	require.Regexp(t, `(?m)^ARG VERSION`, text)
+	ignore, err := os.ReadFile("../../.dockerignore")
+	require.NoError(t, err)
+	require.Contains(t, string(ignore), ".env")
+
+	// TestMain built the binary with the Dockerfile's command.
+	f, err := elf.Open(binary)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, p := range f.Progs {
+		require.NotEqual(t, elf.PT_INTERP, p.Type, "the binary needs a dynamic loader")
+	}
+	v, err := exec.Command(binary, "version").Output()
+	require.NoError(t, err)
+	require.Regexp(t, `^jobrelay v0\.0\.0-test \(commit abc1234def, go1\.`, string(v))
+}

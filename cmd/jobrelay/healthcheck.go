@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+const healthcheckHelp = `Asks the jobrelay process of this container whether it is ready (GET
+/readyz on METRICS_ADDR) and exits 0 if so, 1 if not: a container health
+check for images without curl. --live asks /healthz instead (alive, not
+necessarily ready).`
+
+func healthcheckCmd(a *app, args []string) error {
+	var (
+		sc   serveConfig
+		live bool
+	)
+	s := newSettings("healthcheck", a.env)
+	sc.register(s)
+	s.add(boolSetting(&live, "", "live", false, "check /healthz (alive) instead of /readyz (ready)"))
+	if _, err := a.parseOrHelp(s, args, "jobrelay healthcheck [--live] [flags]", healthcheckHelp); err != nil {
+		return err
+	}
+	if sc.MetricsAddr == "" {
+		return usagef("healthcheck: METRICS_ADDR is empty: the process serves no health endpoints")
+	}
+	host, port, _ := net.SplitHostPort(sc.MetricsAddr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	path := "/readyz"
+	if live {
+		path = "/healthz"
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprint(a.stdout, string(body))
+	return nil
+}

@@ -1,0 +1,83 @@
+package inspect
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// gauges gathers the collector's metrics as "name{labels}" → value.
+func gauges(t *testing.T, c *Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			out[name] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+func TestGaugesFollowThePipeline(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	schema := testenv.NewSchema(t)
+	rdb := testenv.NewRedis(t)
+	stream := testenv.Stream(t, rdb)
+
+	c := NewCollector()
+	require.Empty(t, gauges(t, c), "nothing before the first snapshot")
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(runCtx, schema.Pool, rdb, Options{Stream: stream}, 20*time.Millisecond, testenvLogger())
+	}()
+	defer func() { cancel(); <-done }()
+
+	require.Eventually(t, func() bool { _, ok := gauges(t, c)["jobrelay_jobs_pending"]; return ok }, time.Minute, time.Millisecond)
+	require.Zero(t, gauges(t, c)["jobrelay_jobs_pending"])
+
+	_, err := schema.Pool.Exec(ctx, `INSERT INTO jobs (title, created_at) VALUES ('a', now() - interval '10 minutes'), ('b', now())`)
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"job_id", "x"}}).Err())
+	}
+	require.NoError(t, rdb.XGroupCreate(ctx, stream, "workers", "0").Err())
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "w", Streams: []string{stream, ">"}, Count: 1}).Err())
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream + ":dead", Values: []any{"job_id", "y"}}).Err())
+
+	require.Eventually(t, func() bool { return gauges(t, c)["jobrelay_stream_group_pending{group=workers}"] == 1 }, time.Minute, time.Millisecond)
+	g := gauges(t, c)
+	require.Equal(t, 2.0, g["jobrelay_jobs_pending"])
+	require.InDelta(t, 600, g["jobrelay_jobs_oldest_pending_age_seconds"], 30)
+	require.Equal(t, 3.0, g["jobrelay_stream_length"])
+	require.Equal(t, 3.0, g["jobrelay_stream_entries_added"])
+	require.Equal(t, 2.0, g["jobrelay_stream_group_lag{group=workers}"])
+	require.Equal(t, 1.0, g["jobrelay_stream_group_consumers{group=workers}"])
+	require.Greater(t, g["jobrelay_stream_oldest_pending_entry_age_seconds{group=workers}"], 0.0)
+	require.Equal(t, 1.0, g["jobrelay_dead_letter_length"])
+	require.Less(t, g["jobrelay_pipeline_snapshot_age_seconds"], 60.0)
+}
+
+func testenvLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
