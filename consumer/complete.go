@@ -13,29 +13,51 @@ import (
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
-// maxFinishBatch bounds the results recorded by one UPDATE and one XACK.
-const maxFinishBatch = 1000
+// Batches of results: one UPDATE and one XACK each (see completeLoop).
+const (
+	minFinishBatch = 100
+	maxFinishBatch = 1000
+	finishLinger   = 2 * time.Millisecond
+)
 
-// completeLoop records results until the results channel closes. It takes
-// every result waiting, so batches grow with the load: one at a time when
-// idle, hundreds when handlers finish faster than a round trip.
+// completeLoop records results until the results channel closes. A batch
+// is recorded when it reaches minFinishBatch results or finishLinger after
+// its first one, whichever comes first, with everything waiting by then: a
+// commit per result would cost PostgreSQL more than the results themselves,
+// and the linger delays only the bookkeeping, not the handlers.
 func (c *Consumer) completeLoop() {
 	batch := make([]*result, 0, maxFinishBatch)
 	var lastTrim time.Time
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for r := range c.results {
 		batch = append(batch[:0], r)
-	more:
+		linger.Reset(finishLinger)
+	collect:
 		for len(batch) < maxFinishBatch {
+			if len(batch) >= minFinishBatch {
+				select { // take what is waiting, do not wait for more
+				case r, ok := <-c.results:
+					if !ok {
+						break collect
+					}
+					batch = append(batch, r)
+					continue
+				default:
+					break collect
+				}
+			}
 			select {
 			case r, ok := <-c.results:
 				if !ok {
-					break more
+					break collect
 				}
 				batch = append(batch, r)
-			default:
-				break more
+			case <-linger.C:
+				break collect
 			}
 		}
+		linger.Stop()
 		c.finish(batch)
 		if c.cfg.TrimInterval > 0 && time.Since(lastTrim) >= c.cfg.TrimInterval {
 			lastTrim = time.Now()

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -177,7 +178,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	completerDone := make(chan struct{})
 	go func() {
 		defer close(completerDone)
-		c.completeLoop()
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(c.completeLoop)
+		}
+		wg.Wait()
 	}()
 
 	<-ctx.Done()
@@ -231,6 +236,9 @@ func (c *Consumer) acquire(ctx context.Context, max int) int {
 		return 0
 	case <-c.slots:
 	}
+	// Handlers that are finishing right now free their slots in a moment:
+	// let them, so one read fetches for all of them rather than one.
+	runtime.Gosched()
 	return 1 + c.tryAcquire(max-1)
 }
 

@@ -116,6 +116,14 @@ end
 if #record > 0 then
   local minute = math.floor(now / width)
   local cur = prefix .. minute
+  local pttl = redis.call('PTTL', cur)
+  if pttl == -2 then
+    -- A value longer than hash-max-listpack-value (64 by default) makes
+    -- Redis keep the hash as a hash table from the start: in its compact
+    -- listpack form every field lookup scans the whole hash, and a few
+    -- relays' batches in flight make that quadratic.
+    redis.call('HSET', cur, '~', string.rep('~', 1024))
+  end
   local s = 1
   while s <= #record do
     local e = math.min(s + 1999, #record)
@@ -123,7 +131,6 @@ if #record > 0 then
     s = e + 1
   end
   local expireAt = (minute + 1) * width + ttl
-  local pttl = redis.call('PTTL', cur)
   if pttl < 0 or pttl < expireAt - now then
     redis.call('PEXPIREAT', cur, expireAt)
     redis.call('ZADD', index, 'GT', expireAt, cur)

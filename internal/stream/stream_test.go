@@ -63,9 +63,13 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	// Once committed, a batch's records are forgotten by the next call.
 	_, err = Publish(ctx, rdb, params(nil, Forget{Fields: append(again.Forget.Fields, next.Forget.Fields...)}))
 	require.NoError(t, err)
-	left, err := rdb.HLen(ctx, keys[0]).Result()
+	left, err := rdb.HMGet(ctx, keys[0], append(again.Forget.Fields, next.Forget.Fields...)...).Result()
 	require.NoError(t, err)
-	require.Zero(t, left)
+	require.Equal(t, []any{nil, nil, nil, nil}, left)
+	// The hash stays a hash table, whatever number of records it holds.
+	enc, err := rdb.ObjectEncoding(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.Equal(t, "hashtable", enc)
 }
 
 func TestPublishKeepsNullsAbsentAndValuesIntact(t *testing.T) {

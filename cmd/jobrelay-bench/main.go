@@ -1,0 +1,110 @@
+// Command jobrelay-bench measures jobrelay against the limits of the
+// PostgreSQL and Redis it runs on, in one run, and prints a Markdown table:
+// `make bench`. It needs the local servers (TEST_DATABASE_URL and
+// TEST_REDIS_URL, as the tests) and writes only to schemas and streams of
+// its own, which it drops.
+//
+// Throughputs are medians of -runs runs. Each run starts from a fresh
+// schema with the jobs already inserted; what is timed is the draining.
+package main
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrelay-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	runs       int
+	jobs       int
+	backlog    int
+	pollerJobs int
+	latencyFor time.Duration
+	rate       int
+	out        string
+	dbURL      string
+	redisURL   string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("jobrelay-bench", flag.ContinueOnError)
+	fs.IntVar(&o.runs, "runs", 3, "runs of each throughput scenario (the median is reported)")
+	fs.IntVar(&o.jobs, "jobs", 200_000, "jobs per throughput run")
+	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog drained by the relay whose memory is measured")
+	fs.IntVar(&o.pollerJobs, "poller-jobs", 20_000, "jobs per run of the old poller's pattern (it is slow)")
+	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
+	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
+	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.dbURL = cmp.Or(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	o.redisURL = cmp.Or(os.Getenv("TEST_REDIS_URL"), "redis://127.0.0.1:6379/0")
+
+	dir, err := os.MkdirTemp("", "jobrelay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	binary := filepath.Join(dir, "jobrelay")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", binary, "./cmd/jobrelay")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = stderr, stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build jobrelay (run from the repository's root): %w", err)
+	}
+
+	b, err := newBench(ctx, o, binary, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	start := time.Now()
+	report, err := b.all(ctx)
+	if err != nil {
+		return err
+	}
+	report += fmt.Sprintf("\nMeasured in %s with `make bench` (`go run ./cmd/jobrelay-bench -runs %d -jobs %d`).\n",
+		time.Since(start).Round(time.Second), o.runs, o.jobs)
+	fmt.Fprint(stdout, report)
+	if o.out != "" {
+		return os.WriteFile(o.out, []byte(benchmarksHeader+report), 0o644)
+	}
+	return nil
+}
+
+const benchmarksHeader = `# Benchmarks
+
+What jobrelay does per second on one machine, next to what its PostgreSQL
+and Redis can do at all, measured in one run by ` + "`make bench`" + `. The
+limits use the very statements jobrelay runs (the relay's claim, update and
+commit without Redis; pipelined XADD of the same entries without
+PostgreSQL), so each ratio says how much of the servers' capacity the
+relay's own work leaves unused. Throughputs are medians of the runs; every
+run drains a fresh schema. The machine is shared and noisy: compare ratios
+within one run, not absolute figures across runs.
+
+`
+
+func (b *bench) log(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+

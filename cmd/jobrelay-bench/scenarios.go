@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+	"github.com/jobrelay/jobrelay/relay"
+)
+
+// pgLimit drains the jobs with the relay's own statements and no Redis:
+// BEGIN + claim, then UPDATE + COMMIT, with stand-in entry IDs, by
+// workers connections in parallel. What the relay can at best approach.
+func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error) {
+	p, err := b.newPipeline(ctx, b.o.jobs)
+	if err != nil {
+		return 0, err
+	}
+	defer p.drop()
+	conns := make([]*pgx.Conn, workers)
+	for i := range conns {
+		if conns[i], err = pgx.Connect(ctx, p.url); err != nil {
+			return 0, err
+		}
+		defer conns[i].Close(context.Background())
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for _, conn := range conns {
+		wg.Go(func() {
+			var jobs []db.Job
+			ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
+			for {
+				var err error
+				if jobs, err = db.BeginClaim(ctx, conn, batch, jobs); err != nil {
+					errs <- err
+					return
+				}
+				if len(jobs) == 0 {
+					errs <- db.Rollback(ctx, conn)
+					return
+				}
+				ids, streamIDs = ids[:0], streamIDs[:0]
+				for i := range jobs {
+					ids = append(ids, jobs[i].ID)
+					streamIDs = append(streamIDs, "1-"+strconv.Itoa(i))
+				}
+				if err := db.CommitInReview(ctx, conn, &db.InReviewParams{IDs: ids, StreamIDs: streamIDs, EnqueuedAt: time.Now()}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusInReview, b.o.jobs)
+}
+
+// redisLimit adds the jobs' entries with pipelined XADD in batches, one
+// client, no PostgreSQL, no dedup.
+func (b *bench) redisLimit(ctx context.Context, batch int) (float64, error) {
+	s := "bench:xadd:" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	defer b.rdb.Unlink(context.Background(), s)
+	enq := time.Now().UTC().Format(time.RFC3339Nano)
+	start := time.Now()
+	for done := 0; done < b.o.jobs; done += batch {
+		_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for i := range min(batch, b.o.jobs-done) {
+				n := done + i
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: s, Values: []any{
+					"job_id", "0b3e4a4e-9a57-4a0c-8f4e-" + fmt.Sprintf("%012d", n), "site", "linkedin",
+					"title", "Senior Site Reliability Engineer", "company", "Hooli Analytics",
+					"job_url", "https://jobs.example.com/" + strconv.Itoa(n), "attempt", "1", "enqueued_at", enq}})
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(b.o.jobs) / time.Since(start).Seconds(), nil
+}
+
+// relayRun drains the jobs with replicas `jobrelay relay --once` processes.
+// It returns jobs/s and the largest peak RSS of the processes.
+func (b *bench) relayRun(ctx context.Context, batch, replicas, jobs int) (float64, int64, error) {
+	p, err := b.newPipeline(ctx, jobs)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.drop()
+	env := p.env("BATCH_SIZE="+strconv.Itoa(batch), "MAX_STREAM_LAG=0", "LOG_LEVEL=info")
+	start := time.Now()
+	procs := make([]*proc, replicas)
+	for i := range procs {
+		if procs[i], err = p.start(env, "relay", "--once"); err != nil {
+			return 0, 0, err
+		}
+	}
+	var peak int64
+	for _, pr := range procs {
+		if err := pr.wait(ctx); err != nil {
+			return 0, 0, fmt.Errorf("relay --once: %w", err)
+		}
+		peak = max(peak, pr.peakRSS())
+	}
+	elapsed := time.Since(start)
+	if err := p.check(ctx, db.StatusInReview, jobs); err != nil {
+		return 0, 0, err
+	}
+	n, err := b.rdb.XLen(ctx, p.stream).Result()
+	if err != nil {
+		return 0, 0, err
+	}
+	if n != int64(jobs) {
+		return 0, 0, fmt.Errorf("relay: %d entries for %d jobs", n, jobs)
+	}
+	return float64(jobs) / elapsed.Seconds(), peak, nil
+}
+
+// oldPoller is the pattern jobrelay replaces: read 100 pending jobs, then
+// for each one XADD it and UPDATE it in a transaction of its own.
+func (b *bench) oldPoller(ctx context.Context) (float64, error) {
+	p, err := b.newPipeline(ctx, b.o.pollerJobs)
+	if err != nil {
+		return 0, err
+	}
+	defer p.drop()
+	enq := time.Now().UTC().Format(time.RFC3339Nano)
+	start := time.Now()
+	for {
+		jobs, err := db.PendingBatch(ctx, p.pool, 100)
+		if err != nil {
+			return 0, err
+		}
+		if len(jobs) == 0 {
+			break
+		}
+		for _, j := range jobs {
+			id, err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{
+				"job_id", j.ID, "site", j.Site.String, "title", j.Title.String, "company", j.Company.String,
+				"job_url", j.JobURL.String, "attempt", "1", "enqueued_at", enq}}).Result()
+			if err != nil {
+				return 0, err
+			}
+			if err := db.MarkOneInReview(ctx, p.pool, j.ID, id); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return float64(b.o.pollerJobs) / time.Since(start).Seconds(), p.check(ctx, db.StatusInReview, b.o.pollerJobs)
+}
+
+// consumers reviews the published jobs with n `jobrelay consume`
+// processes whose handler does nothing (the log handler with logging at
+// warn), the status update and XACK included. It returns jobs/s and the
+// largest peak RSS.
+func (b *bench) consumers(ctx context.Context, n, concurrency int) (float64, int64, error) {
+	p, err := b.newPipeline(ctx, b.o.jobs)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.drop()
+	r, err := relay.New(p.pool, b.rdb, relay.Config{Stream: p.stream, BatchSize: 1000, MaxStreamLag: -1, MaxMemoryRatio: -1})
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := r.Drain(ctx); err != nil {
+		return 0, 0, err
+	}
+	if _, err := p.pool.Exec(ctx, "VACUUM ANALYZE jobs"); err != nil {
+		return 0, 0, err
+	}
+	env := p.env("LOG_LEVEL=warn", "HANDLER=log", "CONCURRENCY="+strconv.Itoa(concurrency))
+	start := time.Now()
+	procs := make([]*proc, n)
+	for i := range procs {
+		if procs[i], err = p.start(env, "consume"); err != nil {
+			return 0, 0, err
+		}
+	}
+	// Done when the group has read everything and acknowledged it: jobs
+	// are marked reviewed before their XACK. Polling Redis, not the table,
+	// keeps the measurement off the server being measured.
+	for {
+		groups, err := b.rdb.XInfoGroups(ctx, p.stream).Result()
+		if err == nil && len(groups) == 1 && groups[0].Lag == 0 && groups[0].Pending == 0 && groups[0].EntriesRead >= int64(b.o.jobs) {
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	var peak int64
+	for _, pr := range procs {
+		peak = max(peak, pr.peakRSS())
+		if err := pr.stop(); err != nil {
+			return 0, 0, fmt.Errorf("consume: %w", err)
+		}
+	}
+	return float64(b.o.jobs) / elapsed.Seconds(), peak, p.check(ctx, db.StatusReviewed, b.o.jobs)
+}
+
+// latencies are percentiles of one latency run, in milliseconds.
+type latencies struct{ toEntry, toHandler [3]float64 } // p50, p99, max
+
+// latency inserts jobs one by one at a steady rate into a pipeline of one
+// relay (default POLL_INTERVAL: wake-ups come from NOTIFY) and one
+// consumer, and measures from each INSERT's commit to its entry being
+// readable in the stream, and to its handler starting.
+func (b *bench) latency(ctx context.Context) (latencies, error) {
+	var res latencies
+	p, err := b.newPipeline(ctx, 0)
+	if err != nil {
+		return res, err
+	}
+	defer p.drop()
+
+	var mu sync.Mutex
+	committed, entry, handler := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		var j struct {
+			ID string `json:"job_id"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&j)
+		mu.Lock()
+		handler[j.ID] = now
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	env := p.env("LOG_LEVEL=warn", "HANDLER=http:http://"+ln.Addr().String()+"/review")
+	relayProc, err := p.start(env, "relay")
+	if err != nil {
+		return res, err
+	}
+	defer relayProc.stop()
+	consumerProc, err := p.start(env, "consume")
+	if err != nil {
+		return res, err
+	}
+	defer consumerProc.stop()
+
+	// A reader outside the group sees each entry as soon as it exists.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		last := "0-0"
+		for rctx.Err() == nil {
+			res, err := b.rdb.XRead(rctx, &redis.XReadArgs{Streams: []string{p.stream, last}, Block: time.Second, Count: 1000}).Result()
+			now := time.Now()
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			for _, m := range res[0].Messages {
+				entry[m.Values[stream.FieldJobID].(string)] = now
+				last = m.ID
+			}
+			mu.Unlock()
+		}
+	}()
+
+	// Wait until the relay listens and the consumer's group exists.
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		groups, err := b.rdb.XInfoGroups(ctx, p.stream).Result()
+		return err == nil && len(groups) == 1
+	}); err != nil {
+		return res, fmt.Errorf("pipeline did not start: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the relay's first cycle and LISTEN
+
+	ticker := time.NewTicker(time.Second / time.Duration(b.o.rate))
+	defer ticker.Stop()
+	deadline := time.Now().Add(b.o.latencyFor)
+	for time.Now().Before(deadline) {
+		<-ticker.C
+		id, err := db.InsertJob(ctx, p.pool, db.NewJob{Site: "otta", Title: "Latency probe", Company: "Acme", JobURL: "https://x"})
+		if err != nil {
+			return res, err
+		}
+		now := time.Now()
+		mu.Lock()
+		committed[id] = now
+		mu.Unlock()
+	}
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handler) >= len(committed) && len(entry) >= len(committed)
+	}); err != nil {
+		return res, fmt.Errorf("not every job arrived: %w", err)
+	}
+	cancel()
+	<-readerDone
+	mu.Lock()
+	defer mu.Unlock()
+	var toEntry, toHandler []float64
+	for id, t := range committed {
+		toEntry = append(toEntry, float64(entry[id].Sub(t).Microseconds())/1000)
+		toHandler = append(toHandler, float64(handler[id].Sub(t).Microseconds())/1000)
+	}
+	res.toEntry = percentiles(toEntry)
+	res.toHandler = percentiles(toHandler)
+	return res, nil
+}
+
+func percentiles(v []float64) [3]float64 {
+	slices.Sort(v)
+	at := func(q float64) float64 {
+		i := int(q * float64(len(v)-1))
+		return v[i]
+	}
+	return [3]float64{at(0.5), at(0.99), v[len(v)-1]}
+}
+
+// idleRelay runs a relay with nothing to do and reports the queries and
+// Redis commands it sends over the period (besides its LISTEN).
+func (b *bench) idleRelay(ctx context.Context, period time.Duration) (queries, commands int, err error) {
+	p, err := b.newPipeline(ctx, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.drop()
+	pr, err := p.start(p.env("LOG_LEVEL=warn"), "relay")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer pr.stop()
+	time.Sleep(2 * time.Second) // start-up: first cycle, reaper, LISTEN
+	before, err := b.activity(ctx, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(period)
+	after, err := b.activity(ctx, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	for k, v := range after {
+		if before[k] != v {
+			if strings.HasPrefix(k, "redis ") {
+				commands++
+			} else {
+				queries++
+			}
+		}
+	}
+	return queries, commands, nil
+}
+
+// activity identifies the last statement of each of the relay's database
+// sessions and the last command of its Redis connections: if none
+// changes, the relay sent nothing.
+func (b *bench) activity(ctx context.Context, p *pipeline) (map[string]string, error) {
+	out := map[string]string{}
+	rows, err := b.admin.Query(ctx, `
+SELECT pid::text, coalesce(query_start::text, '') || ' ' || coalesce(state_change::text, '')
+FROM pg_stat_activity WHERE application_name IN ('jobrelay relay', 'jobrelay listener', 'jobrelay')
+  AND pid <> pg_backend_pid() AND datname = current_database()`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var pid, at string
+		if err := rows.Scan(&pid, &at); err != nil {
+			return nil, err
+		}
+		out["pg "+pid] = at
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	clients, err := b.rdb.ClientList(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	for line := range strings.Lines(clients) {
+		f := map[string]string{}
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			f[k] = v
+		}
+		if f["name"] == "jobrelay" {
+			// idle grows by one every second without a command.
+			idle, _ := strconv.Atoi(f["idle"])
+			age, _ := strconv.Atoi(f["age"])
+			out["redis "+f["id"]] = strconv.Itoa(age - idle)
+		}
+	}
+	return out, nil
+}
+
+// check verifies that want jobs ended in status.
+func (p *pipeline) check(ctx context.Context, status string, want int) error {
+	c, err := p.counts(ctx)
+	if err != nil {
+		return err
+	}
+	if c[status] != int64(want) {
+		return fmt.Errorf("%d jobs %s, want %d: %v", c[status], status, want, c)
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", timeout)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
