@@ -107,4 +107,3 @@ within one run, not absolute figures across runs.
 func (b *bench) log(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
-
