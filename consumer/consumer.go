@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -236,9 +235,6 @@ func (c *Consumer) acquire(ctx context.Context, max int) int {
 		return 0
 	case <-c.slots:
 	}
-	// Handlers that are finishing right now free their slots in a moment:
-	// let them, so one read fetches for all of them rather than one.
-	runtime.Gosched()
 	return 1 + c.tryAcquire(max-1)
 }
 

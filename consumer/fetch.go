@@ -222,10 +222,12 @@ func settle(d *delivery, states map[string]db.JobState, maxDeliveries int) {
 }
 
 // refreshLoop keeps this consumer's claim on entries whose handler runs
-// long, so no other consumer reclaims them meanwhile: every ReclaimIdle/3
-// it resets the idle time of entries held for longer than that.
+// long, so no other consumer reclaims them meanwhile: every ReclaimIdle/4
+// it resets the idle time of the entries it has held (or last refreshed)
+// for that long, so none stays idle for more than about half of
+// ReclaimIdle.
 func (c *Consumer) refreshLoop(ctx context.Context) {
-	every := max(c.cfg.ReclaimIdle/3, 5*time.Millisecond)
+	every := max(c.cfg.ReclaimIdle/4, 2*time.Millisecond)
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
 	var bo backoff.Backoff

@@ -105,10 +105,18 @@ type InReviewParams struct {
 func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) error {
 	var b pgx.Batch
 	if len(p.IDs) > 0 {
-		b.Queue(markInReviewSQL, p.IDs, p.StreamIDs, p.EnqueuedAt)
+		ids, err := uuids(p.IDs)
+		if err != nil {
+			return fmt.Errorf("mark jobs in_review: %w", err)
+		}
+		b.Queue(markInReviewSQL, ids, p.StreamIDs, p.EnqueuedAt)
 	}
 	if len(p.FailedIDs) > 0 {
-		b.Queue(markUnpublishableSQL, p.FailedIDs, p.FailedErrors)
+		ids, err := uuids(p.FailedIDs)
+		if err != nil {
+			return fmt.Errorf("mark jobs failed: %w", err)
+		}
+		b.Queue(markUnpublishableSQL, ids, p.FailedErrors)
 	}
 	// If an UPDATE fails, PostgreSQL skips the COMMIT and leaves the
 	// transaction aborted; Rollback ends it.

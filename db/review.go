@@ -115,16 +115,28 @@ func RecordOutcomes(ctx context.Context, q Batcher, o *Outcomes) ([]string, erro
 	var b pgx.Batch
 	var updated int64
 	if len(o.Reviewed.IDs) > 0 {
-		b.Queue(markReviewedSQL, o.Reviewed.IDs, o.Reviewed.Attempts).Exec(func(ct pgconn.CommandTag) error {
+		ids, err := uuids(o.Reviewed.IDs)
+		if err != nil {
+			return nil, fmt.Errorf("mark jobs reviewed: %w", err)
+		}
+		b.Queue(markReviewedSQL, ids, o.Reviewed.Attempts).Exec(func(ct pgconn.CommandTag) error {
 			updated = ct.RowsAffected()
 			return nil
 		})
 	}
 	if len(o.Failed.IDs) > 0 {
-		b.Queue(markFailedSQL, o.Failed.IDs, o.Failed.Attempts, o.Failed.Errors)
+		ids, err := uuids(o.Failed.IDs)
+		if err != nil {
+			return nil, fmt.Errorf("mark jobs failed: %w", err)
+		}
+		b.Queue(markFailedSQL, ids, o.Failed.Attempts, o.Failed.Errors)
 	}
 	if len(o.Retried.IDs) > 0 {
-		b.Queue(recordErrorsSQL, o.Retried.IDs, o.Retried.Attempts, o.Retried.Errors)
+		ids, err := uuids(o.Retried.IDs)
+		if err != nil {
+			return nil, fmt.Errorf("record job errors: %w", err)
+		}
+		b.Queue(recordErrorsSQL, ids, o.Retried.Attempts, o.Retried.Errors)
 	}
 	if b.Len() == 0 {
 		return nil, nil
