@@ -120,8 +120,17 @@ func (r *Relay) Run(ctx context.Context) error {
 		slog.Bool("poll_only", r.cfg.PollOnly))
 	defer r.log.InfoContext(ctx, "relay: stopped")
 
-	poll := time.NewTimer(0) // the first tick runs the reaper and a cycle at once
+	// The first cycle runs once LISTEN is up (the listener's connection
+	// wakes the relay), so no job inserted in between waits for a poll.
+	// Polling alone, it runs at once.
+	poll := time.NewTimer(jitter(r.cfg.PollInterval))
 	defer poll.Stop()
+	if r.cfg.PollOnly {
+		poll.Reset(0)
+	} else if err := r.reap(ctx); err != nil && ctx.Err() == nil {
+		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+		r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
+	}
 	var (
 		bo       backoff.Backoff
 		failing  error

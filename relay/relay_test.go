@@ -2,7 +2,10 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -374,4 +377,55 @@ func TestConfigValidation(t *testing.T) {
 		require.ErrorContains(t, err, tc.want)
 	}
 	require.NoError(t, (&Config{}).withDefaults().validate())
+}
+
+func TestAnIdleRelaySendsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	opts := *b.rdb.Options()
+	opts.ClientName = "idle-" + b.schema.Name
+	rdb := redis.NewClient(&opts)
+	defer rdb.Close()
+	cfg := b.cfg
+	cfg.PollInterval = time.Hour
+	cfg.MaxStreamLag = 100 // backpressure checks on, too
+	r, err := New(b.schema.Pool, rdb, cfg)
+	require.NoError(t, err)
+	startRelay(t, r)
+	require.Eventually(t, func() bool { return cyclesRun(t, r) == 1 }, 10*time.Second, time.Millisecond)
+
+	// What each of the relay's sessions last did.
+	activity := func() string {
+		var out strings.Builder
+		rows, err := b.schema.Pool.Query(ctx, `SELECT pid, query_start FROM pg_stat_activity WHERE pid = ANY($1) ORDER BY pid`,
+			[]uint32{r.listenerPID.Load()})
+		require.NoError(t, err)
+		for rows.Next() {
+			var pid uint32
+			var at time.Time
+			require.NoError(t, rows.Scan(&pid, &at))
+			fmt.Fprintf(&out, "pg %d %s\n", pid, at)
+		}
+		require.NoError(t, rows.Err())
+		clients, err := b.rdb.ClientList(ctx).Result()
+		require.NoError(t, err)
+		for line := range strings.Lines(clients) {
+			if strings.Contains(line, " name="+opts.ClientName+" ") {
+				f := map[string]string{}
+				for _, kv := range strings.Fields(line) {
+					k, v, _ := strings.Cut(kv, "=")
+					f[k] = v
+				}
+				age, _ := strconv.Atoi(f["age"])
+				idle, _ := strconv.Atoi(f["idle"])
+				fmt.Fprintf(&out, "redis %s last command at second %d\n", f["id"], age-idle)
+			}
+		}
+		return out.String()
+	}
+	before := activity()
+	time.Sleep(2500 * time.Millisecond) // Redis counts idleness in seconds
+	require.Equal(t, before, activity(), "an idle relay queried a server")
+	require.Equal(t, 1.0, cyclesRun(t, r), "no cycle (no statement on the cycle connection) without a notification or a poll tick")
 }
