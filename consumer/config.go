@@ -130,11 +130,11 @@ func (c *Config) validate() error {
 	case c.Handler == nil:
 		return errors.New("Handler is required")
 	case c.Concurrency < 1:
-		return fmt.Errorf("Concurrency must be at least 1, got %d", c.Concurrency)
+		return fmt.Errorf("Config.Concurrency must be at least 1, got %d", c.Concurrency)
 	case c.ReadCount < 1:
 		return fmt.Errorf("ReadCount must be at least 1, got %d", c.ReadCount)
 	case c.Block < time.Millisecond:
-		return fmt.Errorf("Block must be at least 1ms, got %s", c.Block)
+		return fmt.Errorf("Config.Block must be at least 1ms, got %s", c.Block)
 	case c.ReclaimIdle < 10*time.Millisecond:
 		return fmt.Errorf("ReclaimIdle must be at least 10ms, got %s", c.ReclaimIdle)
 	case c.MaxDeliveries < 1:

@@ -161,7 +161,7 @@ func (a *app) logger(format string, level slog.Level) *slog.Logger {
 	if f, ok := a.stderr.(*os.File); ok {
 		noColor = !isatty.IsTerminal(f.Fd())
 	}
-	return slog.New(tint.NewHandler(a.stderr, &tint.Options{
+	return slog.New(tint.NewTextHandler(a.stderr, &tint.Options{
 		Level:      level,
 		TimeFormat: "15:04:05.000",
 		NoColor:    noColor,
