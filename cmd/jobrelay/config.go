@@ -25,35 +25,40 @@ const (
 	metricsAddrDefault = ":9090"
 )
 
-// commonConfig is what every command that talks to the servers needs.
-type commonConfig struct {
+// dbConfig is what the commands that only talk to PostgreSQL need.
+type dbConfig struct {
 	DatabaseURL string
-	RedisURL    string
-	Stream      string
 	LogFormat   string
 	LogLevel    slog.Level
 }
 
-func (c *commonConfig) register(s *settings) {
+func (c *dbConfig) register(s *settings) {
 	s.add(secret(stringSetting(&c.DatabaseURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
 		"PostgreSQL URL; sslmode and search_path go in its query", checkDatabaseURL)))
-	s.add(secret(stringSetting(&c.RedisURL, "REDIS_URL", "redis-url", redisURLDefault, "URL",
-		"Redis URL; rediss:// for TLS", checkRedisURL)))
-	s.add(stringSetting(&c.Stream, "JOB_REVIEW_QUEUE_NAME", "stream", relay.StreamDefault, "NAME",
-		"Redis stream of jobs to review", notEmpty))
-	registerLogging(s, &c.LogFormat, &c.LogLevel)
-}
-
-func registerLogging(s *settings, format *string, level *slog.Level) {
-	s.add(stringSetting(format, "LOG_FORMAT", "log-format", "text", "text|json",
+	s.add(stringSetting(&c.LogFormat, "LOG_FORMAT", "log-format", "text", "text|json",
 		"text (colored on a terminal) or json", oneOf("text", "json")))
 	s.add(&setting{env: "LOG_LEVEL", flag: "log-level", def: "info", meta: "LEVEL",
 		usage: "debug, info, warn or error", parse: func(v string) error {
-			if level.UnmarshalText([]byte(v)) != nil {
+			if c.LogLevel.UnmarshalText([]byte(v)) != nil {
 				return errors.New("must be debug, info, warn or error")
 			}
 			return nil
 		}})
+}
+
+// commonConfig is what every command that talks to both servers needs.
+type commonConfig struct {
+	dbConfig
+	RedisURL string
+	Stream   string
+}
+
+func (c *commonConfig) register(s *settings) {
+	c.dbConfig.register(s)
+	s.add(secret(stringSetting(&c.RedisURL, "REDIS_URL", "redis-url", redisURLDefault, "URL",
+		"Redis URL; rediss:// for TLS", checkRedisURL)))
+	s.add(stringSetting(&c.Stream, "JOB_REVIEW_QUEUE_NAME", "stream", relay.StreamDefault, "NAME",
+		"Redis stream of jobs to review", notEmpty))
 }
 
 // relayConfig is what the relay reads.

@@ -59,16 +59,14 @@ func consumeCmd(a *app, args []string) error {
 		return usagef("%v", err)
 	}
 	logStart(a.ctx, logger, "consume", &common, consumerAttrs(&cc, c.Name())...)
-	obs.serverChecks(cl)
-	waitServer, err := obs.serve(a.ctx, sc.MetricsAddr, logger)
+	wait, err := obs.start(a.ctx, cl, &sc, common.Stream, logger, nil)
 	if err != nil {
 		return err
 	}
+	defer wait()
 	stopAbort := abortOn(a.abort, c.Abort)
 	defer stopAbort()
-	err = c.Run(a.ctx)
-	waitServer()
-	return err
+	return c.Run(a.ctx)
 }
 
 // abortOn calls abort when the second signal comes, until stop is called.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -25,14 +24,10 @@ replicas may run "migrate up" at once.`
 
 func migrateCmd(a *app, args []string) error {
 	var (
-		dbURL     string
-		logFormat string
-		logLevel  slog.Level
+		dc dbConfig
 	)
 	s := newSettings("migrate", a.env)
-	s.add(secret(stringSetting(&dbURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
-		"PostgreSQL URL; sslmode and search_path go in its query", checkDatabaseURL)))
-	registerLogging(s, &logFormat, &logLevel)
+	dc.register(s)
 	rest, err := a.parseOrHelp(s, args, "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
 	if err != nil {
 		return err
@@ -57,8 +52,8 @@ func migrateCmd(a *app, args []string) error {
 		return usagef("migrate: unknown subcommand %q: want up, down, down-to N or status", rest[0])
 	}
 
-	logger := a.logger(logFormat, logLevel)
-	pool, err := db.Open(a.ctx, dbURL, 2)
+	logger := a.logger(dc.LogFormat, dc.LogLevel)
+	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,7 @@ func TestReadyzFollowsTheServers(t *testing.T) {
 	schema := testenv.NewSchema(t)
 	srv := testenv.StartRedisServer(t)
 	proxy := testenv.StartProxy(t, testenv.PostgresAddr(t))
-	common := &commonConfig{DatabaseURL: schema.ThroughProxy(t, proxy), RedisURL: srv.URL(), Stream: "job_review"}
+	common := &commonConfig{dbConfig: dbConfig{DatabaseURL: schema.ThroughProxy(t, proxy)}, RedisURL: srv.URL(), Stream: "job_review"}
 	cl, err := openClients(ctx, common, 4)
 	require.NoError(t, err)
 	defer cl.Close()

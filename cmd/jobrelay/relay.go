@@ -61,17 +61,12 @@ func relayCmd(a *app, args []string) error {
 		return nil
 	}
 
-	obs.serverChecks(cl)
-	obs.ready("listen", func(context.Context) error { return r.Ready() })
-	waitServer, err := obs.serve(a.ctx, sc.MetricsAddr, logger)
+	wait, err := obs.start(a.ctx, cl, &sc, common.Stream, logger, r)
 	if err != nil {
 		return err
 	}
-	waitGauges := obs.watchPipeline(a.ctx, cl, common.Stream, logger)
-	err = r.Run(a.ctx)
-	waitServer()
-	waitGauges()
-	return err
+	defer wait()
+	return r.Run(a.ctx)
 }
 
 func relayAttrs(rc *relayConfig, once bool) []slog.Attr {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -15,16 +14,12 @@ attempts count is kept and last_error cleared. With --job, only that job.`
 
 func retryCmd(a *app, args []string) error {
 	var (
-		dbURL     string
-		logFormat string
-		logLevel  slog.Level
-		failed    bool
-		jobID     string
+		dc     dbConfig
+		failed bool
+		jobID  string
 	)
 	s := newSettings("retry", a.env)
-	s.add(secret(stringSetting(&dbURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
-		"PostgreSQL URL", checkDatabaseURL)))
-	registerLogging(s, &logFormat, &logLevel)
+	dc.register(s)
 	s.add(boolSetting(&failed, "", "failed", false, "retry failed jobs (required)"))
 	s.add(stringSetting(&jobID, "", "job", "", "ID", "only this job", func(v string) error {
 		if v == "" {
@@ -42,7 +37,7 @@ func retryCmd(a *app, args []string) error {
 	if !failed {
 		return usagef("retry: say --failed (optionally with --job ID): only failed jobs can be retried")
 	}
-	pool, err := db.Open(a.ctx, dbURL, 2)
+	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}

@@ -66,13 +66,11 @@ func runCmd(a *app, args []string) error {
 	}
 	logPublishPath(a.ctx, logger, cl, rcfg)
 
-	obs.serverChecks(cl)
-	obs.ready("listen", func(context.Context) error { return r.Ready() })
-	waitServer, err := obs.serve(a.ctx, sc.MetricsAddr, logger)
+	wait, err := obs.start(a.ctx, cl, &sc, common.Stream, logger, r)
 	if err != nil {
 		return err
 	}
-	waitGauges := obs.watchPipeline(a.ctx, cl, common.Stream, logger)
+	defer wait()
 	stopAbort := abortOn(a.abort, c.Abort)
 	defer stopAbort()
 
@@ -81,8 +79,6 @@ func runCmd(a *app, args []string) error {
 	wg.Go(func() { relayErr = r.Run(a.ctx) })
 	wg.Go(func() { consumerErr = c.Run(a.ctx) })
 	wg.Wait()
-	waitServer()
-	waitGauges()
 	if relayErr != nil {
 		return relayErr
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"time"
@@ -20,22 +19,18 @@ enough for benchmarks. A running relay picks them up at once.`
 
 func seedCmd(a *app, args []string) error {
 	var (
-		dbURL     string
-		logFormat string
-		logLevel  slog.Level
-		n         int
-		seed      int
+		dc   dbConfig
+		n    int
+		seed int
 	)
 	s := newSettings("seed", a.env)
-	s.add(secret(stringSetting(&dbURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
-		"PostgreSQL URL", checkDatabaseURL)))
-	registerLogging(s, &logFormat, &logLevel)
+	dc.register(s)
 	s.add(intSetting(&n, "", "n", 1000, 1, 100_000_000, "number of jobs to insert"))
 	s.add(intSetting(&seed, "", "seed", 0, 0, 1<<31, "random seed; 0 picks one"))
 	if _, err := a.parseOrHelp(s, args, "jobrelay seed -n N [flags]", seedHelp); err != nil {
 		return err
 	}
-	pool, err := db.Open(a.ctx, dbURL, 2)
+	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/relay"
 )
 
 // serveConfig is the metrics and health listener's setting.
@@ -119,6 +120,26 @@ func (o *observability) watchPipeline(ctx context.Context, cl *clients, stream s
 		col.Run(ctx, cl.pool, cl.rdb, inspect.Options{Stream: stream}, inspect.RefreshDefault, logger)
 	}()
 	return func() { <-done }
+}
+
+// start serves the metrics and health endpoints of a long-running command
+// and refreshes the pipeline gauges, until ctx is done. /readyz checks both
+// servers and, given a relay, its LISTEN connection. The returned function
+// waits for both to stop.
+func (o *observability) start(ctx context.Context, cl *clients, sc *serveConfig, stream string, logger *slog.Logger, r *relay.Relay) (wait func(), err error) {
+	o.serverChecks(cl)
+	if r != nil {
+		o.ready("listen", func(context.Context) error { return r.Ready() })
+	}
+	waitServer, err := o.serve(ctx, sc.MetricsAddr, logger)
+	if err != nil {
+		return nil, err
+	}
+	waitGauges := o.watchPipeline(ctx, cl, stream, logger)
+	return func() {
+		waitServer()
+		waitGauges()
+	}, nil
 }
 
 // serverChecks are the readiness checks of both servers.
