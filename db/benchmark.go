@@ -1,5 +1,9 @@
 package db
 
+// This file holds the statements only benchmarks run: large backlogs built
+// by the server, and the old poller's one-job-at-a-time pattern as a
+// baseline.
+
 import (
 	"context"
 	"fmt"
