@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -39,6 +40,7 @@ type options struct {
 	latencyFor time.Duration
 	rate       int
 	out        string
+	only       map[string]bool
 	dbURL      string
 	redisURL   string
 }
@@ -53,8 +55,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle (default all)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *only != "" {
+		o.only = map[string]bool{}
+		for _, part := range strings.Split(*only, ",") {
+			o.only[strings.TrimSpace(part)] = true
+		}
 	}
 	o.dbURL = cmp.Or(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	o.redisURL = cmp.Or(os.Getenv("TEST_REDIS_URL"), "redis://127.0.0.1:6379/0")

@@ -28,6 +28,9 @@ func noRSS(f func() (float64, error)) func() (float64, int64, error) {
 	return func() (float64, int64, error) { v, err := f(); return v, 0, err }
 }
 
+// runs says whether a part of the benchmark was asked for.
+func (b *bench) runs(part string) bool { return b.o.only == nil || b.o.only[part] }
+
 func (b *bench) all(ctx context.Context) (string, error) {
 	machine, err := b.machine(ctx)
 	if err != nil {
@@ -38,6 +41,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 
 	pg := map[cfg]float64{}
 	for _, c := range configs {
+		if !b.runs("limits") && !b.runs("relay") {
+			break
+		}
 		pg[c], _, err = b.repeat(ctx, fmt.Sprintf("PostgreSQL limit, batch %d, %d worker(s)", c.batch, c.n),
 			noRSS(func() (float64, error) { return b.pgLimit(ctx, c.batch, c.n) }))
 		if err != nil {
@@ -46,6 +52,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	redisLimit := map[int]float64{}
 	for _, batch := range []int{100, 1000} {
+		if !b.runs("limits") {
+			break
+		}
 		redisLimit[batch], _, err = b.repeat(ctx, fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
 			noRSS(func() (float64, error) { return b.redisLimit(ctx, batch) }))
 		if err != nil {
@@ -55,6 +64,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	relays := map[cfg]float64{}
 	var relayRSS200k int64
 	for _, c := range configs {
+		if !b.runs("relay") && !b.runs("poller") && !b.runs("memory") {
+			break
+		}
 		var rss int64
 		relays[c], rss, err = b.repeat(ctx, fmt.Sprintf("jobrelay relay --once, batch %d, %d replica(s)", c.batch, c.n),
 			func() (float64, int64, error) { return b.relayRun(ctx, c.batch, c.n, b.o.jobs) })
@@ -65,15 +77,20 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			relayRSS200k = rss
 		}
 	}
-	poller, _, err := b.repeat(ctx, "old poller's pattern", noRSS(func() (float64, error) { return b.oldPoller(ctx) }))
-	if err != nil {
-		return "", err
+	var poller float64
+	if b.runs("poller") {
+		if poller, _, err = b.repeat(ctx, "old poller's pattern", noRSS(func() (float64, error) { return b.oldPoller(ctx) })); err != nil {
+			return "", err
+		}
 	}
 	type ccfg struct{ n, concurrency int }
 	cconfigs := []ccfg{{1, 8}, {2, 8}, {1, 64}, {2, 64}}
 	cons := map[ccfg]float64{}
 	var consumerRSS int64
 	for _, c := range cconfigs {
+		if !b.runs("consumers") {
+			break
+		}
 		var rss int64
 		cons[c], rss, err = b.repeat(ctx, fmt.Sprintf("jobrelay consume x%d, CONCURRENCY %d", c.n, c.concurrency),
 			func() (float64, int64, error) { return b.consumers(ctx, c.n, c.concurrency) })
@@ -84,6 +101,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	var lats []latencies
 	for i := range b.o.runs {
+		if !b.runs("latency") {
+			break
+		}
 		l, err := b.latency(ctx)
 		if err != nil {
 			return "", fmt.Errorf("latency: %w", err)
@@ -93,21 +113,29 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		lats = append(lats, l)
 	}
 	med := func(pick func(latencies) float64) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
 		var v []float64
 		for _, l := range lats {
 			v = append(v, pick(l))
 		}
 		return median(v)
 	}
-	b.log("relay draining a backlog of %d jobs (memory)", b.o.backlog)
-	backlogRate, backlogRSS, err := b.relayRun(ctx, 100, 1, b.o.backlog)
-	if err != nil {
-		return "", fmt.Errorf("backlog: %w", err)
+	var backlogRate float64
+	var backlogRSS int64
+	if b.runs("memory") {
+		b.log("relay draining a backlog of %d jobs (memory)", b.o.backlog)
+		if backlogRate, backlogRSS, err = b.relayRun(ctx, 100, 1, b.o.backlog); err != nil {
+			return "", fmt.Errorf("backlog: %w", err)
+		}
 	}
-	b.log("idle relay")
-	idleQueries, idleCommands, err := b.idleRelay(ctx, 10*time.Second)
-	if err != nil {
-		return "", fmt.Errorf("idle relay: %w", err)
+	idleQueries, idleCommands := -1, -1
+	if b.runs("idle") {
+		b.log("idle relay")
+		if idleQueries, idleCommands, err = b.idleRelay(ctx, 10*time.Second); err != nil {
+			return "", fmt.Errorf("idle relay: %w", err)
+		}
 	}
 
 	var sb strings.Builder

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -33,9 +34,11 @@ import (
 // KEYS[1] stream, KEYS[2] index (sorted set), KEYS[3] hash prefix.
 // ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
 // ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
-// then 8 arguments per job: dedup field (job_id:attempt), null mask (letters
-// s, t, c, u for a NULL site, title, company, job_url), job_id, site, title,
-// company, job_url, attempt.
+// then the n jobs' dedup fields (job_id:attempt); then 6 values per job:
+// job_id, site, title, company, job_url, attempt, a NULL column sent as a
+// NUL byte (which PostgreSQL text cannot hold) and left out of the entry.
+// Every job costs few arguments and no table work in the script: the
+// arguments alone are a third of its time.
 //
 // Returns {id_1, ..., id_n}.
 var publishScript = redis.NewScript(`
@@ -63,54 +66,51 @@ if m > 0 then
   end
 end
 
-local base = 5 + m
-local fields = {}
-for j = 0, n - 1 do fields[j + 1] = ARGV[base + j * 8] end
+local fbase = 5 + m -- the dedup fields, n of them
+local base = fbase + n -- then 6 values per job
 local found = {}
 for _, key in ipairs(live) do
-  local s = 1
-  while s <= n do
-    local e = math.min(s + 999, n)
-    local r = redis.call('HMGET', key, unpack(fields, s, e))
+  local s = 0
+  while s < n do
+    local e = math.min(s + 1000, n)
+    local r = redis.call('HMGET', key, unpack(ARGV, fbase + s, fbase + e - 1))
     for x = 1, #r do
-      if r[x] then found[s + x - 1] = r[x] end
+      if r[x] then found[s + x] = r[x] end
     end
-    s = e + 1
+    s = e
   end
 end
 
-local names = {'site', 'title', 'company', 'job_url'}
-local letters = {'s', 't', 'c', 'u'}
+local NULL = '\0' -- PostgreSQL text never holds a NUL byte
 local ids = {}
 local record = {}
 for j = 0, n - 1 do
-  local o = base + j * 8
+  local o = base + j * 6
   local id = found[j + 1]
   if not id then
-    local mask = ARGV[o + 1]
-    if mask == '' then
-      id = redis.call('XADD', stream, '*',
-        'job_id', ARGV[o + 2], 'site', ARGV[o + 3], 'title', ARGV[o + 4],
-        'company', ARGV[o + 5], 'job_url', ARGV[o + 6],
-        'attempt', ARGV[o + 7], 'enqueued_at', enqueued)
+    local site, title, company, url = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
+    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL then
+      id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
+        'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued)
     else
-      local args = {stream, '*', 'job_id', ARGV[o + 2]}
+      local args = {stream, '*', 'job_id', ARGV[o]}
+      local names = {'site', 'title', 'company', 'job_url'}
       for k = 1, 4 do
-        if not string.find(mask, letters[k], 1, true) then
+        if ARGV[o + k] ~= NULL then
           args[#args + 1] = names[k]
-          args[#args + 1] = ARGV[o + 2 + k]
+          args[#args + 1] = ARGV[o + k]
         end
       end
       args[#args + 1] = 'attempt'
-      args[#args + 1] = ARGV[o + 7]
+      args[#args + 1] = ARGV[o + 5]
       args[#args + 1] = 'enqueued_at'
       args[#args + 1] = enqueued
       id = redis.call('XADD', unpack(args))
     end
-    record[#record + 1] = fields[j + 1]
+    record[#record + 1] = ARGV[fbase + j]
     record[#record + 1] = id
   end
-  ids[#ids + 1] = id
+  ids[j + 1] = id
 end
 
 if #record > 0 then
@@ -168,17 +168,21 @@ type Published struct {
 // one round trip (see publishScript).
 func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Published, error) {
 	n := len(p.Jobs)
-	args := make([]any, 0, 5+len(p.Forget.Fields)+8*n)
+	args := make([]any, 0, 4+len(p.Forget.Fields)+7*n)
 	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, len(p.Forget.Fields))
 	for _, f := range p.Forget.Fields {
 		args = append(args, f)
 	}
 	fields := make([]string, n)
+	attempts := make([]string, n)
+	for i := range p.Jobs {
+		attempts[i] = strconv.Itoa(int(p.Jobs[i].Attempts) + 1)
+		fields[i] = p.Jobs[i].ID + ":" + attempts[i]
+		args = append(args, fields[i])
+	}
 	for i := range p.Jobs {
 		j := &p.Jobs[i]
-		attempt := strconv.Itoa(int(j.Attempts) + 1)
-		fields[i] = j.ID + ":" + attempt
-		args = append(args, fields[i], nullMask(j), j.ID, j.Site.String, j.Title.String, j.Company.String, j.JobURL.String, attempt)
+		args = append(args, j.ID, orNUL(j.Site), orNUL(j.Title), orNUL(j.Company), orNUL(j.JobURL), attempts[i])
 	}
 	ids, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupIndex(p.Stream), dedupIndex(p.Stream) + ":"}, args...).StringSlice()
 	if err != nil {
@@ -190,25 +194,12 @@ func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Publish
 	return Published{StreamIDs: ids, Forget: Forget{Fields: fields}}, nil
 }
 
-// nullMask lists the NULL columns of a job, as the script reads them.
-func nullMask(j *db.Job) string {
-	if j.Site.Valid && j.Title.Valid && j.Company.Valid && j.JobURL.Valid {
-		return ""
+// orNUL is a column's value, or a NUL byte for NULL (see publishScript).
+func orNUL(t pgtype.Text) string {
+	if !t.Valid {
+		return "\x00"
 	}
-	var b []byte
-	if !j.Site.Valid {
-		b = append(b, 's')
-	}
-	if !j.Title.Valid {
-		b = append(b, 't')
-	}
-	if !j.Company.Valid {
-		b = append(b, 'c')
-	}
-	if !j.JobURL.Valid {
-		b = append(b, 'u')
-	}
-	return string(b)
+	return t.String
 }
 
 // EntrySize is the bytes a job's entry holds in field values, to compare
