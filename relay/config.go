@@ -22,6 +22,7 @@ const (
 	MaxMemoryRatioDefault = 0.8
 	MaxEntryBytesDefault  = 1 << 20
 	JobLogLimitDefault    = 10
+	WorkersDefault        = 2
 
 	// BatchSizeMax bounds BatchSize: bigger batches gain nothing and hold
 	// more row locks for longer.
@@ -43,6 +44,12 @@ type Config struct {
 	// BatchSize is the number of jobs claimed, published and committed per
 	// cycle, at most BatchSizeMax. Defaults to 100.
 	BatchSize int
+
+	// Workers is the number of cycles the relay runs side by side while it
+	// drains a backlog, each on a PostgreSQL connection of its own: while
+	// one waits for Redis, another commits. Without a backlog one cycle
+	// runs at a time. 1 runs every cycle in turn. Defaults to 2.
+	Workers int
 
 	// PollInterval is the safety net under LISTEN/NOTIFY: the relay runs a
 	// cycle, and the reaper, at least this often (jittered by ±10%).
@@ -112,6 +119,7 @@ func (c *Config) withDefaults() *Config {
 	out.Stream = cmp.Or(out.Stream, StreamDefault)
 	out.Group = cmp.Or(out.Group, GroupDefault)
 	out.BatchSize = cmp.Or(out.BatchSize, BatchSizeDefault)
+	out.Workers = cmp.Or(out.Workers, WorkersDefault)
 	out.PollInterval = cmp.Or(out.PollInterval, PollIntervalDefault)
 	out.CycleTimeout = cmp.Or(out.CycleTimeout, CycleTimeoutDefault)
 	out.DedupTTL = cmp.Or(out.DedupTTL, 2*(out.CycleTimeout+out.PollInterval))
@@ -135,6 +143,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
 		return fmt.Errorf("BatchSize must be between 1 and %d, got %d", BatchSizeMax, c.BatchSize)
+	case c.Workers < 1 || c.Workers > 16:
+		return fmt.Errorf("Workers must be between 1 and 16, got %d", c.Workers)
 	case c.PollInterval < 0:
 		return errors.New("PollInterval must be positive")
 	case c.CycleTimeout < 10*time.Millisecond:

@@ -79,10 +79,10 @@ func TestConnectionKilledMidCycle(t *testing.T) {
 
 	r := b.newRelay(t, b.cfg)
 	var killed atomic.Bool
-	r.hooks.afterPublish = func(ctx context.Context) {
+	r.hooks.afterPublish = func(ctx context.Context, conn *pgx.Conn) {
 		if killed.CompareAndSwap(false, true) {
 			var ok bool
-			require.NoError(t, admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, r.conn.PgConn().PID()).Scan(&ok))
+			require.NoError(t, admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()).Scan(&ok))
 			require.True(t, ok)
 		}
 	}

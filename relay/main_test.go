@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
@@ -46,7 +47,7 @@ func relayChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	r.hooks.afterPublish = func(context.Context) {
+	r.hooks.afterPublish = func(context.Context, *pgx.Conn) {
 		fmt.Println("failpoint after-publish reached")
 		time.Sleep(time.Hour)
 	}

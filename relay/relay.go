@@ -9,8 +9,9 @@
 // one rows the others do not hold.
 //
 // The relay wakes at once on a NOTIFY from the jobs trigger, drains while
-// batches come back full, and otherwise sleeps until the next notification
-// or PollInterval. On the poll tick it also runs the reaper, which sends
+// batches come back full (with Workers cycles side by side, each on its own
+// connection, so that one commits while another waits for Redis), and
+// otherwise sleeps until the next notification or PollInterval. On the poll tick it also runs the reaper, which sends
 // back to pending_review the in_review jobs whose stream entry was lost.
 package relay
 
@@ -44,20 +45,21 @@ type Relay struct {
 	listenCfg *pgx.ConnConfig // for its LISTEN connection
 	log       *slog.Logger
 
-	// Owned by the goroutine running cycles.
-	conn      *pgx.Conn     // the cycle connection, with the relay's timeouts
-	jobs      []db.Job      // reused claim buffer
-	forget    stream.Forget // dedup records of the last committed batch
-	paused    bool          // held back by backpressure
-	checkedAt time.Time     // last backpressure check
-	reapFrom  db.Published  // where the reaper's scan resumes
+	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
+	reapFrom db.Published // where the reaper's scan resumes; owned by Run
+
+	pressure struct {
+		sync.Mutex
+		paused    bool      // held back by backpressure
+		checkedAt time.Time // last backpressure check
+	}
 
 	listening   atomic.Bool
 	listenerPID atomic.Uint32 // backend of the LISTEN connection, for tests
 
 	// hooks lets tests stop the relay at a chosen point.
 	hooks struct {
-		afterPublish func(ctx context.Context)
+		afterPublish func(ctx context.Context, conn *pgx.Conn)
 		beforeListen func()
 	}
 }
@@ -82,15 +84,18 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 	listenCfg := connCfg.Copy()
 	connCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " relay")
 	listenCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " listener")
-	return &Relay{
+	r := &Relay{
 		cfg:       c,
 		pool:      pool,
 		rdb:       rdb,
 		connCfg:   connCfg,
 		listenCfg: listenCfg,
 		log:       c.Logger,
-		jobs:      make([]db.Job, 0, c.BatchSize),
-	}, nil
+	}
+	for range c.Workers {
+		r.lanes = append(r.lanes, &lane{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
+	}
+	return r, nil
 }
 
 // Ready reports whether the relay can receive wake-ups: its LISTEN
@@ -107,7 +112,7 @@ func (r *Relay) Ready() error {
 // are retried with backoff and logged when the state changes; Run returns
 // nil once stopped.
 func (r *Relay) Run(ctx context.Context) error {
-	defer r.closeConn()
+	defer r.closeConns()
 	wake := make(chan struct{}, 1) // one pending wake-up; more coalesce
 	var wg sync.WaitGroup
 	defer wg.Wait() // the listener stops with ctx
@@ -176,199 +181,44 @@ func (r *Relay) Run(ctx context.Context) error {
 // it relayed: `jobrelay relay --once`. It waits out backpressure; it returns
 // the first error.
 func (r *Relay) Drain(ctx context.Context) (int, error) {
-	defer r.closeConn()
+	defer r.closeConns()
 	return r.drain(ctx, true)
 }
 
+func (r *Relay) closeConns() {
+	for _, l := range r.lanes {
+		l.closeConn()
+	}
+}
+
 // drain runs cycles while there is work: until a batch comes back short
-// (or, with untilEmpty, empty). Full batches are followed at once by the next
-// cycle.
+// (or, with untilEmpty, empty). Full batches are followed at once by the
+// next cycle. A single lane runs the first cycle; if its batch was full
+// there is a backlog, and every lane drains it side by side, so that one
+// lane commits in PostgreSQL while another publishes to Redis.
 func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
-	total := 0
-	for ctx.Err() == nil {
-		if err := r.waitForRoom(ctx); err != nil {
-			return total, err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		n, err := r.cycle(ctx)
-		total += n
-		if err != nil {
-			return total, err
-		}
-		if n == 0 || (!untilEmpty && n < r.cfg.BatchSize) {
-			break
-		}
+	total, more, err := r.lanes[0].drain(ctx, untilEmpty, 1)
+	if err != nil || !more {
+		return total, err
 	}
-	return total, nil
-}
-
-// cycle claims, publishes and commits one batch, and returns how many jobs
-// it claimed. It runs to the end even when ctx is cancelled (shutdown),
-// within CycleTimeout.
-func (r *Relay) cycle(parent context.Context) (n int, err error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
-	defer cancel()
-	start := time.Now()
-	m := r.cfg.Metrics
-	defer func() {
-		switch {
-		case err != nil:
-			m.Cycles.WithLabelValues("error").Inc()
-		case n == 0:
-			m.Cycles.WithLabelValues("empty").Inc()
-		default:
-			m.Cycles.WithLabelValues("published").Inc()
-		}
-	}()
-
-	conn, err := r.cycleConn(ctx)
-	if err != nil {
-		m.Errors.WithLabelValues("claim").Inc()
-		return 0, err
-	}
-	jobs, err := db.BeginClaim(ctx, conn, r.cfg.BatchSize, r.jobs)
-	if err != nil {
-		m.Errors.WithLabelValues("claim").Inc()
-		r.rollback(ctx)
-		return 0, err
-	}
-	r.jobs = jobs
-	if len(jobs) == 0 {
-		r.rollback(ctx)
-		return 0, nil
-	}
-	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
-
-	now := time.Now().UTC()
-	enqueuedAt := now.Format(time.RFC3339Nano)
-	publishable, failedIDs, failedErrs := r.splitOversized(jobs, enqueuedAt)
-	p := db.InReviewParams{EnqueuedAt: now, FailedIDs: failedIDs, FailedErrors: failedErrs}
-	var published stream.Forget
-	if len(publishable) > 0 {
-		pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
-			Stream:     r.cfg.Stream,
-			DedupTTL:   r.cfg.DedupTTL,
-			EnqueuedAt: enqueuedAt,
-			Jobs:       publishable,
-			Forget:     r.forget,
-		})
-		if err != nil {
-			m.Errors.WithLabelValues("publish").Inc()
-			r.rollback(ctx)
-			return 0, err
-		}
-		r.forget = stream.Forget{} // applied
-		if r.hooks.afterPublish != nil {
-			r.hooks.afterPublish(ctx)
-		}
-		p.IDs = make([]string, len(publishable))
-		for i := range publishable {
-			p.IDs[i] = publishable[i].ID
-		}
-		p.StreamIDs = pub.StreamIDs
-		published = pub.Forget
-	}
-	if err := db.CommitInReview(ctx, conn, &p); err != nil {
-		m.Errors.WithLabelValues("commit").Inc()
-		r.rollback(ctx)
-		return 0, err
-	}
-	// Committed: no claim can publish these (job, attempt) pairs again, so
-	// the next Publish deletes their dedup records. Until a COMMIT is known
-	// to have succeeded, the records stay.
-	r.forget = published
-
-	elapsed := time.Since(start)
-	m.JobsRelayed.Add(float64(len(publishable)))
-	m.JobsUnpublishable.Add(float64(len(failedIDs)))
-	m.CycleDuration.Observe(elapsed.Seconds())
-	m.BatchSize.Observe(float64(len(jobs)))
-	r.logJobs(ctx, publishable, p.StreamIDs, failedIDs, failedErrs)
-	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(publishable))+" jobs for review",
-		slog.Int("num_enqueued", len(publishable)), slog.Int("num_failed", len(failedIDs)),
-		slog.Duration("duration", elapsed))
-	return len(jobs), nil
-}
-
-// splitOversized sets aside the jobs whose entry would exceed MaxEntryBytes.
-func (r *Relay) splitOversized(jobs []db.Job, enqueuedAt string) (ok []db.Job, failedIDs, failedErrs []string) {
-	for i := range jobs {
-		if size := stream.EntrySize(&jobs[i], enqueuedAt); size > r.cfg.MaxEntryBytes {
-			if ok == nil {
-				ok = append(make([]db.Job, 0, len(jobs)), jobs[:i]...)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for _, l := range r.lanes {
+		wg.Go(func() {
+			n, _, err := l.drain(ctx, untilEmpty, 0)
+			mu.Lock()
+			defer mu.Unlock()
+			total += n
+			if err != nil && firstErr == nil {
+				firstErr = err
 			}
-			failedIDs = append(failedIDs, jobs[i].ID)
-			failedErrs = append(failedErrs, fmt.Sprintf(
-				"relay: stream entry would be %d bytes, over the %d-byte limit (MaxEntryBytes); fix the row and retry it", size, r.cfg.MaxEntryBytes))
-			continue
-		}
-		if ok != nil {
-			ok = append(ok, jobs[i])
-		}
+		})
 	}
-	if ok == nil && failedIDs == nil {
-		ok = jobs
-	}
-	return ok, failedIDs, failedErrs
-}
-
-// logJobs logs each enqueued job, as the old poller did: at Info for small
-// batches, at Debug for big ones (see JobLogLimit).
-func (r *Relay) logJobs(ctx context.Context, jobs []db.Job, ids, failedIDs, failedErrs []string) {
-	for i := range failedIDs {
-		r.log.ErrorContext(ctx, "relay: job cannot be published; marked failed",
-			slog.String("job_id", failedIDs[i]), slog.String("err", failedErrs[i]))
-	}
-	level := slog.LevelInfo
-	if r.cfg.JobLogLimit >= 0 && len(jobs) > r.cfg.JobLogLimit {
-		level = slog.LevelDebug
-	}
-	if !r.log.Enabled(ctx, level) {
-		return
-	}
-	for i := range jobs {
-		j := &jobs[i]
-		r.log.LogAttrs(ctx, level, "Enqueued job for review",
-			slog.String("job_id", j.ID), slog.String("title", j.Title.String),
-			slog.String("company", j.Company.String), slog.String("site", j.Site.String),
-			slog.String("task_id", ids[i]), slog.Int("attempt", int(j.Attempts)+1))
-	}
-}
-
-// cycleConn returns the relay's cycle connection, connecting if needed.
-func (r *Relay) cycleConn(ctx context.Context) (*pgx.Conn, error) {
-	if r.conn != nil && !r.conn.IsClosed() {
-		return r.conn, nil
-	}
-	conn, err := pgx.ConnectConfig(ctx, r.connCfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	r.conn = conn
-	return conn, nil
-}
-
-// rollback ends a failed cycle's transaction; if that fails too, the
-// connection is closed (PostgreSQL then rolls back) and replaced next cycle.
-func (r *Relay) rollback(ctx context.Context) {
-	if r.conn == nil {
-		return
-	}
-	if err := db.Rollback(ctx, r.conn); err != nil {
-		r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
-		r.closeConn()
-	}
-}
-
-func (r *Relay) closeConn() {
-	if r.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = r.conn.Close(ctx)
-		r.conn = nil
-	}
+	wg.Wait()
+	return total, firstErr
 }
 
 // waitForRoom holds the relay back while the group's lag or Redis memory is
@@ -379,40 +229,55 @@ func (r *Relay) waitForRoom(ctx context.Context) error {
 		return nil
 	}
 	for {
-		if !r.paused && time.Since(r.checkedAt) < r.cfg.pressureInterval {
-			return nil
-		}
-		r.checkedAt = time.Now()
-		cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
-		p, err := stream.ReadPressure(cctx, r.rdb, r.cfg.Stream, r.cfg.Group)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
-			return fmt.Errorf("check backpressure: %w", err)
-		}
-		reason := r.overLimit(p)
-		if reason == "" {
-			if r.paused {
-				r.paused = false
-				r.cfg.Metrics.Paused.Set(0)
-				r.log.InfoContext(ctx, "relay: consumers caught up; resuming", slog.Int64("lag", p.Lag))
-			}
-			return nil
-		}
-		if !r.paused {
-			r.paused = true
-			r.cfg.Metrics.Paused.Set(1)
-			r.cfg.Metrics.BackpressurePauses.Inc()
-			r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
-				slog.Int64("lag", p.Lag), slog.Int64("used_memory", p.UsedMemory), slog.Int64("maxmemory", p.MaxMemory))
+		paused, err := r.checkPressure(ctx)
+		if err != nil || !paused {
+			return err
 		}
 		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
 			return nil
 		}
 	}
+}
+
+// checkPressure reads the pressure, unless it was read less than
+// pressureInterval ago and the relay is not paused, and says whether the
+// relay must hold back. Lanes share the state: the change to paused and
+// back is logged once.
+func (r *Relay) checkPressure(ctx context.Context) (paused bool, err error) {
+	ps := &r.pressure
+	ps.Lock()
+	defer ps.Unlock()
+	if !ps.paused && time.Since(ps.checkedAt) < r.cfg.pressureInterval {
+		return false, nil
+	}
+	ps.checkedAt = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
+	p, err := stream.ReadPressure(cctx, r.rdb, r.cfg.Stream, r.cfg.Group)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
+		return false, fmt.Errorf("check backpressure: %w", err)
+	}
+	reason := r.overLimit(p)
+	if reason == "" {
+		if ps.paused {
+			ps.paused = false
+			r.cfg.Metrics.Paused.Set(0)
+			r.log.InfoContext(ctx, "relay: consumers caught up; resuming", slog.Int64("lag", p.Lag))
+		}
+		return false, nil
+	}
+	if !ps.paused {
+		ps.paused = true
+		r.cfg.Metrics.Paused.Set(1)
+		r.cfg.Metrics.BackpressurePauses.Inc()
+		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
+			slog.Int64("lag", p.Lag), slog.Int64("used_memory", p.UsedMemory), slog.Int64("maxmemory", p.MaxMemory))
+	}
+	return true, nil
 }
 
 // overLimit says which limit p passes, or "" if none.

@@ -308,7 +308,7 @@ func TestNotificationsDuringACycleCoalesce(t *testing.T) {
 	// Hold the first cycle that finds work until every insert is in.
 	release := make(chan struct{})
 	var held atomic.Bool
-	r.hooks.afterPublish = func(context.Context) {
+	r.hooks.afterPublish = func(context.Context, *pgx.Conn) {
 		if held.CompareAndSwap(false, true) {
 			<-release
 		}
@@ -355,7 +355,9 @@ func TestShutdownMidDrain(t *testing.T) {
 	require.Greater(t, inReview, 0)
 	require.Less(t, inReview, 30_000, "the relay should have stopped mid-drain")
 	require.EqualValues(t, inReview, counterValue(t, r.cfg.Metrics.JobsRelayed))
-	require.True(t, r.conn == nil, "cycle connection left open")
+	for _, l := range r.lanes {
+		require.Nil(t, l.conn, "cycle connection left open")
+	}
 }
 
 func TestConfigValidation(t *testing.T) {

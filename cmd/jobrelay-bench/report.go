@@ -38,9 +38,12 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	type cfg struct{ batch, n int }
 	configs := []cfg{{100, 1}, {100, 3}, {1000, 1}, {1000, 3}}
+	// The PostgreSQL limit, by connections working side by side; a relay
+	// drains a backlog with RELAY_WORKERS (2) connections.
+	pgConfigs := []cfg{{100, 1}, {100, 2}, {100, 3}, {1000, 1}, {1000, 2}, {1000, 3}}
 
 	pg := map[cfg]float64{}
-	for _, c := range configs {
+	for _, c := range pgConfigs {
 		if !b.runs("limits") && !b.runs("relay") {
 			break
 		}
@@ -63,18 +66,24 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	relays := map[cfg]float64{}
 	var relayRSS200k int64
+	var sequential float64 // one relay, RELAY_WORKERS=1, batch 100
 	for _, c := range configs {
 		if !b.runs("relay") && !b.runs("poller") && !b.runs("memory") {
 			break
 		}
 		var rss int64
 		relays[c], rss, err = b.repeat(ctx, fmt.Sprintf("jobrelay relay --once, batch %d, %d replica(s)", c.batch, c.n),
-			func() (float64, int64, error) { return b.relayRun(ctx, c.batch, c.n, b.o.jobs) })
+			func() (float64, int64, error) { return b.relayRun(ctx, c.batch, c.n, 2, b.o.jobs) })
 		if err != nil {
 			return "", err
 		}
 		if c == (cfg{100, 1}) {
 			relayRSS200k = rss
+			sequential, _, err = b.repeat(ctx, "jobrelay relay --once, batch 100, 1 replica, 1 worker",
+				func() (float64, int64, error) { return b.relayRun(ctx, 100, 1, 1, b.o.jobs) })
+			if err != nil {
+				return "", err
+			}
 		}
 	}
 	var poller float64
@@ -126,7 +135,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	var backlogRSS int64
 	if b.runs("memory") {
 		b.log("relay draining a backlog of %d jobs (memory)", b.o.backlog)
-		if backlogRate, backlogRSS, err = b.relayRun(ctx, 100, 1, b.o.backlog); err != nil {
+		if backlogRate, backlogRSS, err = b.relayRun(ctx, 100, 1, 2, b.o.backlog); err != nil {
 			return "", fmt.Errorf("backlog: %w", err)
 		}
 	}
@@ -144,12 +153,14 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	row := func(name string, v float64, ratio string, target string) {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", name, thousands(v), ratio, target)
 	}
-	for _, c := range configs {
-		row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d worker(s)", c.batch, c.n), pg[c], "1.00", "")
+	for _, c := range pgConfigs {
+		row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d connection(s)", c.batch, c.n), pg[c], "1.00", "")
 	}
 	for _, batch := range []int{100, 1000} {
 		row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), redisLimit[batch], "", "")
 	}
+	row("jobrelay relay, batch 100, 1 replica, RELAY_WORKERS=1 (one cycle at a time)", sequential,
+		fmt.Sprintf("%.2f", sequential/pg[cfg{100, 1}]), "")
 	for _, c := range configs {
 		ratio := relays[c] / pg[c]
 		target := ""
@@ -159,8 +170,8 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		case cfg{100, 3}:
 			target = check(ratio >= 0.65 && relays[c] > relays[cfg{100, 1}], "≥ 0.65 × limit, faster than one relay")
 		}
-		row(fmt.Sprintf("jobrelay relay, batch %d, %d replica(s), idempotent publish", c.batch, c.n), relays[c],
-			fmt.Sprintf("%.2f", ratio), target)
+		row(fmt.Sprintf("jobrelay relay, batch %d, %d replica(s) × 2 workers, idempotent publish", c.batch, c.n), relays[c],
+			fmt.Sprintf("%.2f (%.2f of %d connections)", ratio, relays[c]/pg[cfg{c.batch, min(2*c.n, 3)}], min(2*c.n, 3)), target)
 	}
 	row("the old poller's pattern (per job: XADD, UPDATE, COMMIT)", poller,
 		fmt.Sprintf("relay %.0f×", relays[cfg{100, 1}]/poller), check(relays[cfg{100, 1}] >= 10*poller, "relay ≥ 10×"))

@@ -101,15 +101,16 @@ func (b *bench) redisLimit(ctx context.Context, batch int) (float64, error) {
 	return float64(b.o.jobs) / time.Since(start).Seconds(), nil
 }
 
-// relayRun drains the jobs with replicas `jobrelay relay --once` processes.
+// relayRun drains the jobs with replicas `jobrelay relay --once` processes
+// of RELAY_WORKERS workers.
 // It returns jobs/s and the largest peak RSS of the processes.
-func (b *bench) relayRun(ctx context.Context, batch, replicas, jobs int) (float64, int64, error) {
+func (b *bench) relayRun(ctx context.Context, batch, replicas, workers, jobs int) (float64, int64, error) {
 	p, err := b.newPipeline(ctx, jobs)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer p.drop()
-	env := p.env("BATCH_SIZE="+strconv.Itoa(batch), "MAX_STREAM_LAG=0", "LOG_LEVEL=info")
+	env := p.env("BATCH_SIZE="+strconv.Itoa(batch), "RELAY_WORKERS="+strconv.Itoa(workers), "MAX_STREAM_LAG=0", "LOG_LEVEL=info")
 	start := time.Now()
 	procs := make([]*proc, replicas)
 	for i := range procs {

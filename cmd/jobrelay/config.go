@@ -65,6 +65,7 @@ func (c *commonConfig) register(s *settings) {
 type relayConfig struct {
 	Group          string
 	BatchSize      int
+	Workers        int
 	PollInterval   time.Duration
 	PollOnly       bool
 	CycleTimeout   time.Duration
@@ -78,6 +79,8 @@ func (c *relayConfig) register(s *settings) {
 		"consumer group (its lag holds the relay back)", notEmpty))
 	s.add(intSetting(&c.BatchSize, "BATCH_SIZE", "batch-size", relay.BatchSizeDefault, 1, relay.BatchSizeMax,
 		"jobs claimed, published and committed per cycle"))
+	s.add(intSetting(&c.Workers, "RELAY_WORKERS", "workers", relay.WorkersDefault, 1, 16,
+		"cycles run side by side while a backlog drains, each on its own connection"))
 	poll := durationSetting(&c.PollInterval, "POLL_INTERVAL", "poll-interval", relay.PollIntervalDefault, 10*time.Millisecond,
 		"safety-net poll under LISTEN/NOTIFY (POLL_INTERVAL_MINUTES of the old poller is honoured)")
 	if _, ok := s.env.lookup("POLL_INTERVAL"); !ok {
@@ -139,6 +142,7 @@ func (c *relayConfig) config(stream string, logger *slog.Logger) relay.Config {
 		Stream:         stream,
 		Group:          c.Group,
 		BatchSize:      c.BatchSize,
+		Workers:        c.Workers,
 		PollInterval:   c.PollInterval,
 		PollOnly:       c.PollOnly,
 		CycleTimeout:   c.CycleTimeout,

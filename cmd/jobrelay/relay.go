@@ -72,6 +72,7 @@ func relayCmd(a *app, args []string) error {
 func relayAttrs(rc *relayConfig, once bool) []slog.Attr {
 	return []slog.Attr{
 		slog.Int("batch_size", rc.BatchSize),
+		slog.Int("workers", rc.Workers),
 		slog.Duration("poll_interval", rc.PollInterval),
 		slog.Bool("poll_only", rc.PollOnly),
 		slog.Duration("cycle_timeout", rc.CycleTimeout),

@@ -1,0 +1,215 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// lane runs cycles on a PostgreSQL connection of its own, with the relay's
+// timeouts. While one lane waits for Redis, another can commit.
+type lane struct {
+	r      *Relay
+	conn   *pgx.Conn     // opened at its first cycle, replaced when broken
+	jobs   []db.Job      // reused claim buffer
+	forget stream.Forget // dedup records of the lane's last committed batch
+}
+
+// drain runs cycles until a batch comes back short (or, with untilEmpty,
+// empty), or after max cycles if max > 0. more says whether the last
+// cycle suggests there is more to do.
+func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (total int, more bool, err error) {
+	for cycles := 0; ctx.Err() == nil && (max == 0 || cycles < max); cycles++ {
+		if err := l.r.waitForRoom(ctx); err != nil {
+			return total, false, err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		n, err := l.cycle(ctx)
+		total += n
+		if err != nil {
+			return total, false, err
+		}
+		more = n > 0 && (untilEmpty || n == l.r.cfg.BatchSize)
+		if !more {
+			break
+		}
+	}
+	return total, more, nil
+}
+
+// cycle claims, publishes and commits one batch, and returns how many jobs
+// it claimed. It runs to the end even when ctx is cancelled (shutdown),
+// within CycleTimeout.
+func (l *lane) cycle(parent context.Context) (n int, err error) {
+	r := l.r
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
+	defer cancel()
+	start := time.Now()
+	m := r.cfg.Metrics
+	defer func() {
+		switch {
+		case err != nil:
+			m.Cycles.WithLabelValues("error").Inc()
+		case n == 0:
+			m.Cycles.WithLabelValues("empty").Inc()
+		default:
+			m.Cycles.WithLabelValues("published").Inc()
+		}
+	}()
+
+	conn, err := l.cycleConn(ctx)
+	if err != nil {
+		m.Errors.WithLabelValues("claim").Inc()
+		return 0, err
+	}
+	jobs, err := db.BeginClaim(ctx, conn, r.cfg.BatchSize, l.jobs)
+	if err != nil {
+		m.Errors.WithLabelValues("claim").Inc()
+		l.rollback(ctx)
+		return 0, err
+	}
+	l.jobs = jobs
+	if len(jobs) == 0 {
+		l.rollback(ctx)
+		return 0, nil
+	}
+	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
+
+	now := time.Now().UTC()
+	enqueuedAt := now.Format(time.RFC3339Nano)
+	publishable, failedIDs, failedErrs := r.splitOversized(jobs, enqueuedAt)
+	p := db.InReviewParams{EnqueuedAt: now, FailedIDs: failedIDs, FailedErrors: failedErrs}
+	var published stream.Forget
+	if len(publishable) > 0 {
+		pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
+			Stream:     r.cfg.Stream,
+			DedupTTL:   r.cfg.DedupTTL,
+			EnqueuedAt: enqueuedAt,
+			Jobs:       publishable,
+			Forget:     l.forget,
+		})
+		if err != nil {
+			m.Errors.WithLabelValues("publish").Inc()
+			l.rollback(ctx)
+			return 0, err
+		}
+		l.forget = stream.Forget{} // applied
+		if r.hooks.afterPublish != nil {
+			r.hooks.afterPublish(ctx, conn)
+		}
+		p.IDs = make([]string, len(publishable))
+		for i := range publishable {
+			p.IDs[i] = publishable[i].ID
+		}
+		p.StreamIDs = pub.StreamIDs
+		published = pub.Forget
+	}
+	if err := db.CommitInReview(ctx, conn, &p); err != nil {
+		m.Errors.WithLabelValues("commit").Inc()
+		l.rollback(ctx)
+		return 0, err
+	}
+	// Committed: no claim can publish these (job, attempt) pairs again, so
+	// the next Publish deletes their dedup records. Until a COMMIT is known
+	// to have succeeded, the records stay.
+	l.forget = published
+
+	elapsed := time.Since(start)
+	m.JobsRelayed.Add(float64(len(publishable)))
+	m.JobsUnpublishable.Add(float64(len(failedIDs)))
+	m.CycleDuration.Observe(elapsed.Seconds())
+	m.BatchSize.Observe(float64(len(jobs)))
+	r.logJobs(ctx, publishable, p.StreamIDs, failedIDs, failedErrs)
+	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(publishable))+" jobs for review",
+		slog.Int("num_enqueued", len(publishable)), slog.Int("num_failed", len(failedIDs)),
+		slog.Duration("duration", elapsed))
+	return len(jobs), nil
+}
+
+// splitOversized sets aside the jobs whose entry would exceed MaxEntryBytes.
+func (r *Relay) splitOversized(jobs []db.Job, enqueuedAt string) (ok []db.Job, failedIDs, failedErrs []string) {
+	for i := range jobs {
+		if size := stream.EntrySize(&jobs[i], enqueuedAt); size > r.cfg.MaxEntryBytes {
+			if ok == nil {
+				ok = append(make([]db.Job, 0, len(jobs)), jobs[:i]...)
+			}
+			failedIDs = append(failedIDs, jobs[i].ID)
+			failedErrs = append(failedErrs, fmt.Sprintf(
+				"relay: stream entry would be %d bytes, over the %d-byte limit (MaxEntryBytes); fix the row and retry it", size, r.cfg.MaxEntryBytes))
+			continue
+		}
+		if ok != nil {
+			ok = append(ok, jobs[i])
+		}
+	}
+	if ok == nil && failedIDs == nil {
+		ok = jobs
+	}
+	return ok, failedIDs, failedErrs
+}
+
+// logJobs logs each enqueued job, as the old poller did: at Info for small
+// batches, at Debug for big ones (see JobLogLimit).
+func (r *Relay) logJobs(ctx context.Context, jobs []db.Job, ids, failedIDs, failedErrs []string) {
+	for i := range failedIDs {
+		r.log.ErrorContext(ctx, "relay: job cannot be published; marked failed",
+			slog.String("job_id", failedIDs[i]), slog.String("err", failedErrs[i]))
+	}
+	level := slog.LevelInfo
+	if r.cfg.JobLogLimit >= 0 && len(jobs) > r.cfg.JobLogLimit {
+		level = slog.LevelDebug
+	}
+	if !r.log.Enabled(ctx, level) {
+		return
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		r.log.LogAttrs(ctx, level, "Enqueued job for review",
+			slog.String("job_id", j.ID), slog.String("title", j.Title.String),
+			slog.String("company", j.Company.String), slog.String("site", j.Site.String),
+			slog.String("task_id", ids[i]), slog.Int("attempt", int(j.Attempts)+1))
+	}
+}
+
+// cycleConn returns the lane's connection, connecting if needed.
+func (l *lane) cycleConn(ctx context.Context) (*pgx.Conn, error) {
+	if l.conn != nil && !l.conn.IsClosed() {
+		return l.conn, nil
+	}
+	conn, err := pgx.ConnectConfig(ctx, l.r.connCfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	l.conn = conn
+	return conn, nil
+}
+
+// rollback ends a failed cycle's transaction; if that fails too, the
+// connection is closed (PostgreSQL then rolls back) and replaced next cycle.
+func (l *lane) rollback(ctx context.Context) {
+	if l.conn == nil {
+		return
+	}
+	if err := db.Rollback(ctx, l.conn); err != nil {
+		l.r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
+		l.closeConn()
+	}
+}
+
+func (l *lane) closeConn() {
+	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = l.conn.Close(ctx)
+		l.conn = nil
+	}
+}
