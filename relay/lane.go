@@ -80,6 +80,7 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 	l.jobs = jobs
 	if len(jobs) == 0 {
 		l.rollback(ctx)
+		l.forgetCommitted(ctx)
 		return 0, nil
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
@@ -212,4 +213,22 @@ func (l *lane) closeConn() {
 		_ = l.conn.Close(ctx)
 		l.conn = nil
 	}
+}
+
+// forgetCommitted deletes the dedup records of the lane's last committed
+// batch when the lane goes idle: otherwise the next publish would, and with
+// no next publish they would wait for DEDUP_TTL. A failure only leaves them
+// to expire.
+func (l *lane) forgetCommitted(ctx context.Context) {
+	if len(l.forget.Fields) == 0 {
+		return
+	}
+	r := l.r
+	if _, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
+		Stream: r.cfg.Stream, DedupTTL: r.cfg.DedupTTL, Forget: l.forget,
+	}); err != nil {
+		r.log.DebugContext(ctx, "relay: deleting dedup records failed; they expire after DedupTTL", slog.String("err", err.Error()))
+		return
+	}
+	l.forget = stream.Forget{}
 }

@@ -218,6 +218,11 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 		})
 	}
 	wg.Wait()
+	// The extra lanes go idle until the next backlog: delete their last
+	// records now. The first lane's go with its next publish.
+	for _, l := range r.lanes[1:] {
+		l.forgetCommitted(context.WithoutCancel(ctx))
+	}
 	return total, firstErr
 }
 

@@ -431,3 +431,22 @@ func TestAnIdleRelaySendsNothing(t *testing.T) {
 	require.Equal(t, before, activity(), "an idle relay queried a server")
 	require.Equal(t, 1.0, cyclesRun(t, r), "no cycle (no statement on the cycle connection) without a notification or a poll tick")
 }
+
+func TestDedupRecordsGoOnceCommitted(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 250)
+	n, err := b.newRelay(t, b.cfg).Drain(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 250, n)
+	// Every batch committed: no record is left for DEDUP_TTL, only the
+	// hash's marker.
+	keys, err := b.rdb.ZRange(ctx, b.stream+":sent", 0, -1).Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		fields, err := b.rdb.HKeys(ctx, k).Result()
+		require.NoError(t, err)
+		require.Equal(t, []string{"~"}, fields, "records left in %s", k)
+	}
+}
