@@ -22,9 +22,9 @@ run: build
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-## bench: the benchmark table of BENCHMARKS.md, on the local servers
+## bench: measure against the local servers, print the table and write BENCHMARKS.md
 bench:
-	$(GO) run ./cmd/jobrelay-bench
+	$(GO) run ./cmd/jobrelay-bench -out BENCHMARKS.md
 
 ## up: the compose deployment (needs Docker)
 up:

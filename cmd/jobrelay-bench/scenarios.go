@@ -260,6 +260,9 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	defer srv.Close()
 
 	env := p.env("LOG_LEVEL=warn", "HANDLER=http:http://"+ln.Addr().String()+"/review")
+	if b.o.latencyPoll != "" {
+		env = append(env, "POLL_INTERVAL="+b.o.latencyPoll)
+	}
 	relayProc, err := p.start(env, "relay")
 	if err != nil {
 		return res, err
