@@ -18,6 +18,9 @@ const (
 	minFinishBatch = 100
 	maxFinishBatch = 1000
 	finishLinger   = 2 * time.Millisecond
+	// recorders is how many batches are recorded at once: while one waits
+	// for its COMMIT, PostgreSQL works on the other.
+	recorders = 2
 )
 
 // completeLoop records results until the results channel closes. A batch
@@ -27,7 +30,6 @@ const (
 // and the linger delays only the bookkeeping, not the handlers.
 func (c *Consumer) completeLoop() {
 	batch := make([]*result, 0, maxFinishBatch)
-	var lastTrim time.Time
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for r := range c.results {
@@ -59,10 +61,7 @@ func (c *Consumer) completeLoop() {
 		}
 		linger.Stop()
 		c.finish(batch)
-		if c.cfg.TrimInterval > 0 && time.Since(lastTrim) >= c.cfg.TrimInterval {
-			lastTrim = time.Now()
-			c.trim()
-		}
+		c.maybeTrim()
 	}
 }
 
@@ -218,6 +217,18 @@ func (c *Consumer) logResults(batch []*result) {
 			c.m.Jobs.WithLabelValues("skipped").Inc()
 		}
 	}
+}
+
+// maybeTrim trims the stream if no recorder did in the last TrimInterval.
+func (c *Consumer) maybeTrim() {
+	if c.cfg.TrimInterval <= 0 {
+		return
+	}
+	last, now := c.trimmedAt.Load(), time.Now().UnixNano()
+	if now-last < int64(c.cfg.TrimInterval) || !c.trimmedAt.CompareAndSwap(last, now) {
+		return
+	}
+	c.trim()
 }
 
 // trim removes entries every group is done with.

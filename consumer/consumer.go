@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -76,6 +77,7 @@ type Consumer struct {
 
 	abort     chan struct{}
 	abortOnce sync.Once
+	trimmedAt atomic.Int64 // unix nanoseconds of the last trim
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context
@@ -152,7 +154,7 @@ func (c *Consumer) Abort() {
 // Run consumes until ctx is done, then stops reading, lets in-flight
 // handlers finish for up to ShutdownTimeout and records their outcomes. It
 // returns nil once stopped. Redis or PostgreSQL outages are retried with
-// backoff.
+// backoff. Run is called once per Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.log.InfoContext(ctx, "consumer: started", slog.String("stream", c.cfg.Stream),
 		slog.String("group", c.cfg.Group), slog.Int("concurrency", c.cfg.Concurrency))
@@ -164,7 +166,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	var fetchers, workers, others sync.WaitGroup
+	var fetchers, workers, refresher sync.WaitGroup
 	fetchers.Go(func() { c.readLoop(ctx) })
 	fetchers.Go(func() { c.reclaimLoop(ctx) })
 	fetchers.Go(func() { c.housekeepingLoop(ctx) })
@@ -173,12 +175,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRefresh()
-	others.Go(func() { c.refreshLoop(refreshCtx) })
+	refresher.Go(func() { c.refreshLoop(refreshCtx) })
 	completerDone := make(chan struct{})
 	go func() {
 		defer close(completerDone)
 		var wg sync.WaitGroup
-		for range 2 {
+		for range recorders {
 			wg.Go(c.completeLoop)
 		}
 		wg.Wait()
@@ -222,7 +224,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.ErrorContext(ctx, "consumer: handlers ignore cancellation; leaving them behind")
 	}
 	stopRefresh()
-	others.Wait()
+	refresher.Wait()
 	c.log.InfoContext(ctx, "consumer: stopped")
 	return nil
 }
