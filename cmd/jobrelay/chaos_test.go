@@ -136,6 +136,21 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: lost 0; duplicate handler calls %d (%.2f%%); drained %s after the last insert (%s in all)",
 		total-distinct, 100*float64(total-distinct)/float64(jobs),
 		drained.Sub(inserted).Round(time.Millisecond), drained.Sub(began).Round(time.Millisecond))
+	// Entries since the Redis restart: one per job and attempt, whatever
+	// relays were killed between their XADD and their COMMIT.
+	entries, err := srv.Client().XRange(ctx, "job_review", "-", "+").Result()
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	dupEntries := 0
+	for _, e := range entries {
+		k := e.Values["job_id"].(string) + ":" + e.Values["attempt"].(string)
+		if seen[k] {
+			dupEntries++
+		}
+		seen[k] = true
+	}
+	require.Zero(t, dupEntries, "duplicate entries for one job and attempt")
+	t.Logf("chaos: %d entries in the stream since the Redis restart, duplicate entries per job and attempt: %d", len(entries), dupEntries)
 	var attempts2 int64
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE attempts > 1`).Scan(&attempts2))
 	t.Logf("chaos: %s jobs re-enqueued by the reaper after the Redis restart (attempt > 1)", strconv.FormatInt(attempts2, 10))
