@@ -7,21 +7,32 @@ import (
 	"time"
 )
 
-// repeat runs a throughput scenario b.o.runs times and returns the median
-// and the largest peak RSS seen.
-func (b *bench) repeat(ctx context.Context, name string, f func() (float64, int64, error)) (float64, int64, error) {
-	var vals []float64
-	var peak int64
-	for i := range b.o.runs {
-		v, rss, err := f()
-		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", name, err)
+// measurement is a throughput scenario, run once per round.
+type measurement struct {
+	name string
+	f    func() (float64, int64, error)
+	vals []float64
+	peak int64 // largest peak RSS of its processes, bytes
+}
+
+func (m *measurement) median() float64 { return median(m.vals) }
+
+// rounds runs every measurement once per round, b.o.runs rounds: a slow
+// spell of the machine then touches every scenario alike, which keeps the
+// ratios between them honest.
+func (b *bench) rounds(ms []*measurement) error {
+	for round := range b.o.runs {
+		for _, m := range ms {
+			v, rss, err := m.f()
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			b.log("round %d: %-58s %8.0f jobs/s", round+1, m.name, v)
+			m.vals = append(m.vals, v)
+			m.peak = max(m.peak, rss)
 		}
-		b.log("%-44s run %d: %8.0f jobs/s", name, i+1, v)
-		vals = append(vals, v)
-		peak = max(peak, rss)
 	}
-	return median(vals), peak, nil
+	return nil
 }
 
 func noRSS(f func() (float64, error)) func() (float64, int64, error) {
@@ -36,78 +47,50 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	type cfg struct{ batch, n int }
-	configs := []cfg{{100, 1}, {100, 3}, {1000, 1}, {1000, 3}}
-	// The PostgreSQL limit, by connections working side by side; a relay
-	// drains a backlog with RELAY_WORKERS (2) connections.
-	pgConfigs := []cfg{{100, 1}, {100, 2}, {100, 3}, {1000, 1}, {1000, 2}, {1000, 3}}
-
-	pg := map[cfg]float64{}
-	for _, c := range pgConfigs {
-		if !b.runs("limits") && !b.runs("relay") {
-			break
+	var ms []*measurement
+	add := func(part, name string, f func() (float64, int64, error)) *measurement {
+		m := &measurement{name: name, f: f}
+		if b.runs(part) {
+			ms = append(ms, m)
 		}
-		pg[c], _, err = b.repeat(ctx, fmt.Sprintf("PostgreSQL limit, batch %d, %d worker(s)", c.batch, c.n),
-			noRSS(func() (float64, error) { return b.pgLimit(ctx, c.batch, c.n) }))
-		if err != nil {
-			return "", err
-		}
+		return m
 	}
-	redisLimit := map[int]float64{}
+	type pgKey struct{ batch, conns int }
+	pg := map[pgKey]*measurement{}
 	for _, batch := range []int{100, 1000} {
-		if !b.runs("limits") {
-			break
+		for conns := 1; conns <= 3; conns++ {
+			pg[pgKey{batch, conns}] = add("relay", fmt.Sprintf("PostgreSQL limit, batch %d, %d connection(s)", batch, conns),
+				noRSS(func() (float64, error) { return b.pgLimit(ctx, batch, conns) }))
 		}
-		redisLimit[batch], _, err = b.repeat(ctx, fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
+	}
+	redisLimit := map[int]*measurement{}
+	for _, batch := range []int{100, 1000} {
+		redisLimit[batch] = add("limits", fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
 			noRSS(func() (float64, error) { return b.redisLimit(ctx, batch) }))
-		if err != nil {
-			return "", err
-		}
 	}
-	relays := map[cfg]float64{}
-	var relayRSS200k int64
-	var sequential float64 // one relay, RELAY_WORKERS=1, batch 100
-	for _, c := range configs {
-		if !b.runs("relay") && !b.runs("poller") && !b.runs("memory") {
-			break
-		}
-		var rss int64
-		relays[c], rss, err = b.repeat(ctx, fmt.Sprintf("jobrelay relay --once, batch %d, %d replica(s)", c.batch, c.n),
-			func() (float64, int64, error) { return b.relayRun(ctx, c.batch, c.n, 2, b.o.jobs) })
-		if err != nil {
-			return "", err
-		}
-		if c == (cfg{100, 1}) {
-			relayRSS200k = rss
-			sequential, _, err = b.repeat(ctx, "jobrelay relay --once, batch 100, 1 replica, 1 worker",
-				func() (float64, int64, error) { return b.relayRun(ctx, 100, 1, 1, b.o.jobs) })
-			if err != nil {
-				return "", err
-			}
-		}
+	type relayKey struct{ batch, replicas, workers int }
+	relayKeys := []relayKey{{100, 1, 1}, {100, 1, 2}, {100, 3, 1}, {100, 3, 2}, {1000, 1, 2}, {1000, 3, 2}}
+	relays := map[relayKey]*measurement{}
+	for _, k := range relayKeys {
+		relays[k] = add("relay", fmt.Sprintf("relay --once, batch %d, %d replica(s) × %d worker(s)", k.batch, k.replicas, k.workers),
+			func() (float64, int64, error) { return b.relayRun(ctx, k.batch, k.replicas, k.workers, b.o.jobs) })
 	}
-	var poller float64
-	if b.runs("poller") {
-		if poller, _, err = b.repeat(ctx, "old poller's pattern", noRSS(func() (float64, error) { return b.oldPoller(ctx) })); err != nil {
-			return "", err
-		}
+	poller := add("poller", "old poller's pattern", noRSS(func() (float64, error) { return b.oldPoller(ctx) }))
+	type consKey struct{ n, concurrency int }
+	consKeys := []consKey{{1, 8}, {2, 8}, {1, 64}, {2, 64}}
+	cons := map[consKey]*measurement{}
+	for _, k := range consKeys {
+		cons[k] = add("consumers", fmt.Sprintf("consume ×%d, CONCURRENCY %d", k.n, k.concurrency),
+			func() (float64, int64, error) { return b.consumers(ctx, k.n, k.concurrency) })
 	}
-	type ccfg struct{ n, concurrency int }
-	cconfigs := []ccfg{{1, 8}, {2, 8}, {1, 64}, {2, 64}}
-	cons := map[ccfg]float64{}
-	var consumerRSS int64
-	for _, c := range cconfigs {
-		if !b.runs("consumers") {
-			break
-		}
-		var rss int64
-		cons[c], rss, err = b.repeat(ctx, fmt.Sprintf("jobrelay consume x%d, CONCURRENCY %d", c.n, c.concurrency),
-			func() (float64, int64, error) { return b.consumers(ctx, c.n, c.concurrency) })
-		if err != nil {
-			return "", err
-		}
-		consumerRSS = max(consumerRSS, rss)
+	if err := b.rounds(ms); err != nil {
+		return "", err
 	}
+	consumerRSS := int64(0)
+	for _, m := range cons {
+		consumerRSS = max(consumerRSS, m.peak)
+	}
+
 	var lats []latencies
 	for i := range b.o.runs {
 		if !b.runs("latency") {
@@ -153,34 +136,46 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	row := func(name string, v float64, ratio string, target string) {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", name, thousands(v), ratio, target)
 	}
-	for _, c := range pgConfigs {
-		row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d connection(s)", c.batch, c.n), pg[c], "1.00", "")
+	for _, batch := range []int{100, 1000} {
+		for conns := 1; conns <= 3; conns++ {
+			row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d connection(s)", batch, conns),
+				pg[pgKey{batch, conns}].median(), "1.00", "")
+		}
 	}
 	for _, batch := range []int{100, 1000} {
-		row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), redisLimit[batch], "", "")
+		row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), redisLimit[batch].median(), "", "")
 	}
-	row("jobrelay relay, batch 100, 1 replica, RELAY_WORKERS=1 (one cycle at a time)", sequential,
-		fmt.Sprintf("%.2f", sequential/pg[cfg{100, 1}]), "")
-	for _, c := range configs {
-		ratio := relays[c] / pg[c]
-		target := ""
-		switch c {
-		case cfg{100, 1}:
-			target = check(ratio >= 0.7, "≥ 0.70 × PostgreSQL limit")
-		case cfg{100, 3}:
-			target = check(ratio >= 0.65 && relays[c] > relays[cfg{100, 1}], "≥ 0.65 × limit, faster than one relay")
+	relay := func(k relayKey) float64 { return relays[k].median() }
+	for _, k := range relayKeys {
+		v := relay(k)
+		limit := pg[pgKey{k.batch, k.replicas}].median()
+		ratio := fmt.Sprintf("%.2f", v/limit)
+		if conns := min(k.replicas*k.workers, 3); conns != k.replicas {
+			ratio += fmt.Sprintf(" (%.2f of %d connections)", v/pg[pgKey{k.batch, conns}].median(), conns)
 		}
-		row(fmt.Sprintf("jobrelay relay, batch %d, %d replica(s) × 2 workers, idempotent publish", c.batch, c.n), relays[c],
-			fmt.Sprintf("%.2f (%.2f of %d connections)", ratio, relays[c]/pg[cfg{c.batch, min(2*c.n, 3)}], min(2*c.n, 3)), target)
+		target := ""
+		switch k {
+		case relayKey{100, 1, 2}:
+			target = check(v/limit >= 0.7, "≥ 0.70 × PostgreSQL limit")
+		case relayKey{100, 3, 2}:
+			target = check(v/limit >= 0.65 && v > relay(relayKey{100, 1, 2}), "≥ 0.65 × limit, faster than one relay")
+		case relayKey{100, 3, 1}:
+			target = check(v/limit >= 0.65 && v > relay(relayKey{100, 1, 1}), "≥ 0.65 × limit, faster than one relay of one worker")
+		}
+		workers := fmt.Sprintf("RELAY_WORKERS=%d", k.workers)
+		if k.workers == 2 {
+			workers += " (default)"
+		}
+		row(fmt.Sprintf("jobrelay relay, batch %d, %d replica(s), %s", k.batch, k.replicas, workers), v, ratio, target)
 	}
-	row("the old poller's pattern (per job: XADD, UPDATE, COMMIT)", poller,
-		fmt.Sprintf("relay %.0f×", relays[cfg{100, 1}]/poller), check(relays[cfg{100, 1}] >= 10*poller, "relay ≥ 10×"))
-	for _, c := range cconfigs {
+	row("the old poller's pattern (per job: XADD, UPDATE, COMMIT)", poller.median(),
+		fmt.Sprintf("relay %.0f×", relay(relayKey{100, 1, 2})/poller.median()), check(relay(relayKey{100, 1, 2}) >= 10*poller.median(), "relay ≥ 10×"))
+	for _, k := range consKeys {
 		target := ""
-		if c == (ccfg{2, 64}) {
-			target = check(cons[c] >= 100_000, "≥ 100,000 jobs/s with 2 consumers")
+		if k == (consKey{2, 64}) {
+			target = check(cons[k].median() >= 100_000, "≥ 100,000 jobs/s with 2 consumers")
 		}
-		row(fmt.Sprintf("jobrelay consume ×%d, CONCURRENCY %d, no-op handler, update + XACK", c.n, c.concurrency), cons[c], "", target)
+		row(fmt.Sprintf("jobrelay consume ×%d, CONCURRENCY %d, no-op handler, update + XACK", k.n, k.concurrency), cons[k].median(), "", target)
 	}
 	fmt.Fprintf(&sb, "\n| latency at %d inserts/s, default POLL_INTERVAL | p50 | p99 | max | target |\n| --- | ---: | ---: | ---: | --- |\n", b.o.rate)
 	fmt.Fprintf(&sb, "| INSERT commit → entry in the stream | %.2f ms | %.2f ms | %.2f ms | %s |\n",
@@ -193,8 +188,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	sb.WriteString("\n| memory and idleness | measured | target |\n| --- | ---: | --- |\n")
 	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs (at %s jobs/s) | %.1f MB | %s |\n", thousands(float64(b.o.backlog)),
 		thousands(backlogRate), mb(backlogRSS), check(mb(backlogRSS) <= 50, "≤ 50 MB"))
-	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs | %.1f MB | %s |\n", thousands(float64(b.o.jobs)), mb(relayRSS200k),
-		check(float64(backlogRSS) <= 1.25*float64(relayRSS200k), "flat in the backlog size"))
+	relayRSS := relays[relayKey{100, 1, 2}].peak
+	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs | %.1f MB | %s |\n", thousands(float64(b.o.jobs)), mb(relayRSS),
+		check(float64(backlogRSS) <= 1.25*float64(relayRSS), "flat in the backlog size"))
 	fmt.Fprintf(&sb, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
 	fmt.Fprintf(&sb, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
 		check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
