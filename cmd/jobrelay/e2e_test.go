@@ -141,3 +141,42 @@ func TestRetryCommand(t *testing.T) {
 	require.Nil(t, lastErr, "last_error cleared")
 	require.Equal(t, int64(3), counts(t, pl)[db.StatusPendingReview])
 }
+
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	pl := newPipeline(t)
+	_, err := db.InsertJob(ctxT(t), pl.schema.Pool, db.NewJob{Title: "a slow review"})
+	require.NoError(t, err)
+	env := append(pl.env, "HANDLER=exec:sleep 60", "SHUTDOWN_TIMEOUT=1h")
+	p := start(t, t.TempDir(), env, "run")
+	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusInReview] == 1 }, time.Minute, 5*time.Millisecond)
+	rdb := testenv.NewRedis(t)
+	require.Eventually(t, func() bool {
+		pending, err := rdb.XPending(ctxT(t), pl.stream, "job_review_workers").Result()
+		return err == nil && pending.Count == 1
+	}, time.Minute, 5*time.Millisecond, "the handler is running")
+
+	p.signal(syscall.SIGTERM) // waits for the handler, up to SHUTDOWN_TIMEOUT
+	require.Eventually(t, func() bool { return len(p.logged("consumer: stopping")) == 1 }, time.Minute, 5*time.Millisecond)
+	start := time.Now()
+	p.signal(syscall.SIGTERM) // stops now
+	require.Zero(t, p.wait(30*time.Second))
+	require.Less(t, time.Since(start), 20*time.Second)
+	require.Len(t, p.logged("consumer: aborted"), 1)
+	require.Equal(t, int64(1), counts(t, pl)[db.StatusInReview], "left for another consumer, not failed")
+}
+
+func TestTLSThroughTheURLs(t *testing.T) {
+	t.Parallel()
+	common := &commonConfig{
+		dbConfig: dbConfig{DatabaseURL: "postgres://app:secret@db.internal:5432/jobs?sslmode=verify-full"},
+		RedisURL: "rediss://:secret@cache.internal:6380/0",
+	}
+	cl, err := openClients(ctxT(t), common, 2)
+	require.NoError(t, err)
+	defer cl.Close()
+	require.NotNil(t, cl.rdb.Options().TLSConfig, "rediss:// connects with TLS")
+	require.Equal(t, "cache.internal", cl.rdb.Options().TLSConfig.ServerName)
+	require.NotNil(t, cl.pool.Config().ConnConfig.TLSConfig, "sslmode=verify-full connects with TLS")
+	require.False(t, cl.pool.Config().ConnConfig.TLSConfig.InsecureSkipVerify)
+}
