@@ -9,7 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/backoff"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -102,16 +101,17 @@ func (c *Consumer) finish(batch []*result) {
 	// A stopping consumer still records what its handlers finished, until
 	// its shutdown deadline or Abort.
 	ctx := c.finishCtx
-	r := retrying{what: "recording results", log: c.log, bo: backoff.Backoff{Max: 5 * time.Second}}
+	r := c.retrier("recording results")
+	r.Max = 5 * time.Second
 	deadDone := len(deadList) == 0
 	for {
 		err := c.finishOnce(ctx, &out, ack, deadList, &deadDone)
 		if err == nil {
-			r.ok(ctx)
+			r.OK(ctx)
 			break
 		}
 		c.m.Errors.WithLabelValues("finish").Inc()
-		if !r.failed(ctx, err) {
+		if !r.Failed(ctx, err) {
 			c.log.ErrorContext(ctx, "consumer: gave up recording results; their entries stay pending",
 				slog.Int("num_results", len(batch)))
 			return

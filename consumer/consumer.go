@@ -366,6 +366,12 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	return d
 }
 
+// retrier retries what, logging when it starts failing and recovers.
+func (c *Consumer) retrier(what string) *backoff.Retrier {
+	return &backoff.Retrier{Logger: c.log, Level: slog.LevelError,
+		Failing: "consumer: " + what + " failed; retrying with backoff", Recovered: "consumer: " + what + " recovered"}
+}
+
 // errorText shortens an error for last_error and logs.
 func errorText(err error) string {
 	const max = 2000
@@ -374,36 +380,4 @@ func errorText(err error) string {
 		s = s[:max] + "…"
 	}
 	return s
-}
-
-// retrying tracks an operation that fails and recovers, and logs only the
-// changes: the first failure, and the recovery.
-type retrying struct {
-	what    string
-	log     *slog.Logger
-	bo      backoff.Backoff
-	failing bool
-	since   time.Time
-}
-
-// failed logs the first failure of a series and waits before the next
-// try; it returns false if ctx ends first.
-func (r *retrying) failed(ctx context.Context, err error) bool {
-	if !r.failing {
-		r.failing, r.since = true, time.Now()
-		r.log.ErrorContext(ctx, "consumer: "+r.what+" failed; retrying with backoff", slog.String("err", err.Error()))
-	} else {
-		r.log.DebugContext(ctx, "consumer: "+r.what+" failed again", slog.String("err", err.Error()))
-	}
-	return backoff.Sleep(ctx, r.bo.Next())
-}
-
-// ok logs the recovery, if there was a failure.
-func (r *retrying) ok(ctx context.Context) {
-	if r.failing {
-		r.log.InfoContext(ctx, "consumer: "+r.what+" recovered", slog.Int("failures", r.bo.Failures()),
-			slog.Duration("down_for", time.Since(r.since)))
-		r.failing = false
-	}
-	r.bo.Reset()
 }

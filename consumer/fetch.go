@@ -33,17 +33,17 @@ func (c *Consumer) ensureGroup(ctx context.Context) (created bool, err error) {
 // ensureGroupRetrying ensures the group, retrying while Redis is down. It
 // returns false if ctx ends first.
 func (c *Consumer) ensureGroupRetrying(ctx context.Context) bool {
-	r := retrying{what: "creating the consumer group", log: c.log}
+	r := c.retrier("creating the consumer group")
 	for {
 		created, err := c.ensureGroup(ctx)
 		if err == nil {
-			r.ok(ctx)
+			r.OK(ctx)
 			if created {
 				c.log.InfoContext(ctx, "consumer: created consumer group", slog.String("group", c.cfg.Group))
 			}
 			return true
 		}
-		if ctx.Err() != nil || !r.failed(ctx, err) {
+		if ctx.Err() != nil || !r.Failed(ctx, err) {
 			return false
 		}
 	}
@@ -62,7 +62,7 @@ func (c *Consumer) recoverGroup(ctx context.Context) {
 
 // readLoop reads new entries for idle handlers until ctx is done.
 func (c *Consumer) readLoop(ctx context.Context) {
-	r := retrying{what: "reading the stream", log: c.log}
+	r := c.retrier("reading the stream")
 	for {
 		n := c.acquire(ctx, c.cfg.ReadCount)
 		if n == 0 {
@@ -81,18 +81,18 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			case ctx.Err() != nil:
 				return
 			case errors.Is(err, redis.Nil): // nothing new within Block
-				r.ok(ctx)
+				r.OK(ctx)
 			case isNoGroup(err):
 				c.recoverGroup(ctx)
 			default:
 				c.m.Errors.WithLabelValues("read").Inc()
-				if !r.failed(ctx, err) {
+				if !r.Failed(ctx, err) {
 					return
 				}
 			}
 			continue
 		}
-		r.ok(ctx)
+		r.OK(ctx)
 		var msgs []redis.XMessage
 		if len(res) > 0 {
 			msgs = res[0].Messages
@@ -120,7 +120,7 @@ func (c *Consumer) reclaimLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		cursor = c.reclaim(ctx, cursor)
-		timer.Reset(interval - interval/10 + rand.N(interval/5+1))
+		timer.Reset(backoff.Jitter(interval))
 	}
 }
 
@@ -180,14 +180,14 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 		}
 	}
 	var states map[string]db.JobState
-	r := retrying{what: "reading job statuses", log: c.log}
+	r := c.retrier("reading job statuses")
 	for len(ids) > 0 {
 		var err error
 		if states, err = db.JobStatuses(ctx, c.pool, ids); err == nil {
-			r.ok(ctx)
+			r.OK(ctx)
 			break
 		}
-		if ctx.Err() != nil || !r.failed(ctx, err) {
+		if ctx.Err() != nil || !r.Failed(ctx, err) {
 			// Stopping: leave them pending for whoever comes next.
 			for _, d := range ds {
 				c.untrack(d.msg.ID)

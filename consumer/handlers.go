@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jobrelay/jobrelay/db"
 )
 
 // LogHandler logs each job, as the old poller's process_job_review did, and
@@ -93,7 +95,7 @@ func HTTPHandler(target string, client *http.Client) Handler {
 		req.Header.Set("Idempotency-Key", job.ID+":"+fmt.Sprint(job.Attempt))
 		resp, err := client.Do(req)
 		if err != nil {
-			return fmt.Errorf("POST %s: %w", redactURL(target), err)
+			return fmt.Errorf("POST %s: %w", db.RedactURL(target), err)
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, stderrTail))
@@ -101,7 +103,7 @@ func HTTPHandler(target string, client *http.Client) Handler {
 		if resp.StatusCode/100 == 2 {
 			return nil
 		}
-		return fmt.Errorf("POST %s: %s: %s", redactURL(target), resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("POST %s: %s: %s", db.RedactURL(target), resp.Status, strings.TrimSpace(string(body)))
 	})
 }
 
@@ -124,21 +126,15 @@ func ParseHandler(spec string, logger *slog.Logger) (Handler, error) {
 			target = spec // the URL alone is fine too
 		}
 		u, err := url.Parse(target)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf(`http handler needs an http(s) URL, as in "http:http://localhost:8000/review", got %q`, redactURL(target))
+		if err != nil {
+			return nil, fmt.Errorf("http handler: invalid URL %s", db.RedactURL(target))
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf(`http handler needs an http(s) URL, as in "http:http://localhost:8000/review", got %q`, db.RedactURL(target))
 		}
 		return HTTPHandler(target, nil), nil
 	}
 	return nil, fmt.Errorf(`unknown handler %q: want "log", "exec:CMD" or "http:URL"`, spec)
-}
-
-// redactURL hides a password in a URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	return u.Redacted()
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -23,30 +23,18 @@ const listenCheckInterval = time.Minute
 // (re)connects it also wakes the relay: notifications sent while it was
 // away are lost, the work they announced is not.
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
-	var (
-		bo      backoff.Backoff
-		failing error
-	)
+	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelWarn,
+		Failing:   "relay: LISTEN connection lost; reconnecting, polling meanwhile",
+		Recovered: "relay: LISTEN connection restored"}
 	for {
-		err := r.listenOnce(ctx, wake, func() {
-			if failing != nil {
-				r.log.InfoContext(ctx, "relay: LISTEN connection restored")
-				failing = nil
-			}
-			bo.Reset()
-		})
+		err := r.listenOnce(ctx, wake, func() { retry.OK(ctx) })
 		r.listening.Store(false)
 		r.cfg.Metrics.Listening.Set(0)
 		if ctx.Err() != nil {
 			return
 		}
 		r.cfg.Metrics.Errors.WithLabelValues("listen").Inc()
-		if failing == nil {
-			r.log.WarnContext(ctx, "relay: LISTEN connection lost; reconnecting, polling meanwhile",
-				slog.String("err", err.Error()))
-		}
-		failing = err
-		if !backoff.Sleep(ctx, bo.Next()) {
+		if !retry.Failed(ctx, err) {
 			return
 		}
 	}

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,7 +127,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	// The first cycle runs once LISTEN is up (the listener's connection
 	// wakes the relay), so no job inserted in between waits for a poll.
 	// Polling alone, it runs at once.
-	poll := time.NewTimer(jitter(r.cfg.PollInterval))
+	poll := time.NewTimer(backoff.Jitter(r.cfg.PollInterval))
 	defer poll.Stop()
 	if r.cfg.PollOnly {
 		poll.Reset(0)
@@ -136,18 +135,15 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
 		r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 	}
-	var (
-		bo       backoff.Backoff
-		failing  error
-		failedAt time.Time
-	)
+	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError,
+		Failing: "relay: cycle failed; retrying with backoff", Recovered: "relay: recovered"}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
 		case <-poll.C:
-			poll.Reset(jitter(r.cfg.PollInterval))
+			poll.Reset(backoff.Jitter(r.cfg.PollInterval))
 			if err := r.reap(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
 				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
@@ -155,22 +151,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		_, err := r.drain(ctx, false)
 		if err == nil || ctx.Err() != nil {
-			if failing != nil {
-				r.log.InfoContext(ctx, "relay: recovered", slog.Int("failures", bo.Failures()),
-					slog.Duration("down_for", time.Since(failedAt)))
-				failing = nil
-			}
-			bo.Reset()
+			retry.OK(ctx)
 			continue
 		}
-		if failing == nil {
-			failedAt = time.Now()
-			r.log.ErrorContext(ctx, "relay: cycle failed; retrying with backoff", slog.String("err", err.Error()))
-		} else {
-			r.log.DebugContext(ctx, "relay: cycle failed again", slog.String("err", err.Error()))
-		}
-		failing = err
-		if !backoff.Sleep(ctx, bo.Next()) {
+		if !retry.Failed(ctx, err) {
 			return nil
 		}
 		signal(wake) // try again
@@ -302,10 +286,4 @@ func signal(wake chan<- struct{}) {
 	case wake <- struct{}{}:
 	default:
 	}
-}
-
-// jitter spreads d by ±10%, so replicas started together do not poll
-// together.
-func jitter(d time.Duration) time.Duration {
-	return d - d/10 + rand.N(d/5+1)
 }

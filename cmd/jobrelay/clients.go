@@ -74,24 +74,17 @@ func redisVersion(ctx context.Context, rdb *redis.Client) string {
 // waitForPostgres retries until PostgreSQL answers, logging once when it
 // does not and once when it does; false if ctx ends first.
 func waitForPostgres(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool) bool {
-	var bo backoff.Backoff
+	retry := backoff.Retrier{Logger: logger, Level: slog.LevelError,
+		Failing: "jobrelay: PostgreSQL is unreachable; retrying", Recovered: "jobrelay: PostgreSQL is reachable"}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := pool.Ping(pctx)
 		cancel()
 		if err == nil {
-			if bo.Failures() > 0 {
-				logger.InfoContext(ctx, "jobrelay: PostgreSQL is reachable")
-			}
+			retry.OK(ctx)
 			return true
 		}
-		if ctx.Err() != nil {
-			return false
-		}
-		if bo.Failures() == 0 {
-			logger.ErrorContext(ctx, "jobrelay: PostgreSQL is unreachable; retrying", slog.String("err", err.Error()))
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
+		if ctx.Err() != nil || !retry.Failed(ctx, err) {
 			return false
 		}
 	}

@@ -50,7 +50,7 @@ func relayCmd(a *app, args []string) error {
 		return usagef("%v", err)
 	}
 	logStart(a.ctx, logger, "relay", &common, relayAttrs(&rc, once)...)
-	logPublishPath(a.ctx, logger, cl, cfg)
+	logPublishPath(a.ctx, logger, cl)
 
 	if once {
 		n, err := r.Drain(a.ctx)
@@ -90,7 +90,7 @@ func relayAttrs(rc *relayConfig, once bool) []slog.Attr {
 // row locks are released. The script keeps the records of uncommitted
 // batches for DEDUP_TTL whatever the rate, and costs no memory once a batch
 // commits.
-func logPublishPath(ctx context.Context, logger *slog.Logger, cl *clients, cfg relay.Config) {
+func logPublishPath(ctx context.Context, logger *slog.Logger, cl *clients) {
 	version := redisVersion(ctx, cl.rdb)
 	attrs := []slog.Attr{slog.String("redis_version", version)}
 	if version == "" {

@@ -64,7 +64,7 @@ func runCmd(a *app, args []string) error {
 	if err := migrateUp(a.ctx, cl, logger); err != nil {
 		return err
 	}
-	logPublishPath(a.ctx, logger, cl, rcfg)
+	logPublishPath(a.ctx, logger, cl)
 
 	wait, err := obs.start(a.ctx, cl, &sc, common.Stream, logger, r)
 	if err != nil {

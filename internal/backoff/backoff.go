@@ -1,10 +1,11 @@
 // Package backoff spaces out retries against a server that is down:
 // exponential, capped and jittered, so replicas that failed together do not
-// retry together.
+// retry together; and logs such outages once, not once per retry.
 package backoff
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -59,4 +60,48 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// Jitter spreads d by ±10%, so that replicas started together do not act
+// together.
+func Jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
+}
+
+// Retrier retries an operation against a server that may be down: it waits
+// a Backoff delay between tries and logs only the changes of state, one
+// line when the operation starts failing and one when it works again, not
+// one per retry. It is not safe for concurrent use.
+type Retrier struct {
+	Backoff
+	Logger    *slog.Logger
+	Level     slog.Level // of the Failing line
+	Failing   string     // logged at the first failure, with the error
+	Recovered string     // logged at Info when it works again
+
+	failing bool
+	since   time.Time
+}
+
+// Failed records a failure, logs it if it is the first of a series, and
+// waits before the next try; it returns false if ctx ends first.
+func (r *Retrier) Failed(ctx context.Context, err error) bool {
+	if !r.failing {
+		r.failing, r.since = true, time.Now()
+		r.Logger.Log(ctx, r.Level, r.Failing, slog.String("err", err.Error()))
+	} else {
+		r.Logger.DebugContext(ctx, "still failing; retrying with backoff", slog.String("while", r.Failing),
+			slog.String("err", err.Error()))
+	}
+	return Sleep(ctx, r.Next())
+}
+
+// OK records a success and logs the recovery, if there was a failure.
+func (r *Retrier) OK(ctx context.Context) {
+	if r.failing {
+		r.Logger.InfoContext(ctx, r.Recovered, slog.Int("failures", r.Failures()),
+			slog.Duration("down_for", time.Since(r.since)))
+		r.failing = false
+	}
+	r.Reset()
 }

@@ -67,8 +67,3 @@ func ParseID(s string) (ID, bool) {
 
 // Less reports whether id comes before o.
 func (id ID) Less(o ID) bool { return id.MS < o.MS || id.MS == o.MS && id.Seq < o.Seq }
-
-// String formats the ID as Redis does.
-func (id ID) String() string {
-	return strconv.FormatUint(id.MS, 10) + "-" + strconv.FormatUint(id.Seq, 10)
-}
