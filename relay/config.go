@@ -144,7 +144,7 @@ func (c *Config) validate() error {
 	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
 		return fmt.Errorf("BatchSize must be between 1 and %d, got %d", BatchSizeMax, c.BatchSize)
 	case c.Workers < 1 || c.Workers > 16:
-		return fmt.Errorf("Workers must be between 1 and 16, got %d", c.Workers)
+		return fmt.Errorf("Config.Workers must be between 1 and 16, got %d", c.Workers)
 	case c.PollInterval < 0:
 		return errors.New("PollInterval must be positive")
 	case c.CycleTimeout < 10*time.Millisecond:
