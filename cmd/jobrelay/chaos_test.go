@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -20,12 +23,19 @@ import (
 // reviewLog is the review service the consumers call: it records every
 // call.
 type reviewLog struct {
-	mu    sync.Mutex
-	calls map[string]int // job ID → handler calls
-	total int
+	mu      sync.Mutex
+	calls   map[string]int // job ID → handler calls
+	total   int
+	down    atomic.Bool // answer 503 to every call, as a service in an outage
+	refused atomic.Int64
 }
 
 func (l *reviewLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if l.down.Load() {
+		l.refused.Add(1)
+		http.Error(w, "review service unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	var job struct {
 		ID string `json:"job_id"`
 	}
@@ -48,10 +58,19 @@ func (l *reviewLog) counts() (distinct, total int) {
 }
 
 // TestChaos runs three relays and two consumers of the real binary while
-// jobs arrive in bursts, kills relays and consumers with SIGKILL, and
-// restarts Redis empty. Every job must end reviewed, having reached the
-// handler at least once.
+// jobs arrive in bursts, in two rounds side by side: one kills relays and
+// consumers and restarts Redis empty, the other mixes in bad data and a
+// review service outage.
 func TestChaos(t *testing.T) {
+	t.Parallel()
+	t.Run("kills", chaosKills)
+	t.Run("bad data and outage", chaosBadData)
+}
+
+// chaosKills kills relays and consumers with SIGKILL and restarts Redis
+// empty. Every job must end reviewed, having reached the handler at least
+// once.
+func chaosKills(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	srv := testenv.StartRedisServer(t)
@@ -154,4 +173,174 @@ func TestChaos(t *testing.T) {
 	var attempts2 int64
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE attempts > 1`).Scan(&attempts2))
 	t.Logf("chaos: %s jobs re-enqueued by the reaper after the Redis restart (attempt > 1)", strconv.FormatInt(attempts2, 10))
+}
+
+// Titles of the rows that the bad-data round makes fail: a trigger the
+// application added rejects the first one's update to in_review (so the
+// relay cannot relay it) and the second one's update to reviewed (so the
+// consumer cannot record it).
+const (
+	chaosUnrelayable  = "chaos: this row refuses in_review"
+	chaosUnrecordable = "chaos: this row refuses reviewed"
+)
+
+// chaosBadData runs the pipeline through malformed stream entries, a row
+// the relay cannot update, a row the consumer cannot update, a review
+// service that is down for several seconds, and a consumer killed while
+// the service is down. Every good job must end reviewed, the two bad rows
+// failed with the database's reason, the malformed entries dead-lettered,
+// and no good job dead-lettered because of the outage.
+func chaosBadData(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	srv := testenv.StartRedisServer(t)
+	rdb := srv.Client()
+	schema := testenv.NewSchema(t)
+	_, err := schema.Pool.Exec(ctx, `
+CREATE FUNCTION chaos_reject() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'in_review' AND NEW.title = '`+chaosUnrelayable+`' THEN
+        RAISE EXCEPTION 'chaos: job % may not be in review', NEW.id;
+    END IF;
+    IF NEW.status = 'reviewed' AND NEW.title = '`+chaosUnrecordable+`' THEN
+        RAISE EXCEPTION 'chaos: job % may not be reviewed', NEW.id;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION chaos_reject();`)
+	require.NoError(t, err)
+	service := &reviewLog{calls: map[string]int{}}
+	review := httptest.NewServer(service)
+	defer review.Close()
+
+	env := []string{
+		"DATABASE_URL=" + schema.URL,
+		"REDIS_URL=" + srv.URL(),
+		"JOB_REVIEW_QUEUE_NAME=job_review",
+		"METRICS_ADDR=",
+		"LOG_FORMAT=json",
+		"LOG_LEVEL=warn",
+		"POLL_INTERVAL=500ms",
+		"REENQUEUE_AFTER=2s",
+		"CYCLE_TIMEOUT=5s",
+		"RECLAIM_IDLE=1s", // with the default MAX_DELIVERIES: an outage of several RECLAIM_IDLEs
+		"HANDLER=http:" + review.URL,
+		"CONCURRENCY=16",
+		"PATH=/usr/bin:/bin",
+	}
+	dir := t.TempDir()
+	relays := make([]*proc, 3)
+	consumers := make([]*proc, 2)
+	for i := range relays {
+		relays[i] = start(t, dir, env, "relay")
+	}
+	for i := range consumers {
+		consumers[i] = start(t, dir, env, "consume")
+	}
+
+	poison := [][]any{
+		{"job_id", "not-a-uuid", "attempt", "1"},
+		{"title", "an entry that names no job"},
+		{"job_id", "00000000-0000-0000-0000-00000000000x", "attempt", "1"},
+		{"job_id", "6f1c1a52-7d1e-4c55-a3c4-0c2f0a1f5b11", "attempt", "99999999999999"},
+	}
+	const bursts, perBurst = 10, 300
+	rng := rand.New(rand.NewPCG(7, 7))
+	var faults []string
+	var outage time.Duration
+	var outageStart time.Time
+	for burst := range bursts {
+		jobs := sample.Jobs(rng, perBurst)
+		switch burst {
+		case 1:
+			jobs[17].Title = chaosUnrelayable
+			faults = append(faults, "a row the relay cannot update")
+		case 2:
+			for _, values := range poison {
+				require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "job_review", Values: values}).Err())
+			}
+			faults = append(faults, strconv.Itoa(len(poison))+" malformed entries")
+		case 3:
+			jobs[42].Title = chaosUnrecordable
+			faults = append(faults, "a row the consumer cannot update")
+		case 4:
+			service.down.Store(true)
+			outageStart = time.Now()
+		case 6:
+			require.NoError(t, consumers[0].cmd.Process.Kill())
+			consumers[0].wait(30 * time.Second)
+			consumers[0] = start(t, dir, env, "consume")
+			faults = append(faults, "SIGKILL consumer 1 during the outage")
+		}
+		_, err := db.InsertJobs(ctx, schema.Pool, jobs)
+		require.NoError(t, err)
+		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond) // bursts arrive apart
+	}
+	// Keep the service down for well over MAX_DELIVERIES × RECLAIM_IDLE.
+	require.Eventually(t, func() bool { return time.Since(outageStart) > 8*time.Second }, time.Minute, 50*time.Millisecond)
+	require.NotZero(t, service.refused.Load(), "the outage was seen by the consumers")
+	service.down.Store(false)
+	outage = time.Since(outageStart)
+	faults = append(faults, "review service down (503) for "+outage.Round(100*time.Millisecond).String())
+	restored := time.Now()
+
+	const good = bursts*perBurst - 2
+	require.Eventually(t, func() bool {
+		c, err := db.CountByStatus(ctx, schema.Pool)
+		require.NoError(t, err)
+		return c[db.StatusReviewed] == good && c[db.StatusFailed] == 2
+	}, 3*time.Minute, 50*time.Millisecond, "every good job reviewed, the two bad rows failed")
+	drained := time.Since(restored)
+
+	rows, err := schema.Pool.Query(ctx, `SELECT title, coalesce(last_error, '') FROM jobs WHERE status = 'failed' ORDER BY title`)
+	require.NoError(t, err)
+	var failed [][2]string
+	for rows.Next() {
+		var title, lastErr string
+		require.NoError(t, rows.Scan(&title, &lastErr))
+		failed = append(failed, [2]string{title, lastErr})
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, failed, 2)
+	require.Equal(t, chaosUnrecordable, failed[0][0])
+	require.Contains(t, failed[0][1], "may not be reviewed")
+	require.Equal(t, chaosUnrelayable, failed[1][0])
+	require.Contains(t, failed[1][1], "may not be in review")
+
+	// Dead letters: the malformed entries and at most the row whose outcome
+	// could not be recorded; no job of the outage.
+	require.Eventually(t, func() bool {
+		n, err := rdb.XLen(ctx, "job_review:dead").Result()
+		require.NoError(t, err)
+		return n >= int64(len(poison))
+	}, time.Minute, 50*time.Millisecond)
+	dead, err := rdb.XRange(ctx, "job_review:dead", "-", "+").Result()
+	require.NoError(t, err)
+	var unrecordableID string
+	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT id::text FROM jobs WHERE title = $1`, chaosUnrecordable).Scan(&unrecordableID))
+	malformed := 0
+	for _, e := range dead {
+		id, _ := e.Values["job_id"].(string)
+		switch {
+		case id == unrecordableID:
+		case id == "" || id == "not-a-uuid" || strings.HasSuffix(id, "x") || e.Values["attempt"] == "99999999999999":
+			malformed++
+		default:
+			t.Errorf("job %s was dead-lettered: %v", id, e.Values)
+		}
+	}
+	require.Equal(t, len(poison), malformed, "every malformed entry dead-lettered once")
+
+	// Nothing is left waiting: the group has no pending entries and the
+	// consumers keep up.
+	require.Eventually(t, func() bool {
+		groups, err := rdb.XInfoGroups(ctx, "job_review").Result()
+		require.NoError(t, err)
+		return len(groups) == 1 && groups[0].Pending == 0 && groups[0].Lag == 0
+	}, time.Minute, 50*time.Millisecond, "no entry left pending")
+	distinct, total := service.counts()
+	require.Equal(t, good+1, distinct, "every good job, and the one that cannot be recorded, reached the handler")
+	t.Logf("chaos (bad data): %d jobs in %d bursts; faults: %v", bursts*perBurst, bursts, faults)
+	t.Logf("chaos (bad data): %d calls refused during the outage; drained %s after the service came back; duplicate handler calls %d",
+		service.refused.Load(), drained.Round(time.Millisecond), total-distinct)
 }
