@@ -49,10 +49,11 @@ FOR UPDATE SKIP LOCKED`
 
 // markInReviewSQL records a published batch in one statement. The status guard
 // is belt and braces: the rows are locked by this transaction since the claim.
+// The stream is one parameter for the whole batch; "" records none.
 const markInReviewSQL = `
 UPDATE jobs
 SET status = 'in_review', stream_id = b.stream_id, enqueued_at = $3,
-    attempts = attempts + 1, updated_at = now()
+    stream = NULLIF($4, ''), attempts = attempts + 1, updated_at = now()
 FROM unnest($1::uuid[], $2::text[]) AS b(id, stream_id)
 WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
 
@@ -92,6 +93,7 @@ type InReviewParams struct {
 	IDs        []string  // published jobs
 	StreamIDs  []string  // their entry IDs, index for index
 	EnqueuedAt time.Time // the enqueued_at written into every entry
+	Stream     string    // the stream they were published to, recorded per row for the reaper
 
 	FailedIDs    []string // claimed jobs that cannot be published
 	FailedErrors []string // why, index for index
@@ -109,7 +111,7 @@ func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) erro
 		if err != nil {
 			return fmt.Errorf("mark jobs in_review: %w", err)
 		}
-		b.Queue(markInReviewSQL, ids, p.StreamIDs, p.EnqueuedAt)
+		b.Queue(markInReviewSQL, ids, p.StreamIDs, p.EnqueuedAt, p.Stream)
 	}
 	if len(p.FailedIDs) > 0 {
 		ids, err := uuids(p.FailedIDs)

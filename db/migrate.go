@@ -46,3 +46,41 @@ func NewMigrator(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (
 	}
 	return p, nil
 }
+
+// BookkeepingVersion is the migration that adds the relay's bookkeeping
+// (stream_id, enqueued_at, attempts, last_error). Rolling it back strips
+// in_review jobs of the entry their consumers are working on.
+const BookkeepingVersion = 3
+
+// InReviewError is why CheckRollback refuses: jobs are in_review.
+type InReviewError struct {
+	InReview int64 // jobs in_review
+}
+
+// Error implements error.
+func (e *InReviewError) Error() string {
+	jobs := fmt.Sprintf("%d jobs are", e.InReview)
+	if e.InReview == 1 {
+		jobs = "1 job is"
+	}
+	return fmt.Sprintf("%s in_review: rolling back migration %d (relay bookkeeping) drops their stream_id and enqueued_at, "+
+		"so they would be published again and may be reviewed twice; let the consumers finish them (jobrelay status), or pass --force",
+		jobs, BookkeepingVersion)
+}
+
+// CheckRollback returns an *InReviewError if rolling the schema back from
+// version from to version to would undo the bookkeeping migration while
+// jobs are in_review. It does not lock: run it with the relays stopped.
+func CheckRollback(ctx context.Context, q DBTX, from, to int64) error {
+	if from < BookkeepingVersion || to >= BookkeepingVersion {
+		return nil
+	}
+	var n int64
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'in_review'`).Scan(&n); err != nil {
+		return fmt.Errorf("count in_review jobs: %w", err)
+	}
+	if n > 0 {
+		return &InReviewError{InReview: n}
+	}
+	return nil
+}

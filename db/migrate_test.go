@@ -54,7 +54,7 @@ func TestMigrations(t *testing.T) {
 
 		res, err := m.Up(ctx)
 		require.NoError(t, err)
-		require.Len(t, res, 3)
+		require.Len(t, res, 4)
 		want := schemaShape(ctx, t, s)
 		require.Contains(t, want, "trigger jobs_notify_inserted_pending_review")
 		require.Contains(t, want, "index CREATE INDEX jobs_pending_review_created_at_idx ON jobs USING btree (created_at) WHERE (status = 'pending_review'::text)")
@@ -75,6 +75,38 @@ func TestMigrations(t *testing.T) {
 		_, err = m.Up(ctx)
 		require.NoError(t, err)
 		require.Equal(t, want, schemaShape(ctx, t, s))
+	})
+
+	t.Run("StreamColumnDownAndUp", func(t *testing.T) {
+		t.Parallel()
+		ctx := testenv.Context(t)
+		s := testenv.NewSchema(t)
+		_, err := s.Pool.Exec(ctx, `INSERT INTO jobs (title, status, stream_id, enqueued_at, stream) VALUES ('a', 'in_review', '1-1', now(), 'review')`)
+		require.NoError(t, err)
+		m, err := db.NewMigrator(ctx, s.Pool, nil)
+		require.NoError(t, err)
+		defer m.Close()
+		full := schemaShape(ctx, t, s)
+		require.Contains(t, full, "column stream text YES ")
+
+		// Down drops the column only; the job keeps the rest of its bookkeeping.
+		res, err := m.Down(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "00004_job_stream.sql", res.Source.Path)
+		shape := schemaShape(ctx, t, s)
+		require.NotContains(t, shape, "column stream text YES ")
+		require.Len(t, shape, len(full)-1)
+		var streamID string
+		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT stream_id FROM jobs WHERE status = 'in_review'`).Scan(&streamID))
+		require.Equal(t, "1-1", streamID)
+
+		// Up brings it back, NULL for the rows that were there: legacy rows.
+		_, err = m.Up(ctx)
+		require.NoError(t, err)
+		require.Equal(t, full, schemaShape(ctx, t, s))
+		var stream *string
+		require.NoError(t, s.Pool.QueryRow(ctx, `SELECT stream FROM jobs`).Scan(&stream))
+		require.Nil(t, stream)
 	})
 
 	t.Run("GooseCLIGivesTheSameSchema", func(t *testing.T) {

@@ -12,11 +12,18 @@ type Backlog struct {
 	Pending        int64     // jobs pending_review
 	OldestPending  time.Time // created_at of the oldest, zero when none
 	InReview       int64     // jobs in_review
-	OldestInReview time.Time // enqueued_at of the oldest, zero when none
+	OldestInReview time.Time // enqueued_at of the oldest (updated_at for rows without), zero when none
+	// InReviewUntracked counts the in_review jobs without the relay's
+	// bookkeeping (no stream_id or no enqueued_at): left by the old poller
+	// or a migration, or inserted so by the application. The reaper sends
+	// them back to pending_review once their updated_at is REENQUEUE_AFTER
+	// old.
+	InReviewUntracked int64
 }
 
 // ReadBacklog counts pending_review and in_review jobs and finds the oldest
-// of each.
+// of each. An in_review row without enqueued_at counts from its updated_at,
+// as the reaper does, so none is left out of the oldest age.
 func ReadBacklog(ctx context.Context, q DBTX) (Backlog, error) {
 	var b Backlog
 	var oldestPending, oldestInReview *time.Time
@@ -24,8 +31,10 @@ func ReadBacklog(ctx context.Context, q DBTX) (Backlog, error) {
 SELECT (SELECT count(*) FROM jobs WHERE status = 'pending_review'),
        (SELECT min(created_at) FROM jobs WHERE status = 'pending_review'),
        (SELECT count(*) FROM jobs WHERE status = 'in_review'),
-       (SELECT min(enqueued_at) FROM jobs WHERE status = 'in_review')`).
-		Scan(&b.Pending, &oldestPending, &b.InReview, &oldestInReview)
+       least((SELECT min(enqueued_at) FROM jobs WHERE status = 'in_review'),
+             (SELECT min(updated_at) FROM jobs WHERE status = 'in_review' AND enqueued_at IS NULL)),
+       (SELECT count(*) FROM jobs WHERE status = 'in_review' AND (enqueued_at IS NULL OR stream_id IS NULL))`).
+		Scan(&b.Pending, &oldestPending, &b.InReview, &oldestInReview, &b.InReviewUntracked)
 	if err != nil {
 		return Backlog{}, fmt.Errorf("read backlog: %w", err)
 	}

@@ -88,7 +88,7 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 	now := time.Now().UTC()
 	enqueuedAt := now.Format(time.RFC3339Nano)
 	publishable, failedIDs, failedErrs := r.splitOversized(jobs, enqueuedAt)
-	p := db.InReviewParams{EnqueuedAt: now, FailedIDs: failedIDs, FailedErrors: failedErrs}
+	p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
 	var published stream.Forget
 	if len(publishable) > 0 {
 		pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{

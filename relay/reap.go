@@ -15,24 +15,51 @@ import (
 const (
 	reapBatchSize = 100
 	reapBatches   = 50
+
+	// reapLogExamples is the most job IDs the reaper's log line lists.
+	reapLogExamples = 10
 )
 
-// reap finds in_review jobs published more than ReenqueueAfter ago whose
-// stream entry no longer awaits a consumer — Redis restarted empty or
-// failed over, the stream was deleted, the entry was trimmed or acknowledged
-// while the job stayed in_review — and sends them back to pending_review.
-// The update is a compare-and-set on status and stream_id, so replicas may
-// reap at once, and a job finished meanwhile is left alone.
+// reap sends back to pending_review the in_review jobs of this relay's
+// stream that no consumer will finish:
+//
+//   - jobs published more than ReenqueueAfter ago whose stream entry no
+//     longer awaits a consumer — Redis restarted empty or failed over, the
+//     stream was deleted, the entry was trimmed or acknowledged while the
+//     job stayed in_review;
+//   - jobs in_review without an entry recorded (the old poller's leftovers,
+//     rows the application inserted as in_review, rows whose bookkeeping a
+//     migrate down and up reset), once their updated_at is ReenqueueAfter
+//     old: they have no entry to wait for.
+//
+// Jobs recorded as published to another stream (another deployment on the
+// same database) are left to that deployment's reaper. The update is a
+// compare-and-set on status and stream_id, so replicas may reap at once, and
+// a job finished meanwhile is left alone: only the jobs it changed are
+// counted and logged, in one line per run.
 func (r *Relay) reap(ctx context.Context) error {
 	if r.cfg.ReenqueueAfter < 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
 	defer cancel()
-	before := time.Now().Add(-r.cfg.ReenqueueAfter)
-	var total int64
+	params := db.PublishedBeforeParams{
+		Before: time.Now().Add(-r.cfg.ReenqueueAfter),
+		Stream: r.cfg.Stream,
+		After:  r.reapFrom,
+		Limit:  reapBatchSize,
+	}
+	var (
+		found, untracked int
+		changed          []string
+		examples         []string
+	)
+	// Whatever stopped the run, log what it did.
+	defer func() {
+		r.logReaped(ctx, found, untracked, len(changed), examples)
+	}()
 	for range reapBatches {
-		jobs, err := db.PublishedBefore(ctx, r.pool, before, r.reapFrom, reapBatchSize)
+		jobs, err := db.PublishedBefore(ctx, r.pool, &params)
 		if err != nil {
 			return err
 		}
@@ -40,40 +67,69 @@ func (r *Relay) reap(ctx context.Context) error {
 			r.reapFrom = db.Published{}
 			break
 		}
-		ids := make([]string, len(jobs))
-		for i, j := range jobs {
-			ids[i] = j.StreamID
-		}
-		live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
-		if err != nil {
-			return err
-		}
 		var lost []db.Published
-		for i, j := range jobs {
-			if !live[i] {
+		var ids []string
+		var tracked []db.Published
+		for _, j := range jobs {
+			if j.StreamID == "" {
 				lost = append(lost, j)
+				untracked++
+				continue
+			}
+			ids = append(ids, j.StreamID)
+			tracked = append(tracked, j)
+		}
+		if len(ids) > 0 {
+			live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
+			if err != nil {
+				return err
+			}
+			for i, j := range tracked {
+				if !live[i] {
+					lost = append(lost, j)
+				}
 			}
 		}
 		if len(lost) > 0 {
+			found += len(lost)
 			n, err := db.Reenqueue(ctx, r.pool, lost)
 			if err != nil {
 				return err
 			}
-			total += n
-			for _, j := range lost {
-				r.log.WarnContext(ctx, "relay: stream entry lost; job re-enqueued",
-					slog.String("job_id", j.ID), slog.String("task_id", j.StreamID))
+			changed = append(changed, n...)
+			r.cfg.Metrics.JobsReaped.Add(float64(len(n)))
+			for _, id := range n {
+				if len(examples) < reapLogExamples {
+					examples = append(examples, id)
+				}
 			}
 		}
-		r.reapFrom = jobs[len(jobs)-1]
+		params.After = jobs[len(jobs)-1]
+		r.reapFrom = params.After
 		if len(jobs) < reapBatchSize {
 			r.reapFrom = db.Published{}
 			break
 		}
 	}
-	if total > 0 {
-		r.cfg.Metrics.JobsReaped.Add(float64(total))
-		r.log.InfoContext(ctx, "relay: reaper re-enqueued jobs whose stream entry was lost", slog.Int64("num_reenqueued", total))
-	}
 	return nil
+}
+
+// logReaped logs a reaper run in one line, if it found anything: at Warn
+// when it re-enqueued jobs (entries were lost, or rows had none), at Debug
+// when every job it found had moved on before its update.
+func (r *Relay) logReaped(ctx context.Context, found, untracked, reenqueued int, examples []string) {
+	if found == 0 {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.Int("num_found", found),
+		slog.Int("num_untracked", untracked),
+		slog.Int("num_reenqueued", reenqueued),
+	}
+	if reenqueued == 0 {
+		r.log.LogAttrs(ctx, slog.LevelDebug, "relay: reaper found jobs without a live stream entry; none needed re-enqueueing", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.Any("job_ids", examples))
+	r.log.LogAttrs(ctx, slog.LevelWarn, "relay: reaper re-enqueued jobs whose stream entry was lost or never recorded", attrs...)
 }

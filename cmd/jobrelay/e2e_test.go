@@ -87,14 +87,18 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out := runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
-	require.Equal(t, 3, strings.Count(out, "pending"), out)
+	require.Equal(t, 4, strings.Count(out, "pending"), out)
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 3")
+	require.Contains(t, out, "database version: 4")
 
 	code, out = runBinary(t, dir, env, "migrate", "down")
 	require.Zero(t, code, out)
+	require.Contains(t, out, "00004_job_stream.sql")
+	require.Contains(t, out, "database version: 3")
+	code, out = runBinary(t, dir, env, "migrate", "down")
+	require.Zero(t, code, out, "no job is in_review: no --force needed")
 	require.Contains(t, out, "00003_relay_bookkeeping.sql")
 	require.Contains(t, out, "database version: 2")
 
@@ -104,7 +108,7 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 3")
+	require.Contains(t, out, "database version: 4")
 	code, out = runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
 	require.NotContains(t, out, "pending")

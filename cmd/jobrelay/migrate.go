@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,17 +23,32 @@ same files run with "goose -dir goose postgres "$DATABASE_URL" up"):
   status       list the migrations and when each was applied
 
 Migrations of one schema take turns under an advisory lock, so several
-replicas may run "migrate up" at once.`
+replicas may run "migrate up" at once.
+
+Rolling back migration 3 (the relay's bookkeeping) while jobs are in_review
+is refused (exit 2): it would forget their stream entries, and they would
+be published again. Stop the relays, let the consumers finish, or pass
+--force.`
 
 func migrateCmd(a *app, args []string) error {
 	var (
-		dc dbConfig
+		dc    dbConfig
+		force bool
 	)
 	s := newSettings("migrate", a.env)
 	dc.register(s)
+	s.add(boolSetting(&force, "", "force", false, "roll back the bookkeeping migration even while jobs are in_review"))
 	rest, err := a.parseOrHelp(s, args, "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
 	if err != nil {
 		return err
+	}
+	// Flags may also follow the subcommand: "migrate down --force".
+	if i := slices.IndexFunc(rest, func(arg string) bool { return strings.HasPrefix(arg, "-") }); i > 0 {
+		more, err := a.parseOrHelp(s, rest[i:], "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
+		if err != nil {
+			return err
+		}
+		rest = append(rest[:i:i], more...)
 	}
 	if len(rest) == 0 {
 		return usagef("migrate: say up, down, down-to N or status (see --help)")
@@ -67,6 +85,12 @@ func migrateCmd(a *app, args []string) error {
 	}
 	defer m.Close()
 
+	if rest[0] == "down" || rest[0] == "down-to" {
+		if err := checkRollback(a, pool, m, rest[0], target, force); err != nil {
+			return err
+		}
+	}
+
 	var results []*goose.MigrationResult
 	switch rest[0] {
 	case "up":
@@ -92,6 +116,31 @@ func migrateCmd(a *app, args []string) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "database version: %d\n", v)
+	return nil
+}
+
+// checkRollback refuses, as a usage error (exit 2), to roll back the
+// bookkeeping migration while jobs are in_review, unless forced.
+func checkRollback(a *app, pool db.DBTX, m *goose.Provider, sub string, target int64, force bool) error {
+	if force {
+		return nil
+	}
+	from, err := m.GetDBVersion(a.ctx)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", sub, err)
+	}
+	to := target
+	if sub == "down" {
+		to = from - 1
+	}
+	err = db.CheckRollback(a.ctx, pool, from, to)
+	var inReview *db.InReviewError
+	if errors.As(err, &inReview) {
+		return usagef("migrate %s: %v", sub, err)
+	}
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", sub, err)
+	}
 	return nil
 }
 

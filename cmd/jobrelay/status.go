@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -129,6 +131,9 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 			oldest = since(s.TakenAt, s.Backlog.OldestInReviewAt, "published")
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", st, s.Jobs[st], oldest)
+		if st == db.StatusInReview {
+			printInReviewDetail(tw, s)
+		}
 	}
 	fmt.Fprintln(tw)
 	if !s.Stream.Exists {
@@ -157,6 +162,21 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name))
+}
+
+// printInReviewDetail shows the in_review jobs that no consumer of this
+// stream holds: those without the relay's bookkeeping, and those of other
+// streams.
+func printInReviewDetail(w io.Writer, s *inspect.Snapshot) {
+	if n := s.Backlog.InReviewUntracked; n > 0 {
+		fmt.Fprintf(w, "  without a stream entry\t%d\tre-enqueued by the reaper once updated_at is REENQUEUE_AFTER old\n", n)
+	}
+	streams := slices.Sorted(maps.Keys(s.Backlog.InReviewByStream))
+	for _, name := range streams {
+		if name != "" && name != s.Stream.Name {
+			fmt.Fprintf(w, "  in stream %s\t%d\treaped by that stream's relays only\n", name, s.Backlog.InReviewByStream[name])
+		}
+	}
 }
 
 // since says how long ago t was.

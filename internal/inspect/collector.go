@@ -27,6 +27,7 @@ type Collector struct {
 	streamLength, entriesAdded, deadLetters          *prometheus.Desc
 	lag, groupPending, oldestEntry, consumers        *prometheus.Desc
 	up                                               *prometheus.Desc
+	inReviewUntracked                                *prometheus.Desc
 }
 
 // NewCollector returns a Collector with no snapshot yet.
@@ -38,7 +39,7 @@ func NewCollector() *Collector {
 		pending:        d("jobs_pending", "Jobs in pending_review."),
 		oldestPending:  d("jobs_oldest_pending_age_seconds", "Age of the oldest pending_review job (0 when none)."),
 		inReview:       d("jobs_in_review", "Jobs in in_review."),
-		oldestInReview: d("jobs_oldest_in_review_age_seconds", "Time since the oldest in_review job was published (0 when none)."),
+		oldestInReview: d("jobs_oldest_in_review_age_seconds", "Time since the oldest in_review job was published, or last updated if it has no enqueued_at (0 when none)."),
 		streamLength:   d("stream_length", "Entries in the review stream."),
 		entriesAdded:   d("stream_entries_added", "Entries ever added to the review stream."),
 		deadLetters:    d("dead_letter_length", "Entries in the dead-letter stream."),
@@ -47,6 +48,8 @@ func NewCollector() *Collector {
 		oldestEntry:    d("stream_oldest_pending_entry_age_seconds", "Age of the group's oldest unacknowledged entry (0 when none).", "group"),
 		consumers:      d("stream_group_consumers", "Consumers of the group.", "group"),
 		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
+		inReviewUntracked: d("jobs_in_review_untracked", "Jobs in in_review without a stream entry or enqueued_at recorded; "+
+			"the reaper re-enqueues them once their updated_at is REENQUEUE_AFTER old."),
 	}
 }
 
@@ -85,7 +88,7 @@ func (c *Collector) Run(ctx context.Context, pool *pgxpool.Pool, rdb redis.Unive
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
-		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up} {
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked} {
 		ch <- d
 	}
 }
@@ -113,6 +116,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.oldestPending, age(s.Backlog.OldestPendingAt))
 	g(c.inReview, float64(s.Backlog.InReview))
 	g(c.oldestInReview, age(s.Backlog.OldestInReviewAt))
+	g(c.inReviewUntracked, float64(s.Backlog.InReviewUntracked))
 	g(c.streamLength, float64(s.Stream.Length))
 	g(c.entriesAdded, float64(s.Stream.EntriesAdded))
 	g(c.deadLetters, float64(s.DeadLetters))

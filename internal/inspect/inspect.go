@@ -35,6 +35,14 @@ type Backlog struct {
 	OldestPendingAgeSecs float64   `json:"oldest_pending_age_seconds"`
 	InReview             int64     `json:"in_review"`
 	OldestInReviewAt     time.Time `json:"oldest_in_review_at,omitzero"`
+	// InReviewUntracked counts the in_review jobs without the relay's
+	// bookkeeping (see db.Backlog); OldestInReviewAt counts them by
+	// updated_at.
+	InReviewUntracked int64 `json:"in_review_untracked"`
+	// InReviewByStream counts in_review jobs by the stream they were
+	// published to ("" for none recorded); nil unless Counts was asked for.
+	// Only the relays of a job's stream re-enqueue it if its entry is lost.
+	InReviewByStream map[string]int64 `json:"in_review_by_stream,omitempty"`
 }
 
 // Stream describes the review stream.
@@ -75,8 +83,9 @@ type Options struct {
 	Counts bool
 }
 
-// Take reads a snapshot: two queries on the partial indexes (plus a count
-// by status if asked), and a few Redis round trips.
+// Take reads a snapshot: two queries on the partial indexes (plus counts
+// by status and of in_review jobs by stream if asked), and a few Redis
+// round trips.
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
 	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: opts.Stream}}
 	if opts.Counts {
@@ -90,7 +99,15 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 	if err != nil {
 		return nil, err
 	}
-	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview}
+	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
+		InReviewUntracked: b.InReviewUntracked}
+	if opts.Counts {
+		byStream, err := db.CountInReviewByStream(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		s.Backlog.InReviewByStream = byStream
+	}
 	if !b.OldestPending.IsZero() {
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}

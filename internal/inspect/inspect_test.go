@@ -81,3 +81,29 @@ func TestGaugesFollowThePipeline(t *testing.T) {
 }
 
 func testenvLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestOldestInReviewCountsJobsWithoutBookkeeping(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	schema := testenv.NewSchema(t)
+	rdb := testenv.NewRedis(t)
+	stream := testenv.Stream(t, rdb)
+	// One job published 5 minutes ago, one in_review for an hour without
+	// an entry recorded (the old poller's).
+	_, err := schema.Pool.Exec(ctx, `
+INSERT INTO jobs (title, status, stream_id, enqueued_at) VALUES ('published', 'in_review', '1-1', now() - interval '5 minutes');
+INSERT INTO jobs (title, status, updated_at) VALUES ('left by the old poller', 'in_review', now() - interval '1 hour')`)
+	require.NoError(t, err)
+
+	snap, err := Take(ctx, schema.Pool, rdb, Options{Stream: stream})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, snap.Backlog.InReview)
+	require.EqualValues(t, 1, snap.Backlog.InReviewUntracked)
+	require.WithinDuration(t, time.Now().Add(-time.Hour), snap.Backlog.OldestInReviewAt, time.Minute)
+
+	c := NewCollector()
+	c.snap = snap
+	g := gauges(t, c)
+	require.InDelta(t, time.Hour.Seconds(), g["jobrelay_jobs_oldest_in_review_age_seconds"], 60)
+	require.Equal(t, 1.0, g["jobrelay_jobs_in_review_untracked"])
+}
