@@ -11,25 +11,45 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jobrelay/jobrelay/db"
 )
 
 // LogHandler logs each job, as the old poller's process_job_review did, and
 // succeeds. It is the default handler: it shows the pipeline working before
-// a real review service is plugged in.
+// a real review service is plugged in. Each field is logged up to
+// maxLoggedField bytes (see truncateField), so a job with a megabyte title
+// does not make a megabyte log line.
 func LogHandler(logger *slog.Logger) Handler {
 	return HandlerFunc(func(ctx context.Context, job Job) error {
 		logger.InfoContext(ctx, "Processing job review",
-			slog.String("job_id", job.ID), slog.String("title", job.Title),
-			slog.String("company", job.Company), slog.String("site", job.Site),
-			slog.String("job_url", job.URL), slog.String("task_id", job.TaskID),
+			slog.String("job_id", truncateField(job.ID)), slog.String("title", truncateField(job.Title)),
+			slog.String("company", truncateField(job.Company)), slog.String("site", truncateField(job.Site)),
+			slog.String("job_url", truncateField(job.URL)), slog.String("task_id", truncateField(job.TaskID)),
 			slog.Int("attempt", job.Attempt), slog.Int64("delivery", job.Delivery))
 		return nil
 	})
+}
+
+// maxLoggedField is the most bytes of one field the log handler writes.
+const maxLoggedField = 1024
+
+// truncateField shortens s to maxLoggedField bytes, cut on a rune boundary,
+// followed by "…(N bytes)" giving the field's whole length.
+func truncateField(s string) string {
+	if len(s) <= maxLoggedField {
+		return s
+	}
+	cut := maxLoggedField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // stderrTail is how much of a command's stderr, or an HTTP error body, goes
