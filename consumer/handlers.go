@@ -98,10 +98,18 @@ func ExecHandler(command string, logger *slog.Logger) Handler {
 // HTTPHandler POSTs each job as JSON to url. A 2xx status is success;
 // any other status, or no answer before the handler's context ends, is a
 // failure, with the status and the start of the body as its error.
+//
+// Redirects are not followed: a 3xx status fails the delivery, with the
+// status and the Location in the error. Following one could turn the POST
+// into a GET (301, 302 and 303 do) that a server answers 200 without
+// reviewing anything. client is copied, not changed; nil means a default
+// client.
 func HTTPHandler(target string, client *http.Client) Handler {
-	if client == nil {
-		client = &http.Client{}
+	c := &http.Client{}
+	if client != nil {
+		*c = *client
 	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return HandlerFunc(func(ctx context.Context, job Job) error {
 		payload, err := json.Marshal(job)
 		if err != nil {
@@ -113,15 +121,25 @@ func HTTPHandler(target string, client *http.Client) Handler {
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", job.ID+":"+fmt.Sprint(job.Attempt))
-		resp, err := client.Do(req)
+		resp, err := c.Do(req)
 		if err != nil {
 			return fmt.Errorf("POST %s: %w", db.RedactURL(target), err)
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, stderrTail))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // reuse the connection
-		if resp.StatusCode/100 == 2 {
+		switch {
+		case resp.StatusCode/100 == 2:
 			return nil
+		case resp.StatusCode/100 == 3:
+			loc := resp.Header.Get("Location")
+			if loc == "" {
+				loc = "(none)"
+			} else {
+				loc = db.RedactURL(loc)
+			}
+			return fmt.Errorf("POST %s: %s, redirect to %s not followed (point the handler at the final URL)",
+				db.RedactURL(target), resp.Status, loc)
 		}
 		return fmt.Errorf("POST %s: %s: %s", db.RedactURL(target), resp.Status, strings.TrimSpace(string(body)))
 	})
