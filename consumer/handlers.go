@@ -65,9 +65,12 @@ const (
 
 // ExecHandler runs a command for each job, through "sh -c", with the job as
 // JSON on stdin (one line). Exit status 0 is success; otherwise the job
-// fails with the tail of stderr as its error. When the handler's context
-// ends (HandlerTimeout, shutdown) the command and its children are killed.
-// The start of stdout is logged at Debug.
+// fails with the tail of stderr as its error. The failure is transient
+// (see TransientError) if the command exits with ExitTempFail (75), or
+// cannot be started; any other exit status is the command's verdict on the
+// job. When the handler's context ends (HandlerTimeout, shutdown) the
+// command and its children are killed. The start of stdout is logged at
+// Debug.
 //
 // The command line may hold secrets (API_TOKEN=… cmd, --token …): errors
 // and logs name the command only as RedactSpec shows it, and what looks
@@ -113,16 +116,35 @@ func (h *execHandler) Handle(ctx context.Context, job Job) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s killed: %w", h.shown, ctxErr)
 	}
-	msg := h.scrub.scrub(strings.TrimSpace(stderr.String()))
-	if msg == "" {
-		return fmt.Errorf("%s: %w", h.shown, err)
+	if cmd.ProcessState == nil { // it never started: no process, no shell
+		return Transient(fmt.Errorf("%s: %w", h.shown, err))
 	}
-	return fmt.Errorf("%s: %w: %s", h.shown, err, msg)
+	msg := h.scrub.scrub(strings.TrimSpace(stderr.String()))
+	if msg != "" {
+		err = fmt.Errorf("%s: %w: %s", h.shown, err, msg)
+	} else {
+		err = fmt.Errorf("%s: %w", h.shown, err)
+	}
+	if cmd.ProcessState.ExitCode() == ExitTempFail {
+		return Transient(err)
+	}
+	return err
 }
+
+// ExitTempFail is the exit status by which an exec handler's command says
+// that its failure is transient (the review service is down, say), not
+// about the job: EX_TEMPFAIL of sysexits.h.
+const ExitTempFail = 75
 
 // HTTPHandler POSTs each job as JSON to url. A 2xx status is success;
 // any other status, or no answer before the handler's context ends, is a
 // failure, with the status and the start of the body as its error.
+//
+// Failures that say the service is unavailable, not that the job is bad,
+// are transient (see TransientError): no answer at all (connection
+// refused or reset, DNS, TLS, timeouts) and the statuses 408, 429, 502,
+// 503 and 504. Other statuses (400, 422, 500…) are the service's verdict
+// on the job.
 //
 // Redirects are not followed: a 3xx status fails the delivery, with the
 // status and the Location in the error. Following one could turn the POST
@@ -166,7 +188,8 @@ func (h *httpHandler) Handle(ctx context.Context, job Job) error {
 	req.Header.Set("Idempotency-Key", job.ID+":"+strconv.Itoa(job.Attempt))
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %w", h.shown, unwrapURLError(err))
+		// No answer: whatever went wrong, it was not the job.
+		return Transient(fmt.Errorf("POST %s: %w", h.shown, unwrapURLError(err)))
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, stderrTail))
@@ -184,7 +207,13 @@ func (h *httpHandler) Handle(ctx context.Context, job Job) error {
 		return fmt.Errorf("POST %s: %s, redirect to %s not followed (point the handler at the final URL)",
 			h.shown, resp.Status, loc)
 	}
-	return fmt.Errorf("POST %s: %s: %s", h.shown, resp.Status, h.scrub.scrub(strings.TrimSpace(string(body))))
+	err = fmt.Errorf("POST %s: %s: %s", h.shown, resp.Status, h.scrub.scrub(strings.TrimSpace(string(body))))
+	switch resp.StatusCode {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return Transient(err)
+	}
+	return err
 }
 
 // unwrapURLError drops the *url.Error around err: its message quotes the

@@ -42,6 +42,7 @@ func TestHTTPHandlerDoesNotFollowRedirects(t *testing.T) {
 			require.Error(t, err, "a redirect is not a review")
 			require.ErrorContains(t, err, strconv.Itoa(code))
 			require.ErrorContains(t, err, location)
+			require.False(t, IsTransient(err), "a redirect counts as a failed delivery")
 			require.Zero(t, targetCalls.Load(), "the redirect target is never called")
 		})
 	}
