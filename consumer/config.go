@@ -60,16 +60,19 @@ type Config struct {
 	Block time.Duration
 
 	// ReclaimIdle is how long an entry may stay delivered without a result
-	// before any consumer takes it over (XAUTOCLAIM): a failed job is
-	// retried after it, and the work of a dead consumer is finished by the
-	// others. A consumer refreshes its claim on entries whose handler runs
-	// long, so a slow job is not taken over while it runs. Defaults to 1
-	// minute.
+	// before any consumer takes it over: the work of a dead consumer is
+	// finished by the others after it, and a failed job is retried after
+	// it at the earliest, then with a backoff that doubles per failure (see
+	// the package doc). A consumer refreshes its claim on entries whose
+	// handler runs long, so a slow job is not taken over while it runs.
+	// Defaults to 1 minute.
 	ReclaimIdle time.Duration
 
-	// MaxDeliveries is how many times a job is delivered before it is
-	// dead-lettered: copied to "<stream>:dead" with its error and delivery
-	// count, acknowledged, and marked failed. Defaults to 5.
+	// MaxDeliveries is how many deliveries that count a job gets before it
+	// is dead-lettered: copied to "<stream>:dead" with its error and
+	// delivery count, acknowledged, and marked failed. Transient failures
+	// (the review service down or slow) count slowly or not at all; see
+	// the package doc. Defaults to 5.
 	MaxDeliveries int
 
 	// HandlerTimeout bounds one handler call; its context is cancelled

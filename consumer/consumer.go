@@ -4,12 +4,50 @@
 //
 // Delivery is at least once. On success the job is marked reviewed (only if
 // it still waits for that attempt's outcome: compare-and-set), then the entry
-// is acknowledged; never the other way round. A failed job stays pending and
-// is retried once it has been idle for ReclaimIdle, by any consumer; the same
-// reclaim finishes the work of consumers that died. After MaxDeliveries the
-// entry is copied to the dead-letter stream "<stream>:dead", acknowledged,
-// and the job marked failed. A redelivered job that is already reviewed is
-// acknowledged without calling the handler again.
+// is acknowledged; never the other way round. A redelivered job that is
+// already reviewed is acknowledged without calling the handler again.
+//
+// # Retries and dead letters
+//
+// A failed job stays pending and is retried, by any consumer, with backoff:
+// after its n-th failure an entry waits ReclaimIdle × 2^(n-1), ±10%, capped
+// at RetryBackoffMax (with the defaults: 1, 2, 4, 8 minutes…, at most 30).
+// ReclaimIdle is the floor, not the schedule. An entry whose consumer died
+// or stopped mid-handler has no failure noted, and is taken over as soon as
+// it has been idle for ReclaimIdle. Once the deliveries that count reach
+// MaxDeliveries, the entry is copied to the dead-letter stream
+// "<stream>:dead", acknowledged, and the job marked failed.
+//
+// What the handler says about the job counts: an error of a Go handler, a
+// non-zero exit status of an exec command, an HTTP status such as 400, 422
+// or 500, a redirect (never followed: it could turn the POST into a GET). A
+// transient failure says nothing about the job (see TransientError and
+// IsTransient): the review service refused or reset the connection, was
+// not found, timed out (HandlerTimeout included), answered 408, 429, 502,
+// 503 or 504, or an exec command exited 75. It counts slowly or not at all:
+//
+//   - While the service answers for other jobs, one transient failure in
+//     three counts, and the entry backs off as above: a job whose review
+//     always times out is still dead-lettered, after three times the
+//     deliveries.
+//   - Once five different jobs have failed transiently in a row, the
+//     service is taken for down: the consumer's circuit breaker opens (one
+//     Warn line; the metric jobrelay_consumer_circuit_open is 1). The
+//     consumer then fetches no new work but one probe delivery at a time,
+//     after a backoff growing from ReclaimIdle/16 to ReclaimIdle. Failures
+//     meanwhile do not count, and failed jobs wait only ReclaimIdle for
+//     their turn. The first answer of the service closes the breaker (one
+//     Info line) and work resumes at full speed.
+//
+// So with the defaults (MaxDeliveries 5, ReclaimIdle 1 minute,
+// HandlerTimeout 5 minutes) a review service down for 10 minutes, or much
+// longer, dead-letters no job, and every job is reviewed once it is back.
+//
+// A failed delivery is noted in the hash "<stream>:retry:<group>" (when it
+// is due, the failures so far); a failure that does not count is taken
+// back from the entry's delivery counter (XCLAIM … RETRYCOUNT), so that
+// XPENDING, Job.Delivery and the dead letter's deliveries show the
+// deliveries that count.
 //
 // Updates and acknowledgements are batched across finished jobs: one UPDATE
 // and one XACK per batch.
@@ -44,12 +82,15 @@ type Job struct {
 	Attempt    int       `json:"attempt"`     // publish attempt, from 1
 	TaskID     string    `json:"task_id"`     // the stream entry ID
 	EnqueuedAt time.Time `json:"enqueued_at"` // when the relay published it
-	Delivery   int64     `json:"delivery"`    // deliveries of this entry so far, this one included
+	Delivery   int64     `json:"delivery"`    // deliveries of this entry that count so far, this one included
 }
 
 // Handler reviews one job. An error means the job is retried later (until
 // MaxDeliveries); the handler must be idempotent, since delivery is at least
-// once. ctx is cancelled after HandlerTimeout, or when the consumer stops.
+// once. An error that is about the review service rather than the job (it
+// is down, overloaded) should be marked with Transient, so that it does not
+// count as fast (see the package doc). ctx is cancelled after
+// HandlerTimeout, or when the consumer stops.
 type Handler interface {
 	Handle(ctx context.Context, job Job) error
 }
@@ -75,6 +116,8 @@ type Consumer struct {
 	mu       sync.Mutex
 	inflight map[string]time.Time // entry ID → when it was last delivered or refreshed
 
+	brk breaker // holds fetching back while the review service looks down
+
 	abort     chan struct{}
 	abortOnce sync.Once
 	trimmedAt atomic.Int64 // unix nanoseconds of the last trim
@@ -92,6 +135,9 @@ type delivery struct {
 	skip       string // if set, acknowledge without calling the handler, for this reason
 	dead       string // if set, dead-letter without calling the handler, for this reason
 	malformed  bool   // the entry names no job: dead-letter it, nothing to mark
+
+	// retry is what earlier failed deliveries of the entry noted, if any.
+	retry stream.RetryRecord
 }
 
 type outcome int
@@ -303,12 +349,16 @@ func (c *Consumer) worker(ctx context.Context) {
 	}
 }
 
-// handle runs the handler for d, unless d is settled already.
+// handle runs the handler for d, unless d is settled already. A failure
+// is retried with backoff or dead-lettered (see failed); what the handler
+// says also tells the breaker whether the review service is up.
 func (c *Consumer) handle(ctx context.Context, d *delivery) *result {
 	switch {
 	case d.skip != "":
+		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: skipped}
 	case d.dead != "":
+		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: dead, err: errors.New(d.dead)}
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
@@ -318,17 +368,18 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) *result {
 	c.m.HandlerDuration.Observe(time.Since(start).Seconds())
 	switch {
 	case err == nil:
+		c.breakerAnswered(d.msg.ID)
 		return &result{d: d, outcome: reviewed}
 	case ctx.Err() != nil:
 		// Stopped by shutdown, not by the job: not a failed delivery.
+		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: abandoned, err: err}
 	case errors.Is(err, context.DeadlineExceeded) && hctx.Err() != nil:
-		err = fmt.Errorf("handler timed out after %s: %w", c.cfg.HandlerTimeout, err)
+		// The review service, or what it depends on, is too slow: the
+		// same job may well pass later.
+		err = Transient(fmt.Errorf("handler timed out after %s: %w", c.cfg.HandlerTimeout, err))
 	}
-	if d.deliveries >= int64(c.cfg.MaxDeliveries) {
-		return &result{d: d, outcome: dead, err: err}
-	}
-	return &result{d: d, outcome: retried, err: err}
+	return c.failed(d, err)
 }
 
 // callHandler turns a panic into an error.

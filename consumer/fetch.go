@@ -64,7 +64,7 @@ func (c *Consumer) recoverGroup(ctx context.Context) {
 func (c *Consumer) readLoop(ctx context.Context) {
 	r := c.retrier("reading the stream")
 	for {
-		n := c.acquire(ctx, c.cfg.ReadCount)
+		n, probe := c.fetchSlots(ctx, c.cfg.ReadCount, true)
 		if n == 0 {
 			return
 		}
@@ -77,6 +77,7 @@ func (c *Consumer) readLoop(ctx context.Context) {
 		}).Result()
 		if err != nil {
 			c.release(n)
+			c.probeFetched(probe, true, nil)
 			switch {
 			case ctx.Err() != nil:
 				return
@@ -98,6 +99,13 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			msgs = res[0].Messages
 		}
 		c.release(n - len(msgs))
+		if probe {
+			var ids []string
+			for _, msg := range msgs {
+				ids = append(ids, msg.ID)
+			}
+			c.probeFetched(probe, true, ids)
+		}
 		for _, msg := range msgs {
 			// New entries were never delivered before, so their job cannot
 			// be finished already: no status check needed.
@@ -106,8 +114,9 @@ func (c *Consumer) readLoop(ctx context.Context) {
 	}
 }
 
-// reclaimLoop takes over entries left idle for ReclaimIdle — failed jobs,
-// and the work of dead consumers — whenever handlers are idle.
+// reclaimLoop takes over entries left idle for ReclaimIdle whose retry is
+// due — failed jobs once their backoff has passed, and at once the work of
+// dead consumers — whenever handlers are idle.
 func (c *Consumer) reclaimLoop(ctx context.Context) {
 	interval := max(c.cfg.ReclaimIdle/2, 10*time.Millisecond)
 	timer := time.NewTimer(interval / 4) // soon after start: a restart should pick up what it left
@@ -129,13 +138,15 @@ func (c *Consumer) reclaim(ctx context.Context, cursor string) string {
 	for ctx.Err() == nil {
 		// Wait for an idle handler: the reader holds the idle ones while it
 		// blocks for new entries, and gives them back within Block.
-		n := c.acquire(ctx, 100)
+		n, probe := c.fetchSlots(ctx, 100, false)
 		if n == 0 {
 			return cursor
 		}
-		res, err := stream.Reclaim(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.ReclaimIdle, cursor, n)
+		res, err := stream.Reclaim(ctx, c.rdb, &stream.ReclaimParams{Stream: c.cfg.Stream, Group: c.cfg.Group,
+			Consumer: c.cfg.Name, MinIdle: c.cfg.ReclaimIdle, Cursor: cursor, Count: n})
 		if err != nil {
 			c.release(n)
+			c.probeFetched(probe, false, nil)
 			switch {
 			case ctx.Err() != nil:
 			case isNoGroup(err):
@@ -147,6 +158,13 @@ func (c *Consumer) reclaim(ctx context.Context, cursor string) string {
 			return "0-0"
 		}
 		c.release(n - len(res.Claimed))
+		if probe {
+			var ids []string
+			for _, cl := range res.Claimed {
+				ids = append(ids, cl.Message.ID)
+			}
+			c.probeFetched(probe, false, ids)
+		}
 		for _, id := range res.Deleted {
 			c.log.WarnContext(ctx, "consumer: a pending entry no longer exists in the stream; the relay's reaper will re-enqueue its job",
 				slog.String("task_id", id))
@@ -174,6 +192,7 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 	var ids []string
 	for i, cl := range claimed {
 		ds[i] = newDelivery(cl.Message, cl.Deliveries)
+		ds[i].retry = cl.Retry
 		c.track(ds[i].msg.ID) // refreshed while we wait for the database
 		if ds[i].dead == "" {
 			ids = append(ids, ds[i].job.ID)

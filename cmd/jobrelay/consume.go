@@ -2,10 +2,8 @@ package main
 
 import (
 	"log/slog"
-	"strings"
 
 	"github.com/jobrelay/jobrelay/consumer"
-	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/metrics"
 )
 
@@ -82,27 +80,11 @@ func abortOn(signal <-chan struct{}, abort func()) (stop func()) {
 	return func() { close(done) }
 }
 
-// handlerName names a handler for logs without what might be a secret: the
-// URL's password, the command's arguments.
-func handlerName(spec string) string {
-	switch {
-	case strings.HasPrefix(spec, "exec:"):
-		fields := strings.Fields(strings.TrimPrefix(spec, "exec:"))
-		if len(fields) == 0 {
-			return "exec"
-		}
-		return "exec:" + fields[0] + " …"
-	case strings.HasPrefix(spec, "http"):
-		return "http:" + db.RedactURL(strings.TrimPrefix(spec, "http:"))
-	}
-	return spec
-}
-
 func consumerAttrs(cc *consumerConfig, name string) []slog.Attr {
 	return []slog.Attr{
 		slog.String("group", cc.Group),
 		slog.String("consumer", name),
-		slog.String("handler", handlerName(cc.Handler)),
+		slog.String("handler", consumer.RedactSpec(cc.Handler)), // tokens in the command or URL stay hidden
 		slog.Int("concurrency", cc.Concurrency),
 		slog.Duration("reclaim_idle", cc.ReclaimIdle),
 		slog.Int("max_deliveries", cc.MaxDeliveries),

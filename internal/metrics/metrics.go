@@ -90,6 +90,13 @@ type Consumer struct {
 	Errors          *prometheus.CounterVec // kind: read, finish, reclaim, refresh, dead_letter, trim, group
 	Trimmed         prometheus.Counter
 	InFlight        prometheus.Gauge
+	// TransientFailures counts handler failures that looked like an outage
+	// of the review service (connection refused, timeouts, 502/503/504,
+	// 429): they count toward MaxDeliveries slowly or not at all.
+	TransientFailures prometheus.Counter
+	// CircuitOpen is 1 while the consumer holds back because the review
+	// service looks down: it fetches one job at a time, as a probe.
+	CircuitOpen prometheus.Gauge
 }
 
 // NewConsumer creates a consumer's metrics and registers them on reg, if
@@ -130,6 +137,18 @@ func NewConsumer(reg prometheus.Registerer) *Consumer {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight)
+	}
+	m.TransientFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "transient_failures_total",
+		Help: "Handler failures that looked like an outage of the review service (connection refused, timeout, 502/503/504, 429).",
+	})
+	m.CircuitOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "circuit_open",
+		Help: "1 while the consumer holds back because the review service looks down, probing it with one job at a time.",
+	})
+	m.Errors.WithLabelValues("retry")
+	if reg != nil {
+		reg.MustRegister(m.TransientFailures, m.CircuitOpen)
 	}
 	return m
 }

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestConsumerStartLogHidesHandlerSecrets(t *testing.T) {
+	t.Parallel()
+	for _, spec := range []string{
+		"exec:API_TOKEN=envsecret1 python3 review.py --token argsecret2",
+		"http:https://reviewer:passsecret3@review.internal/v1?token=querysecret4",
+		"https://usersecret5@review.internal/v1?api_key=querysecret6",
+	} {
+		cc := consumerConfig{Handler: spec}
+		for _, a := range consumerAttrs(&cc, "c1") {
+			for _, secret := range []string{"envsecret1", "argsecret2", "passsecret3", "querysecret4", "usersecret5", "querysecret6"} {
+				require.NotContains(t, a.Value.String(), secret, "%s of %s", a.Key, spec)
+			}
+		}
+	}
+}
