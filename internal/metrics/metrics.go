@@ -90,6 +90,7 @@ type Consumer struct {
 	Errors          *prometheus.CounterVec // kind: read, finish, reclaim, refresh, dead_letter, trim, group
 	Trimmed         prometheus.Counter
 	InFlight        prometheus.Gauge
+	RecorderStalled prometheus.Gauge // 1 while results cannot be recorded (see Consumer.Ready)
 }
 
 // NewConsumer creates a consumer's metrics and registers them on reg, if
@@ -130,6 +131,13 @@ func NewConsumer(reg prometheus.Registerer) *Consumer {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight)
+	}
+	m.RecorderStalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "recorder_stalled",
+		Help: "1 while the consumer cannot record results: a batch has waited more than 30s to be recorded (PostgreSQL or Redis failing or not answering). /readyz and jobrelay status --check say why.",
+	})
+	if reg != nil {
+		reg.MustRegister(m.RecorderStalled)
 	}
 	return m
 }
