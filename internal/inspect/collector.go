@@ -27,6 +27,7 @@ type Collector struct {
 	streamLength, entriesAdded, deadLetters          *prometheus.Desc
 	lag, groupPending, oldestEntry, consumers        *prometheus.Desc
 	up                                               *prometheus.Desc
+	problems                                         *prometheus.Desc
 }
 
 // NewCollector returns a Collector with no snapshot yet.
@@ -47,6 +48,7 @@ func NewCollector() *Collector {
 		oldestEntry:    d("stream_oldest_pending_entry_age_seconds", "Age of the group's oldest unacknowledged entry (0 when none).", "group"),
 		consumers:      d("stream_group_consumers", "Consumers of the group.", "group"),
 		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
+		problems:       d("pipeline_problems", "Components of the pipeline that report a problem keeping them from making progress (jobrelay status shows them)."),
 	}
 }
 
@@ -85,7 +87,7 @@ func (c *Collector) Run(ctx context.Context, pool *pgxpool.Pool, rdb redis.Unive
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
-		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up} {
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.problems} {
 		ch <- d
 	}
 }
@@ -116,6 +118,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.streamLength, float64(s.Stream.Length))
 	g(c.entriesAdded, float64(s.Stream.EntriesAdded))
 	g(c.deadLetters, float64(s.DeadLetters))
+	g(c.problems, float64(len(s.Health)))
 	for _, grp := range s.Groups {
 		g(c.lag, float64(grp.Lag), grp.Name)
 		g(c.groupPending, float64(grp.Pending), grp.Name)
