@@ -23,11 +23,11 @@ const (
 )
 
 // completeLoop records results until the results channel closes; rec
-// numbers the recorder. A batch
-// is recorded when it reaches minFinishBatch results or finishLinger after
-// its first one, whichever comes first, with everything waiting by then: a
-// commit per result would cost PostgreSQL more than the results themselves,
-// and the linger delays only the bookkeeping, not the handlers.
+// numbers the recorder, for Ready. A batch is recorded when it reaches
+// minFinishBatch results or finishLinger after its first one, whichever
+// comes first, with everything waiting by then: a commit per result would
+// cost PostgreSQL more than the results themselves, and the linger delays
+// only the bookkeeping, not the handlers.
 func (c *Consumer) completeLoop(rec int) {
 	batch := make([]*result, 0, maxFinishBatch)
 	linger := time.NewTimer(time.Hour)

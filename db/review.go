@@ -12,7 +12,7 @@ import (
 // compare-and-set updates of the consumer.
 type Finished struct {
 	IDs      []string
-	Attempts []int32 // the entry's attempt, index for index
+	Attempts []int32 // the entry's attempt, index for index (successes win whatever the attempt)
 	Errors   []string
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/stream"
 	"github.com/jobrelay/jobrelay/internal/testenv"
+	"github.com/jobrelay/jobrelay/relay"
 )
 
 func TestRetryFailedTakesTheDeadLettersAlong(t *testing.T) {
@@ -94,4 +96,39 @@ func TestStatusSaysWhatComponentsReport(t *testing.T) {
 	require.NoError(t, stream.ClearProblem(ctx, rdb, pl.stream, "consumer busy-2"))
 	code, stdout, _ = runInProcess(t, cli, "status", "--check")
 	require.Zero(t, code, stdout)
+}
+
+func TestALateSuccessAfterSIGSTOPWins(t *testing.T) {
+	t.Parallel()
+	pl := newPipeline(t)
+	ctx := ctxT(t)
+	rdb := testenv.NewRedis(t)
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	env := append(append([]string{}, pl.env...), "RECLAIM_IDLE=200ms", "MAX_DELIVERIES=1",
+		"HANDLER=exec:touch "+started+"; sleep 0.5")
+
+	id, err := db.InsertJob(ctx, pl.schema.Pool, db.NewJob{Title: "slow review", Company: "Acme"})
+	require.NoError(t, err)
+	r, err := relay.New(pl.schema.Pool, rdb, relay.Config{Stream: pl.stream, MaxStreamLag: -1, MaxMemoryRatio: -1})
+	require.NoError(t, err)
+	_, err = r.Drain(ctx)
+	require.NoError(t, err)
+
+	frozen := start(t, dir, env, "consume")
+	require.Eventually(t, func() bool { _, err := os.Stat(started); return err == nil }, time.Minute, 5*time.Millisecond)
+	frozen.signal(syscall.SIGSTOP) // its handler's command goes on and finishes meanwhile
+	t.Cleanup(func() { _ = frozen.cmd.Process.Signal(syscall.SIGCONT) })
+
+	// Another consumer takes the entry over and dead-letters it.
+	start(t, dir, env, "consume")
+	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusFailed] == 1 }, time.Minute, 5*time.Millisecond)
+	require.EqualValues(t, 1, rdb.XLen(ctx, pl.stream+":dead").Val())
+
+	frozen.signal(syscall.SIGCONT)
+	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 1 }, time.Minute, 5*time.Millisecond)
+	var lastError *string
+	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT last_error FROM jobs WHERE id = $1`, id).Scan(&lastError))
+	require.Nil(t, lastError)
+	require.Eventually(t, func() bool { return rdb.XLen(ctx, pl.stream+":dead").Val() == 0 }, time.Minute, 5*time.Millisecond)
 }
