@@ -42,7 +42,7 @@ func TestAMalformedEntryIsDeadLetteredBeforeTheHandler(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := testenv.Context(t)
-	good := b.publish(t, 10)
+	b.publish(t, 10)
 	// Entries nobody can record, among good ones: the relay never writes
 	// them, a hand or another program might.
 	poison := []map[string]any{
@@ -56,7 +56,7 @@ func TestAMalformedEntryIsDeadLetteredBeforeTheHandler(t *testing.T) {
 	for _, v := range poison {
 		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: v}).Err())
 	}
-	good = b.publish(t, 10) // ten more after them: 20 in_review
+	good := b.publish(t, 10) // ten more after them: 20 in_review
 	require.Len(t, good, 20)
 
 	var seen calls
@@ -66,6 +66,9 @@ func TestAMalformedEntryIsDeadLetteredBeforeTheHandler(t *testing.T) {
 	soon(t, func() bool { return b.count(t, db.StatusReviewed) == 20 }, "every good job reviewed")
 	soon(t, func() bool { return b.pending(t, GroupDefault) == 0 }, "every entry acknowledged")
 	require.Equal(t, 20, seen.total(), "the handler never ran for a malformed entry")
+	for _, id := range good {
+		require.Equal(t, 1, seen.get(id))
+	}
 
 	dead := b.deadLetters(t)
 	require.Len(t, dead, len(poison))
