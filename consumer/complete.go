@@ -22,12 +22,13 @@ const (
 	recorders = 2
 )
 
-// completeLoop records results until the results channel closes. A batch
-// is recorded when it reaches minFinishBatch results or finishLinger after
-// its first one, whichever comes first, with everything waiting by then: a
-// commit per result would cost PostgreSQL more than the results themselves,
-// and the linger delays only the bookkeeping, not the handlers.
-func (c *Consumer) completeLoop() {
+// completeLoop records results until the results channel closes; rec
+// numbers the recorder, for Ready. A batch is recorded when it reaches
+// minFinishBatch results or finishLinger after its first one, whichever
+// comes first, with everything waiting by then: a commit per result would
+// cost PostgreSQL more than the results themselves, and the linger delays
+// only the bookkeeping, not the handlers.
+func (c *Consumer) completeLoop(rec int) {
 	batch := make([]*result, 0, maxFinishBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -59,99 +60,193 @@ func (c *Consumer) completeLoop() {
 			}
 		}
 		linger.Stop()
-		c.finish(batch)
+		c.finish(rec, batch)
 		c.maybeTrim()
 	}
 }
 
-// finish records a batch of results: dead letters first (so nothing is lost
-// if what follows fails), then the outcomes in the table, then XACK — never
-// XACK before the table says what happened. It retries while PostgreSQL or
-// Redis is down; during shutdown it gives up after a while, and the entries
-// not acknowledged stay pending for another consumer.
-func (c *Consumer) finish(batch []*result) {
-	var (
-		out      db.Outcomes
-		ack      []string
-		deadList []*result
-		done     []string
-	)
-	for _, r := range batch {
-		d := r.d
-		done = append(done, d.msg.ID)
-		switch r.outcome {
-		case reviewed:
-			addFinished(&out.Reviewed, d, "")
-			ack = append(ack, d.msg.ID)
-		case retried:
-			addFinished(&out.Retried, d, errorText(r.err))
-		case dead:
-			if !d.malformed { // a malformed entry names no job to mark
-				addFinished(&out.Failed, d, errorText(r.err))
-			}
-			deadList = append(deadList, r)
-			ack = append(ack, d.msg.ID)
-		case skipped:
-			ack = append(ack, d.msg.ID)
-		case abandoned:
-		}
+// finish records a batch of results (see record). It retries while
+// PostgreSQL or Redis is down; during shutdown it gives up after a while,
+// and the entries not acknowledged stay pending for another consumer.
+func (c *Consumer) finish(rec int, batch []*result) {
+	done := make([]string, len(batch))
+	for i, r := range batch {
+		done[i] = r.d.msg.ID
 	}
 	defer c.untrack(done...)
+	c.startRecording(rec, len(batch))
+	defer c.stopRecording(rec)
 
 	// A stopping consumer still records what its handlers finished, until
 	// its shutdown deadline or Abort.
 	ctx := c.finishCtx
-	r := c.retrier("recording results")
-	r.Max = 5 * time.Second
-	deadDone := len(deadList) == 0
-	for {
-		err := c.finishOnce(ctx, &out, ack, deadList, &deadDone)
-		if err == nil {
-			r.OK(ctx)
-			break
-		}
-		c.m.Errors.WithLabelValues("finish").Inc()
-		if !r.Failed(ctx, err) {
-			c.log.ErrorContext(ctx, "consumer: gave up recording results; their entries stay pending",
-				slog.Int("num_results", len(batch)))
-			return
-		}
+	if !c.record(ctx, rec, newPlan(batch, false)) {
+		c.log.ErrorContext(ctx, "consumer: gave up recording results; their entries stay pending",
+			slog.Int("num_results", len(batch)))
+		return
 	}
-
-	c.m.Jobs.WithLabelValues("reviewed").Add(float64(len(out.Reviewed.IDs)))
-	c.m.Jobs.WithLabelValues("retried").Add(float64(len(out.Retried.IDs)))
-	c.m.Jobs.WithLabelValues("dead_lettered").Add(float64(len(deadList)))
+	var n [abandoned + 1]int
+	for _, r := range batch {
+		n[r.outcome]++
+	}
+	c.m.Jobs.WithLabelValues("reviewed").Add(float64(n[reviewed]))
+	c.m.Jobs.WithLabelValues("retried").Add(float64(n[retried]))
+	c.m.Jobs.WithLabelValues("dead_lettered").Add(float64(n[dead]))
 	c.logResults(batch)
 }
 
-// finishOnce tries each step not yet done.
-func (c *Consumer) finishOnce(ctx context.Context, out *db.Outcomes, ack []string, deadList []*result, deadDone *bool) error {
-	if !*deadDone {
-		if err := c.deadLetter(ctx, deadList); err != nil {
+// plan is the recording of some results, in steps: the dead letters first
+// (so nothing is lost if what follows fails), then the outcomes in the
+// table, then the removal of dead letters a success made obsolete, then
+// XACK — never XACK before the table says what happened. A step done is
+// not done again when the plan is retried.
+type plan struct {
+	results []*result
+	out     db.Outcomes
+	dead    []*result
+	ack     []string
+
+	deadDone, outcomesDone bool
+	undead                 []string // jobs whose dead letters are obsolete
+}
+
+// newPlan plans the recording of results; deadDone says their dead letters
+// are written already.
+func newPlan(results []*result, deadDone bool) *plan {
+	p := &plan{results: results}
+	for _, r := range results {
+		d := r.d
+		switch r.outcome {
+		case reviewed:
+			addFinished(&p.out.Reviewed, d, "")
+			p.ack = append(p.ack, d.msg.ID)
+		case retried:
+			addFinished(&p.out.Retried, d, errorText(r.err))
+		case dead:
+			if !d.malformed { // a malformed entry names no job to mark
+				addFinished(&p.out.Failed, d, errorText(r.err))
+			}
+			p.dead = append(p.dead, r)
+			p.ack = append(p.ack, d.msg.ID)
+		case skipped:
+			p.ack = append(p.ack, d.msg.ID)
+		case abandoned:
+		}
+	}
+	p.deadDone = deadDone || len(p.dead) == 0
+	return p
+}
+
+// record carries out p, retrying with backoff while a server fails. When
+// the database refuses the outcomes because of the data of some row (see
+// db.IsRowError), retrying would fail forever: the results are split
+// instead, to record the others and isolate the one refused. It returns
+// false if ctx ended first.
+func (c *Consumer) record(ctx context.Context, rec int, p *plan) bool {
+	r := c.retrier("recording results")
+	r.Max = 5 * time.Second
+	for {
+		err := c.carryOut(ctx, p)
+		if err == nil {
+			r.OK(ctx)
+			return true
+		}
+		c.m.Errors.WithLabelValues("finish").Inc()
+		if p.deadDone && !p.outcomesDone && db.IsRowError(err) {
+			return c.split(ctx, rec, p, err)
+		}
+		c.recordingFailed(rec, err)
+		if !r.Failed(ctx, err) {
+			return false
+		}
+	}
+}
+
+// split records the two halves of p's results one after the other, after
+// the database refused them together because of one row (err): the half
+// without that row is recorded, the half with it split again, down to the
+// one result the database refuses, which isolate takes care of. A batch of
+// n results with one such row costs about 2·log2(n) more statements.
+func (c *Consumer) split(ctx context.Context, rec int, p *plan, err error) bool {
+	if len(p.results) == 1 {
+		return c.isolate(ctx, rec, p.results[0], err)
+	}
+	c.log.DebugContext(ctx, "consumer: the database refused a batch of results because of a row; splitting it",
+		slog.Int("num_results", len(p.results)), slog.String("err", err.Error()))
+	half := len(p.results) / 2
+	return c.record(ctx, rec, newPlan(p.results[:half], true)) &&
+		c.record(ctx, rec, newPlan(p.results[half:], true))
+}
+
+// isolate records a result whose outcome the database refuses (err), so
+// that it stops blocking anything:
+//   - a success: the job is failed and dead-lettered, with the database's
+//     error in last_error, for someone to look at (and retry --failed);
+//   - a dead letter whose job cannot be marked failed either: its entry,
+//     dead-lettered already, is acknowledged so it stops circulating; the
+//     row is left as it is (the relay's reaper publishes an in_review job
+//     again after REENQUEUE_AFTER);
+//   - a handler failure whose error cannot be recorded: the error is not
+//     recorded, and the job is retried as any failed job.
+func (c *Consumer) isolate(ctx context.Context, rec int, r *result, err error) bool {
+	d := r.d
+	attrs := []any{slog.String("job_id", d.job.ID), slog.String("task_id", d.msg.ID), slog.String("err", errorText(err))}
+	switch r.outcome {
+	case reviewed:
+		c.log.ErrorContext(ctx, "consumer: the database refuses to mark the job reviewed; failing and dead-lettering it", attrs...)
+		r.outcome, r.err = dead, fmt.Errorf("the handler succeeded, but the database refused to record it: %w", err)
+		return c.record(ctx, rec, newPlan([]*result{r}, false))
+	case dead:
+		c.log.ErrorContext(ctx, "consumer: the job cannot be marked failed (the database refuses it); its entry is dead-lettered and acknowledged, its row left as it is", attrs...)
+		return c.record(ctx, rec, &plan{results: []*result{r}, ack: []string{d.msg.ID}, deadDone: true, outcomesDone: true})
+	default:
+		c.log.WarnContext(ctx, "consumer: the database refuses to record the handler's error; the job will be retried", attrs...)
+		return true
+	}
+}
+
+// carryOut tries each step of p not yet done.
+func (c *Consumer) carryOut(ctx context.Context, p *plan) error {
+	if !p.deadDone {
+		if err := c.deadLetter(ctx, p.dead); err != nil {
 			return err
 		}
-		*deadDone = true
+		p.deadDone = true
 	}
-	unchanged, err := db.RecordOutcomes(ctx, c.pool, out)
-	if err != nil {
-		return err
+	if !p.outcomesDone {
+		rec, err := db.RecordOutcomes(ctx, c.pool, &p.out)
+		if err != nil {
+			return err
+		}
+		p.outcomesDone, p.undead = true, rec.Undead
+		if len(rec.Unchanged) > 0 {
+			c.log.WarnContext(ctx, "consumer: handled jobs were no longer waiting for a review (archived or deleted meanwhile); acknowledged",
+				slog.Any("job_ids", rec.Unchanged))
+		}
 	}
-	if len(unchanged) > 0 {
-		c.log.WarnContext(ctx, "consumer: handled jobs were no longer waiting for this result (reviewed, failed or published again meanwhile); acknowledged",
-			slog.Any("job_ids", unchanged))
+	if len(p.undead) > 0 {
+		n, err := stream.DeleteDeadLetters(ctx, c.rdb, c.cfg.Stream, p.undead)
+		if err != nil {
+			c.m.Errors.WithLabelValues("dead_letter").Inc()
+			return err
+		}
+		c.log.InfoContext(ctx, "consumer: jobs dead-lettered meanwhile were reviewed after all; their dead letters removed",
+			slog.Any("job_ids", p.undead), slog.Int64("num_removed", n))
+		p.undead = nil
 	}
-	if len(ack) == 0 {
+	if len(p.ack) == 0 {
 		return nil
 	}
-	err = c.rdb.XAck(ctx, c.cfg.Stream, c.cfg.Group, ack...).Err()
+	err := c.rdb.XAck(ctx, c.cfg.Stream, c.cfg.Group, p.ack...).Err()
 	if isNoGroup(err) {
 		// The group, and with it these entries, is gone: nothing to
 		// acknowledge. The reader recreates the group.
-		return nil
+		err = nil
 	}
 	if err != nil {
-		return fmt.Errorf("acknowledge %d entries: %w", len(ack), err)
+		return fmt.Errorf("acknowledge %d entries: %w", len(p.ack), err)
 	}
+	p.ack = nil
 	return nil
 }
 

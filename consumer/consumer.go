@@ -51,6 +51,23 @@
 //
 // Updates and acknowledgements are batched across finished jobs: one UPDATE
 // and one XACK per batch.
+//
+// Nothing a stream entry holds can wedge the consumer. An entry that names
+// no job (its job_id is not a UUID, its attempt not a number from 1) is
+// dead-lettered as malformed before any handler sees it. When the database
+// refuses a batch of outcomes because of one row (a constraint or trigger
+// the application added, say), the batch is split to isolate that row, the
+// others are recorded, and the job is failed and dead-lettered with the
+// database's error; if even that is refused, its entry is dead-lettered and
+// acknowledged, and its row left as it is. Servers that are down are
+// retried, and a consumer that cannot record its results for 30 seconds
+// says so: Ready, the jobrelay_consumer_recorder_stalled gauge, and a health
+// report in Redis for `jobrelay status --check`.
+//
+// A handler's success is never lost: the job is marked reviewed even if its
+// entry was reclaimed and dead-lettered by another consumer meanwhile (the
+// success then removes the dead letter), or the job was published again
+// since; only an archived job stays archived.
 package consumer
 
 import (
@@ -58,14 +75,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
 	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
@@ -125,6 +146,28 @@ type Consumer struct {
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context
 	cancelFinish context.CancelFunc
+
+	// What each recorder is at, for Ready.
+	recMu sync.Mutex
+	recs  [recorders]recording
+	// stallAfter is how long a recorder may be at one batch before it is
+	// reported stalled; healthEvery how often the gauge and the health
+	// report are brought up to date. Tests shorten them.
+	stallAfter  time.Duration
+	healthEvery time.Duration
+}
+
+// Defaults of Consumer.stallAfter and healthEvery.
+const (
+	stallAfterDefault  = 30 * time.Second
+	healthEveryDefault = 2 * time.Second
+)
+
+// recording is a recorder's batch in hand.
+type recording struct {
+	since   time.Time // when the batch was taken up; zero when idle
+	results int
+	err     string // the latest error recording it, if any
 }
 
 // delivery is an entry handed to a handler.
@@ -181,6 +224,8 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 		results:      make(chan *result, 2*c.Concurrency),
 		inflight:     map[string]time.Time{},
 		abort:        make(chan struct{}),
+		stallAfter:   stallAfterDefault,
+		healthEvery:  healthEveryDefault,
 	}, nil
 }
 
@@ -222,12 +267,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRefresh()
 	refresher.Go(func() { c.refreshLoop(refreshCtx) })
+	refresher.Go(func() { c.healthLoop(refreshCtx) })
 	completerDone := make(chan struct{})
 	go func() {
 		defer close(completerDone)
 		var wg sync.WaitGroup
-		for range recorders {
-			wg.Go(c.completeLoop)
+		for i := range recorders {
+			wg.Go(func() { c.completeLoop(i) })
 		}
 		wg.Wait()
 	}()
@@ -393,8 +439,10 @@ func callHandler(ctx context.Context, h Handler, job Job) (err error) {
 }
 
 // newDelivery reads a stream entry into a delivery. An entry that does not
-// name a job and attempt cannot be handled or recorded; it is dead-lettered
-// as it is.
+// name a job and attempt the database takes (a job_id that is a UUID, an
+// attempt from 1 that fits its integer column) cannot be recorded, and
+// would fail the batch of updates it is part of; it is dead-lettered as it
+// is, without calling the handler.
 func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	d := &delivery{msg: msg, deliveries: deliveries}
 	str := func(k string) string { s, _ := msg.Values[k].(string); return s }
@@ -407,12 +455,22 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 		TaskID:   msg.ID,
 		Delivery: deliveries,
 	}
-	attempt, err := strconv.Atoi(str(stream.FieldAttempt))
-	if d.job.ID == "" || err != nil || attempt < 1 {
-		d.dead, d.malformed = "malformed entry: no job_id or attempt", true
+	attemptField := str(stream.FieldAttempt)
+	attempt, err := strconv.ParseInt(attemptField, 10, 32)
+	switch {
+	case d.job.ID == "":
+		d.dead = "malformed entry: no job_id"
+	case db.CheckJobID(d.job.ID) != nil:
+		d.dead = "malformed entry: job_id " + quoteShort(d.job.ID) + " is not a UUID"
+	case err != nil || attempt < 1:
+		d.dead = fmt.Sprintf("malformed entry: attempt %s is not a number from 1 to %d", quoteShort(attemptField), math.MaxInt32)
+	}
+	if d.dead != "" {
+		// Dead-lettered as it is; logs show a short form of the ID.
+		d.malformed, d.job.ID = true, shorten(d.job.ID, 64)
 		return d
 	}
-	d.job.Attempt = attempt
+	d.job.Attempt = int(attempt)
 	d.job.EnqueuedAt, _ = time.Parse(time.RFC3339Nano, str(stream.FieldEnqueuedAt))
 	return d
 }
@@ -423,12 +481,123 @@ func (c *Consumer) retrier(what string) *backoff.Retrier {
 		Failing: "consumer: " + what + " failed; retrying with backoff", Recovered: "consumer: " + what + " recovered"}
 }
 
-// errorText shortens an error for last_error and logs.
+// errorText shortens an error for last_error and logs, and makes it text
+// PostgreSQL stores: valid UTF-8 without NUL bytes, cut between runes.
+// Handlers' errors carry what commands wrote to stderr, which may be
+// anything.
 func errorText(err error) string {
 	const max = 2000
-	s := err.Error()
-	if len(s) > max {
-		s = s[:max] + "…"
+	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	return shorten(s, max)
+}
+
+// shorten cuts s after max bytes, at a rune boundary, marking the cut.
+func shorten(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	return s
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// quoteShort quotes what may be a huge value, for an error message.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// Ready returns nil while the consumer records its results, and an error
+// that names the problem while it cannot: a recorder has been at the same
+// batch of results for more than 30 seconds, retrying a server that fails
+// or waiting for one that does not answer. Its handlers then wait for
+// their results to be recorded, so no job gets finished. It is the
+// consumer's check for /readyz. The consumer also shows the problem in the
+// jobrelay_consumer_recorder_stalled gauge, and reports it to Redis for
+// `jobrelay status --check` (see stream.HealthReporter).
+func (c *Consumer) Ready() error {
+	if problem, _ := c.stall(time.Now()); problem != "" {
+		return errors.New(problem)
+	}
+	return nil
+}
+
+// stall describes the recorder stuck at its batch for the longest, if one
+// has been for more than stallAfter, and since when.
+func (c *Consumer) stall(now time.Time) (problem string, since time.Time) {
+	c.recMu.Lock()
+	defer c.recMu.Unlock()
+	var worst *recording
+	for i := range c.recs {
+		r := &c.recs[i]
+		if !r.since.IsZero() && now.Sub(r.since) > c.stallAfter && (worst == nil || r.since.Before(worst.since)) {
+			worst = r
+		}
+	}
+	if worst == nil {
+		return "", time.Time{}
+	}
+	cause := "waiting for PostgreSQL or Redis to answer"
+	if worst.err != "" {
+		cause = "last error: " + worst.err
+	}
+	return fmt.Sprintf("recording results is stalled: %d results have waited %s to be recorded (%s)",
+		worst.results, now.Sub(worst.since).Round(time.Second), cause), worst.since
+}
+
+// startRecording, recordingFailed and stopRecording follow recorder rec's
+// batch, for Ready.
+func (c *Consumer) startRecording(rec, results int) {
+	c.recMu.Lock()
+	c.recs[rec] = recording{since: time.Now(), results: results}
+	c.recMu.Unlock()
+}
+
+func (c *Consumer) recordingFailed(rec int, err error) {
+	c.recMu.Lock()
+	c.recs[rec].err = shorten(err.Error(), 500)
+	c.recMu.Unlock()
+}
+
+func (c *Consumer) stopRecording(rec int) {
+	c.recMu.Lock()
+	c.recs[rec] = recording{}
+	c.recMu.Unlock()
+}
+
+// healthLoop keeps the recorder-stalled gauge and this consumer's health
+// report in Redis up to date until ctx is done, and then clears the report.
+func (c *Consumer) healthLoop(ctx context.Context) {
+	rep := &stream.HealthReporter{Client: c.rdb, Stream: c.cfg.Stream, Component: "consumer " + c.cfg.Name}
+	ticker := time.NewTicker(c.healthEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := rep.Update(cctx, "", time.Time{}); err != nil {
+				c.log.WarnContext(cctx, "consumer: clearing its health report failed; readers ignore it once stale",
+					slog.String("err", err.Error()))
+			}
+			return
+		case <-ticker.C:
+		}
+		problem, since := c.stall(time.Now())
+		if problem != "" {
+			c.m.RecorderStalled.Set(1)
+		} else {
+			c.m.RecorderStalled.Set(0)
+		}
+		if err := rep.Update(ctx, problem, since); err != nil && ctx.Err() == nil {
+			// Redis is down, most likely: said by the steps that need it.
+			c.log.DebugContext(ctx, "consumer: reporting its health failed", slog.String("err", err.Error()))
+		}
+	}
 }

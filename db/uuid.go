@@ -3,6 +3,7 @@ package db
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
 )
 
 // uuids turns job IDs into the binary form PostgreSQL takes for uuid[]
@@ -20,10 +21,19 @@ func uuids(ids []string) ([][16]byte, error) {
 	return out, nil
 }
 
+// CheckJobID returns an error unless s is a job ID the queries take: a
+// UUID in its canonical 8-4-4-4-12 form, as the relay writes it. The
+// consumer checks the job_id of each stream entry with it, so that an
+// entry naming no job cannot fail a batch of updates.
+func CheckJobID(s string) error {
+	var b [16]byte
+	return parseUUID(s, &b)
+}
+
 // parseUUID reads the canonical 8-4-4-4-12 form.
 func parseUUID(s string, dst *[16]byte) error {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return fmt.Errorf("invalid job ID %q", s)
+		return fmt.Errorf("invalid job ID %s", quoteShort(s))
 	}
 	var buf [32]byte
 	copy(buf[0:8], s[0:8])
@@ -32,7 +42,17 @@ func parseUUID(s string, dst *[16]byte) error {
 	copy(buf[16:20], s[19:23])
 	copy(buf[20:32], s[24:36])
 	if _, err := hex.Decode(dst[:], buf[:]); err != nil {
-		return fmt.Errorf("invalid job ID %q", s)
+		return fmt.Errorf("invalid job ID %s", quoteShort(s))
 	}
 	return nil
+}
+
+// quoteShort quotes s for an error message, cut after 64 bytes: an ID that
+// is not one may be anything, a megabyte included.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
 }

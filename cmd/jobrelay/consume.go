@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/jobrelay/jobrelay/consumer"
@@ -56,6 +57,7 @@ func consumeCmd(a *app, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	obs.ready("recorder", func(context.Context) error { return c.Ready() })
 	logStart(a.ctx, logger, "consume", &common, consumerAttrs(&cc, c.Name())...)
 	wait, err := obs.start(a.ctx, cl, &sc, common.Stream, logger, nil)
 	if err != nil {

@@ -6,20 +6,28 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 const retryHelp = `Sends failed jobs (dead-lettered after MAX_DELIVERIES) back to
 pending_review, so the relay publishes them again as a new attempt. Their
-attempts count is kept and last_error cleared. With --job, only that job.`
+attempts count is kept and last_error cleared. With --job, only that job.
+
+Their dead letters go with them: the entries of the retried jobs are
+removed from the dead-letter stream "<stream>:dead", which so holds only
+the jobs still failed (a job reviewed after all loses its dead letter
+too). Malformed entries, which name no job, stay there until removed by
+hand: redis-cli XRANGE job_review:dead - + shows them, and
+redis-cli XDEL job_review:dead <ID> removes one.`
 
 func retryCmd(a *app, args []string) error {
 	var (
-		dc     dbConfig
+		common commonConfig
 		failed bool
 		jobID  string
 	)
 	s := newSettings("retry", a.env)
-	dc.register(s)
+	common.register(s)
 	s.add(boolSetting(&failed, "", "failed", false, "retry failed jobs (required)"))
 	s.add(stringSetting(&jobID, "", "job", "", "ID", "only this job", func(v string) error {
 		if v == "" {
@@ -37,15 +45,27 @@ func retryCmd(a *app, args []string) error {
 	if !failed {
 		return usagef("retry: say --failed (optionally with --job ID): only failed jobs can be retried")
 	}
-	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
+	cl, err := openClients(a.ctx, &common, 2)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	n, err := db.RetryFailed(a.ctx, pool, jobID)
+	defer cl.Close()
+	// Redis first: jobs sent back while their dead letters cannot be
+	// removed would leave dead letters nobody can retry.
+	if err := cl.rdb.Ping(a.ctx).Err(); err != nil {
+		return fmt.Errorf("retry: Redis, which holds the dead letters, is unreachable; nothing changed: %w", err)
+	}
+	ids, err := db.RetryFailedJobs(a.ctx, cl.pool, jobID)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", n)
+	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", len(ids))
+	dead := stream.DeadLetterKey(common.Stream)
+	n, err := stream.DeleteDeadLetters(a.ctx, cl.rdb, common.Stream, ids)
+	if err != nil {
+		return fmt.Errorf("retry: the jobs were sent back, but removing their dead letters from %s failed (remove them with redis-cli XDEL %s <ID>): %w",
+			dead, dead, err)
+	}
+	fmt.Fprintf(a.stdout, "%d dead letter(s) removed from %s\n", n, dead)
 	return nil
 }

@@ -56,6 +56,7 @@ func runCmd(a *app, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	obs.ready("recorder", func(context.Context) error { return c.Ready() })
 	logStart(a.ctx, logger, "run", &common, append(relayAttrs(&rc, false), consumerAttrs(&cc, c.Name())...)...)
 
 	if !waitForPostgres(a.ctx, logger, cl.pool) {

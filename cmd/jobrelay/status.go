@@ -26,8 +26,17 @@ stream's length. --json prints the same for scripts.
 
 --check exits 1 (after saying why) when a group lags by more than
 --max-lag entries, the oldest pending job is older than --max-pending-age,
-or the dead-letter stream holds more than --max-dead-letters entries: for
-cron and container health checks. It exits 2 when a server cannot be read.
+the dead-letter stream holds more than --max-dead-letters entries, or a
+component reports a problem (a consumer that cannot record its results):
+for cron and container health checks. It exits 2 when a server cannot be
+read.
+
+Dead letters are the jobs still failed: retry --failed removes the dead
+letters of the jobs it sends back, and a job reviewed after all loses its
+own. Malformed entries (no job to retry) stay until removed with
+redis-cli XDEL. Components refresh their problem reports every few seconds
+in the hash "<stream>:health"; a report older than 30s (its process died)
+is ignored.
 
 The same names work in redis-cli:
   redis-cli XINFO STREAM job_review
@@ -115,7 +124,19 @@ func checkHealth(s *inspect.Snapshot, o *statusOptions) []string {
 		problems = append(problems, fmt.Sprintf("%d dead letters in %s (--max-dead-letters %d); see them with redis-cli XRANGE %s - +, retry with jobrelay retry --failed",
 			s.DeadLetters, stream.DeadLetterKey(s.Stream.Name), o.MaxDeadLetters, stream.DeadLetterKey(s.Stream.Name)))
 	}
+	for _, h := range s.Health {
+		problems = append(problems, healthLine(s.TakenAt, h))
+	}
 	return problems
+}
+
+// healthLine says what a component reports, and since when.
+func healthLine(now time.Time, h stream.HealthReport) string {
+	line := h.Component + ": " + h.Problem
+	if !h.Since.IsZero() {
+		line += " (" + since(now, h.Since, "since") + ")"
+	}
+	return line
 }
 
 func printStatus(w io.Writer, s *inspect.Snapshot) {
@@ -162,6 +183,13 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name))
+	if len(s.Health) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PROBLEMS REPORTED")
+		for _, h := range s.Health {
+			fmt.Fprintf(tw, "  %s\n", healthLine(s.TakenAt, h))
+		}
+	}
 }
 
 // printInReviewDetail shows the in_review jobs that no consumer of this

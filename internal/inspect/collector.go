@@ -28,6 +28,7 @@ type Collector struct {
 	lag, groupPending, oldestEntry, consumers        *prometheus.Desc
 	up                                               *prometheus.Desc
 	inReviewUntracked                                *prometheus.Desc
+	problems                                         *prometheus.Desc
 }
 
 // NewCollector returns a Collector with no snapshot yet.
@@ -50,6 +51,7 @@ func NewCollector() *Collector {
 		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
 		inReviewUntracked: d("jobs_in_review_untracked", "Jobs in in_review without a stream entry or enqueued_at recorded; "+
 			"the reaper re-enqueues them once their updated_at is REENQUEUE_AFTER old."),
+		problems: d("pipeline_problems", "Components of the pipeline that report a problem keeping them from making progress (jobrelay status shows them)."),
 	}
 }
 
@@ -88,7 +90,7 @@ func (c *Collector) Run(ctx context.Context, pool *pgxpool.Pool, rdb redis.Unive
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
-		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked} {
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked, c.problems} {
 		ch <- d
 	}
 }
@@ -120,6 +122,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.streamLength, float64(s.Stream.Length))
 	g(c.entriesAdded, float64(s.Stream.EntriesAdded))
 	g(c.deadLetters, float64(s.DeadLetters))
+	g(c.problems, float64(len(s.Health)))
 	for _, grp := range s.Groups {
 		g(c.lag, float64(grp.Lag), grp.Name)
 		g(c.groupPending, float64(grp.Pending), grp.Name)

@@ -24,8 +24,14 @@ type Snapshot struct {
 	Backlog Backlog          `json:"backlog"`
 	Stream  Stream           `json:"stream"`
 	Groups  []Group          `json:"groups"`
-	// DeadLetters is the length of the dead-letter stream.
+	// DeadLetters is the length of the dead-letter stream: the jobs still
+	// failed (retry --failed and late successes remove their jobs' dead
+	// letters), and malformed entries that name no job.
 	DeadLetters int64 `json:"dead_letters"`
+	// Health lists the problems the pipeline's components report (a
+	// consumer that cannot record its results...), reports of processes
+	// that stopped refreshing them left out.
+	Health []stream.HealthReport `json:"health"`
 }
 
 // Backlog is the unfinished work in the table.
@@ -112,6 +118,9 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
 	if err := readStream(ctx, rdb, s); err != nil {
+		return nil, err
+	}
+	if s.Health, err = stream.Problems(ctx, rdb, s.Stream.Name, s.TakenAt, stream.HealthStaleAfter); err != nil {
 		return nil, err
 	}
 	return s, nil

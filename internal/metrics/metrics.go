@@ -96,7 +96,8 @@ type Consumer struct {
 	TransientFailures prometheus.Counter
 	// CircuitOpen is 1 while the consumer holds back because the review
 	// service looks down: it fetches one job at a time, as a probe.
-	CircuitOpen prometheus.Gauge
+	CircuitOpen     prometheus.Gauge
+	RecorderStalled prometheus.Gauge // 1 while results cannot be recorded (see Consumer.Ready)
 }
 
 // NewConsumer creates a consumer's metrics and registers them on reg, if
@@ -149,6 +150,13 @@ func NewConsumer(reg prometheus.Registerer) *Consumer {
 	m.Errors.WithLabelValues("retry")
 	if reg != nil {
 		reg.MustRegister(m.TransientFailures, m.CircuitOpen)
+	}
+	m.RecorderStalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "recorder_stalled",
+		Help: "1 while the consumer cannot record results: a batch has waited more than 30s to be recorded (PostgreSQL or Redis failing or not answering). /readyz and jobrelay status --check say why.",
+	})
+	if reg != nil {
+		reg.MustRegister(m.RecorderStalled)
 	}
 	return m
 }
