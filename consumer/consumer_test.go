@@ -570,3 +570,30 @@ func TestRecoversFromRedisAndPostgresOutages(t *testing.T) {
 	b.publish(t, 5)
 	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 6 }, "reviewed after the Redis restart")
 }
+
+// TestSkipsANewEntryOfAJobReviewedMeanwhile: a job re-published as attempt
+// 2 (the reaper, or retry --failed) whose attempt-1 handler then succeeded
+// late is reviewed; the unread attempt-2 entry must not run the handler
+// again.
+func TestSkipsANewEntryOfAJobReviewedMeanwhile(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	ids := b.publish(t, 2)
+	// The group reads only what comes next: the attempt-2 entries.
+	require.NoError(t, b.rdb.XGroupCreateMkStream(ctx, b.stream, GroupDefault, "$").Err())
+	_, err := b.schema.Pool.Exec(ctx, `UPDATE jobs SET status = 'pending_review' WHERE status = 'in_review'`)
+	require.NoError(t, err)
+	require.Len(t, b.publish(t, 0), 2)
+	// The late success of attempt 1 marks the first one reviewed.
+	_, err = b.schema.Pool.Exec(ctx, `UPDATE jobs SET status = 'reviewed' WHERE id = $1`, ids[0])
+	require.NoError(t, err)
+
+	var seen calls
+	cfg := b.cfg
+	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error { seen.add(j.ID); return nil })
+	b.start(t, cfg)
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 2 && b.pending(t, GroupDefault) == 0 }, "both reviewed")
+	require.Zero(t, seen.get(ids[0]), "the handler ran for a job already reviewed")
+	require.Equal(t, 1, seen.get(ids[1]))
+}

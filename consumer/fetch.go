@@ -106,10 +106,20 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			}
 			c.probeFetched(probe, true, ids)
 		}
+		var republished []stream.Claimed
 		for _, msg := range msgs {
-			// New entries were never delivered before, so their job cannot
-			// be finished already: no status check needed.
+			// A first attempt's new entry was never delivered before, so
+			// its job cannot be finished already: no status check needed.
+			// A later attempt's (reaper, retry) can: a late success of an
+			// earlier attempt may have reviewed the job meanwhile.
+			if a, _ := msg.Values[stream.FieldAttempt].(string); a != "1" {
+				republished = append(republished, stream.Claimed{Message: msg, Deliveries: 1})
+				continue
+			}
 			c.dispatch(newDelivery(msg, 1))
+		}
+		if len(republished) > 0 {
+			c.dispatchRedeliveries(ctx, republished)
 		}
 	}
 }
