@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/consumer"
-	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
@@ -206,7 +206,7 @@ func (c *consumerConfig) config(stream string, handler consumer.Handler, logger 
 
 // secret marks a URL setting whose value must not be printed whole.
 func secret(st *setting) *setting {
-	st.redact = db.RedactURL
+	st.redact = redactURL
 	return st
 }
 
@@ -234,11 +234,18 @@ func checkDatabaseURL(v string) error {
 	if v == "" {
 		return errors.New("must not be empty")
 	}
+	// pgx reads a string that is not a postgres:// URL as key=value pairs,
+	// so "mysql://u@db/x?a=b" would pass as one odd key, sent to the server.
+	if m := urlScheme.FindStringSubmatch(v); m != nil && m[1] != "postgres" && m[1] != "postgresql" {
+		return errors.New("is not a valid PostgreSQL URL")
+	}
 	if _, err := pgxpool.ParseConfig(v); err != nil {
 		return errors.New("is not a valid PostgreSQL URL")
 	}
 	return nil
 }
+
+var urlScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)
 
 func checkRedisURL(v string) error {
 	if _, err := redis.ParseURL(v); err != nil {

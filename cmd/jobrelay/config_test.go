@@ -140,7 +140,7 @@ func TestSettingsPrecedence(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ".env"), []byte("BATCH_SIZE=lots\n"), 0o600))
 	code, out := runBinary(t, dir, pl.env, "relay", "--once")
 	require.Equal(t, 2, code)
-	require.Contains(t, out, `BATCH_SIZE: must be a whole number from 1 to 5000, got "lots"`)
+	require.Contains(t, out, `"msg":"jobrelay: BATCH_SIZE: must be a whole number from 1 to 5000, got \"lots\""`, "JSON, as LOG_FORMAT says")
 }
 
 func TestPasswordsAreNotLogged(t *testing.T) {

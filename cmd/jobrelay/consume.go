@@ -23,7 +23,7 @@ The job JSON has job_id, site, title, company, job_url, attempt, task_id,
 enqueued_at and delivery.
 
 SIGTERM stops reading and lets handlers in flight finish for up to
-SHUTDOWN_TIMEOUT; a second signal stops at once. Unfinished jobs stay pending
+SHUTDOWN_TIMEOUT; a second signal, 1s+ later, stops at once. Unfinished jobs stay pending
 for the other consumers.`
 
 func consumeCmd(a *app, args []string) error {

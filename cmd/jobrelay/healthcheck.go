@@ -13,7 +13,13 @@ import (
 const healthcheckHelp = `Asks the jobrelay process of this container whether it is ready (GET
 /readyz on METRICS_ADDR) and exits 0 if so, 1 if not: a container health
 check for images without curl. --live asks /healthz instead (alive, not
-necessarily ready).`
+necessarily ready).
+
+It probes METRICS_ADDR, the same setting the process reads: in a container
+each process has its own :9090. Several processes on one host with the
+default take the next free ports (9091-9099, then any) and log a warning
+with the address each uses; probe one with --metrics-addr 127.0.0.1:PORT,
+or give each process its own METRICS_ADDR.`
 
 func healthcheckCmd(a *app, args []string) error {
 	var (

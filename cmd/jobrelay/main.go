@@ -23,23 +23,44 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/lmittmann/tint"
 	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
 )
 
+// main wires what belongs to the process, not to one run of a command:
+// go-redis's logger is package-global (redis.SetLogger), so it is set here,
+// to the command's logger, and not in run, which tests call side by side,
+// nor in library packages.
 func main() {
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	os.Exit(runWith(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, setRedisLogger))
 }
+
+// secondSignalAfter is how long after the first signal a second one aborts.
+// A repeat within it is the same request to stop: GNU timeout, a process
+// group and a supervisor that signals twice each send SIGTERM again at
+// once, and a graceful stop must stay graceful.
+const secondSignalAfter = time.Second
 
 // app is what a command runs with.
 type app struct {
 	ctx    context.Context // done at the first SIGINT or SIGTERM
-	abort  <-chan struct{} // closed at the second
+	abort  <-chan struct{} // closed at a second one, secondSignalAfter or more after the first
 	env    *env
 	stdout io.Writer
 	stderr io.Writer
+
+	// logFormat is the command's LOG_FORMAT once its settings are read, so
+	// that run reports a failure in the same format as the logs.
+	logFormat string
+	// log is the command's logger once built, for the signal handler.
+	log *atomic.Pointer[slog.Logger]
+	// onLogger is given the command's logger (main: go-redis's logger).
+	onLogger func(*slog.Logger)
 }
 
 type command struct {
@@ -64,11 +85,17 @@ func commands() []command {
 
 // run is main without the process: it returns the exit status.
 func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
+	return runWith(args, getenv, stdout, stderr, nil)
+}
+
+// runWith is run; onLogger, if not nil, is given the command's logger.
+func runWith(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer, onLogger func(*slog.Logger)) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	abort := make(chan struct{})
 	returned := make(chan struct{})
 	defer close(returned)
+	var logp atomic.Pointer[slog.Logger]
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -78,11 +105,23 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		case <-returned:
 			return
 		}
+		first := time.Now()
 		cancel() // first signal: stop gracefully
-		select {
-		case <-sigs:
-			close(abort) // second: stop now
-		case <-returned:
+		for {
+			select {
+			case sig := <-sigs:
+				if time.Since(first) < secondSignalAfter {
+					if l := logp.Load(); l != nil {
+						l.Info("jobrelay: repeated signal within a second of the first; still stopping gracefully (signal again later to stop at once)",
+							slog.String("signal", sig.String()))
+					}
+					continue
+				}
+				close(abort) // a second signal: stop now
+				return
+			case <-returned:
+				return
+			}
 		}
 	}()
 
@@ -90,12 +129,15 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		usage(stdout)
 		return 0
 	}
+	a := &app{ctx: ctx, abort: abort, stdout: stdout, stderr: stderr, log: &logp, onLogger: onLogger}
+	if v, ok := getenv("LOG_FORMAT"); ok {
+		a.logFormat = strings.TrimSpace(v)
+	}
 	e, err := loadEnv(getenv, ".env")
 	if err != nil {
-		fmt.Fprintln(stderr, "jobrelay:", err)
-		return 2
+		return a.fail(err, 2)
 	}
-	a := &app{ctx: ctx, abort: abort, env: e, stdout: stdout, stderr: stderr}
+	a.env = e
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -108,17 +150,25 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.As(err, &uerr):
-			fmt.Fprintln(stderr, "jobrelay:", err)
-			return 2
+			return a.fail(err, 2)
 		case errors.Is(err, errUnhealthy):
 			return 1
 		default:
-			fmt.Fprintln(stderr, "jobrelay:", err)
-			return 1
+			return a.fail(err, 1)
 		}
 	}
-	fmt.Fprintf(stderr, "jobrelay: unknown command %q (see jobrelay --help)\n", args[0])
-	return 2
+	return a.fail(fmt.Errorf("unknown command %q (see jobrelay --help)", args[0]), 2)
+}
+
+// fail reports the error a command ends with, as one line on stderr: JSON
+// when the command's logs are (LOG_FORMAT=json), so that every line is.
+func (a *app) fail(err error, code int) int {
+	if a.logFormat == "json" {
+		slog.New(slog.NewJSONHandler(a.stderr, nil)).Error("jobrelay: "+err.Error(), slog.Int("exit_status", code))
+		return code
+	}
+	fmt.Fprintln(a.stderr, "jobrelay:", err)
+	return code
 }
 
 func usage(w io.Writer) {
@@ -136,6 +186,10 @@ Commands:
 	fmt.Fprint(w, `
 Configuration comes from flags, the environment and ./.env, in that order.
 Run "jobrelay <command> --help" for a command's flags and variables.
+
+SIGINT or SIGTERM stops gracefully; a second signal, 1s or more after the
+first, stops at once. A repeat within the second (GNU timeout, a process
+group) is the same request and keeps the stop graceful.
 `)
 }
 
@@ -143,6 +197,21 @@ Run "jobrelay <command> --help" for a command's flags and variables.
 // help to stdout and returns flag.ErrHelp.
 func (a *app) parseOrHelp(s *settings, args []string, synopsis, description string) ([]string, error) {
 	rest, err := s.parse(args)
+	var level slog.Level
+	for _, st := range s.entries {
+		switch st.env {
+		case "LOG_FORMAT":
+			a.logFormat = strings.TrimSpace(st.value)
+		case "LOG_LEVEL":
+			_ = level.UnmarshalText([]byte(strings.TrimSpace(st.value)))
+		}
+	}
+	if err == nil && a.onLogger != nil {
+		// Commands that log nothing themselves (status, retry, seed) still
+		// have go-redis's lines in their format; the others replace this
+		// logger with their own.
+		a.onLogger(a.newLogger(a.logFormat, level))
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(a.stdout, "Usage: %s\n\n%s\n\n", synopsis, strings.TrimSpace(description))
 		s.help(a.stdout)
@@ -154,6 +223,17 @@ func (a *app) parseOrHelp(s *settings, args []string, synopsis, description stri
 // logger builds the process's logger: tint for people (colored on a
 // terminal), JSON for machines.
 func (a *app) logger(format string, level slog.Level) *slog.Logger {
+	l := a.newLogger(format, level)
+	if a.log != nil {
+		a.log.Store(l)
+	}
+	if a.onLogger != nil {
+		a.onLogger(l)
+	}
+	return l
+}
+
+func (a *app) newLogger(format string, level slog.Level) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 	}
@@ -167,3 +247,21 @@ func (a *app) logger(format string, level slog.Level) *slog.Logger {
 		NoColor:    noColor,
 	}))
 }
+
+// redisLogger sends go-redis's own log lines ("redis: connection pool:
+// failed to dial …") through slog at Warn, so that with LOG_FORMAT=json they
+// are JSON like every other line.
+type redisLogger struct{ l *slog.Logger }
+
+// Printf implements go-redis's internal.Logging.
+func (r redisLogger) Printf(ctx context.Context, format string, args ...any) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	msg := strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
+	r.l.LogAttrs(ctx, slog.LevelWarn, "go-redis: "+msg)
+}
+
+// setRedisLogger routes go-redis's package-global logger through l. Only
+// main calls it (see main).
+func setRedisLogger(l *slog.Logger) { redis.SetLogger(redisLogger{l}) }

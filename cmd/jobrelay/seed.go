@@ -41,7 +41,7 @@ func seedCmd(a *app, args []string) error {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
 
 	var bar *progressbar.ProgressBar
-	if f, ok := a.stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+	if f, ok := a.stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) && dc.LogFormat != "json" { // with json, every stderr line is JSON
 		bar = progressbar.NewOptions(n, progressbar.OptionSetWriter(f), progressbar.OptionSetDescription("seeding"),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("jobs"),
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())

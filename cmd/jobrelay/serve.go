@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,16 +19,37 @@ import (
 	"github.com/jobrelay/jobrelay/relay"
 )
 
+// metricsFallbackPorts is how many ports from the default METRICS_ADDR's
+// (9090–9099) a process tries before it takes any free port: a predictable
+// range for Prometheus file_sd when several processes share a host.
+const metricsFallbackPorts = 10
+
 // serveConfig is the metrics and health listener's setting.
 type serveConfig struct {
 	MetricsAddr string
+
+	st *setting // where MetricsAddr came from
 }
 
 func (c *serveConfig) register(s *settings) {
 	st := stringSetting(&c.MetricsAddr, "METRICS_ADDR", "metrics-addr", metricsAddrDefault, "HOST:PORT",
-		"listener for /metrics, /healthz and /readyz; empty disables it", checkListenAddr)
+		"listener for /metrics, /healthz and /readyz; empty disables it. If the default is taken (another "+
+			"jobrelay on this host), the next free port up to :9099, then any free port, with a warning", checkListenAddr)
 	st.emptyIsValue = true
+	c.st = st
 	s.add(st)
+}
+
+// isDefault reports whether MetricsAddr is the default rather than an
+// address the user chose (flag, environment or .env).
+func (c *serveConfig) isDefault() bool { return c.st != nil && c.st.source == "default" }
+
+// name is how errors call the setting: its variable or its flag.
+func (c *serveConfig) name() string {
+	if c.st == nil {
+		return "METRICS_ADDR"
+	}
+	return c.st.name()
 }
 
 // observability is a process's metrics registry and its listener.
@@ -80,16 +103,28 @@ func (o *observability) handler() http.Handler {
 	return mux
 }
 
-// serve listens on addr until ctx is done. It returns once listening, or
-// with the error that prevents it; the returned function waits for the
-// server to stop.
-func (o *observability) serve(ctx context.Context, addr string, logger *slog.Logger) (wait func(), err error) {
+// serve listens on the configured address until ctx is done. It returns
+// once listening, or with the error that prevents it; the returned function
+// waits for the server to stop.
+//
+// Several jobrelay processes on one host with default settings must all
+// run: when the default address is taken, the listener falls back to
+// another port (see listenMetrics) and a warning names it. An address the
+// user chose is theirs: if it is taken, the command fails with one line and
+// exit status 2.
+func (o *observability) serve(ctx context.Context, sc *serveConfig, logger *slog.Logger) (wait func(), err error) {
+	addr := sc.MetricsAddr
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenMetrics(addr, sc.isDefault())
 	if err != nil {
-		return nil, fmt.Errorf("metrics listener (METRICS_ADDR): %w", err)
+		return nil, usagef("%s %s: %s", sc.name(), addr, listenReason(err))
+	}
+	if sc.isDefault() && !sameAddr(addr, ln.Addr()) {
+		logger.WarnContext(ctx, "jobrelay: the default METRICS_ADDR is taken (another jobrelay on this host?); serving metrics on another port",
+			slog.String("default", addr), slog.String("addr", ln.Addr().String()),
+			slog.String("hint", "jobrelay healthcheck probes METRICS_ADDR: give it --metrics-addr with this port, or set METRICS_ADDR per process"))
 	}
 	srv := &http.Server{Handler: o.handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
@@ -107,6 +142,52 @@ func (o *observability) serve(ctx context.Context, addr string, logger *slog.Log
 	}()
 	logger.InfoContext(ctx, "jobrelay: serving /metrics, /healthz and /readyz", slog.String("addr", ln.Addr().String()))
 	return func() { <-done }, nil
+}
+
+// listenMetrics listens on addr. With fallback (addr is the default), an
+// address in use is not an error: it tries the next ports of the same host,
+// up to metricsFallbackPorts in all, then any free port of that host.
+func listenMetrics(addr string, fallback bool) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || !fallback || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	host, portText, splitErr := net.SplitHostPort(addr)
+	port, atoiErr := strconv.Atoi(portText)
+	if splitErr != nil || atoiErr != nil {
+		return nil, err
+	}
+	for p := port + 1; p < port+metricsFallbackPorts && p <= 65535; p++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	return net.Listen("tcp", net.JoinHostPort(host, "0"))
+}
+
+// listenReason is what went wrong in a listen error, without the
+// "listen tcp …:" that the message names already.
+func listenReason(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error() // "address already in use", "permission denied"
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return err.Error()
+}
+
+// sameAddr reports whether the listener got the port addr asked for.
+func sameAddr(addr string, got net.Addr) bool {
+	_, port, _ := net.SplitHostPort(addr)
+	tcp, ok := got.(*net.TCPAddr)
+	return ok && port == strconv.Itoa(tcp.Port)
 }
 
 // watchPipeline registers the pipeline gauges and refreshes them until ctx
@@ -131,7 +212,7 @@ func (o *observability) start(ctx context.Context, cl *clients, sc *serveConfig,
 	if r != nil {
 		o.ready("listen", func(context.Context) error { return r.Ready() })
 	}
-	waitServer, err := o.serve(ctx, sc.MetricsAddr, logger)
+	waitServer, err := o.serve(ctx, sc, logger)
 	if err != nil {
 		return nil, err
 	}
