@@ -48,8 +48,8 @@ func (c *clients) Close() {
 func logStart(ctx context.Context, logger *slog.Logger, what string, c *commonConfig, attrs ...slog.Attr) {
 	base := []slog.Attr{
 		slog.String("version", versionString()),
-		slog.String("database_url", redactURL(c.DatabaseURL)),
-		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("database_url", db.RedactURL(c.DatabaseURL)),
+		slog.String("redis_url", db.RedactURL(c.RedisURL)),
 		slog.String("stream", c.Stream),
 	}
 	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", append(base, attrs...)...)

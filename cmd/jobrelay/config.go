@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
@@ -206,7 +207,7 @@ func (c *consumerConfig) config(stream string, handler consumer.Handler, logger 
 
 // secret marks a URL setting whose value must not be printed whole.
 func secret(st *setting) *setting {
-	st.redact = redactURL
+	st.redact = db.RedactURL
 	return st
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -106,6 +107,6 @@ func TestRedactURL(t *testing.T) {
 		"just a string":                                                     "(unparsable URL, hidden)",
 		"postgres://u@h/db?options=-c%20search_path%3Dx&application_name=a": "postgres://u@h/db?options=-c%20search_path%3Dx&application_name=a",
 	} {
-		require.Equal(t, want, redactURL(in), in)
+		require.Equal(t, want, db.RedactURL(in), in)
 	}
 }
