@@ -11,8 +11,12 @@
 // The relay wakes at once on a NOTIFY from the jobs trigger, drains while
 // batches come back full (with Workers cycles side by side, each on its own
 // connection, so that one commits while another waits for Redis), and
-// otherwise sleeps until the next notification or PollInterval. On the poll tick it also runs the reaper, which sends
-// back to pending_review the in_review jobs whose stream entry was lost.
+// otherwise sleeps until the next notification or PollInterval. On the
+// poll tick it also runs the reaper, which sends back to pending_review the
+// in_review jobs whose stream entry was lost, and trims the stream.
+//
+// Before each claim the relay reserves room under its backpressure limits
+// (see pressure.go): a claim takes no more jobs than the room left.
 package relay
 
 import (
@@ -32,7 +36,6 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
-	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Relay publishes pending jobs to the stream. Create it with New.
@@ -47,11 +50,7 @@ type Relay struct {
 	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
 	reapFrom db.Published // where the reaper's scan resumes; owned by Run
 
-	pressure struct {
-		sync.Mutex
-		paused    bool      // held back by backpressure
-		checkedAt time.Time // last backpressure check
-	}
+	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
 
 	listening   atomic.Bool
 	listenerPID atomic.Uint32 // backend of the LISTEN connection, for tests
@@ -97,13 +96,17 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 	return r, nil
 }
 
-// Ready reports whether the relay can receive wake-ups: its LISTEN
-// connection is up, or it polls only.
+// Ready reports whether the relay can do its work: it can receive
+// wake-ups (its LISTEN connection is up, or it polls only), and it is not
+// stalled, paused by backpressure for a while with no sign that it will
+// resume (no group read anything, no memory was freed, nothing could be
+// trimmed: consumers stopped, another group stalled, or Redis is full of
+// other data).
 func (r *Relay) Ready() error {
-	if r.cfg.PollOnly || r.listening.Load() {
-		return nil
+	if !r.cfg.PollOnly && !r.listening.Load() {
+		return errors.New("relay: LISTEN connection is down")
 	}
-	return errors.New("relay: LISTEN connection is down")
+	return r.stalled()
 }
 
 // Run relays until ctx is done. A cycle in flight when ctx is done still
@@ -148,6 +151,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
 				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 			}
+			r.trim(ctx)
 		}
 		_, err := r.drain(ctx, false)
 		if err == nil || ctx.Err() != nil {
@@ -208,76 +212,6 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 		l.forgetCommitted(context.WithoutCancel(ctx))
 	}
 	return total, firstErr
-}
-
-// waitForRoom holds the relay back while the group's lag or Redis memory is
-// over its limit: the backlog then waits in PostgreSQL, where it is durable,
-// instead of filling Redis. It checks at most every pressureInterval.
-func (r *Relay) waitForRoom(ctx context.Context) error {
-	if r.cfg.MaxStreamLag == -1 && r.cfg.MaxMemoryRatio == -1 {
-		return nil
-	}
-	for {
-		paused, err := r.checkPressure(ctx)
-		if err != nil || !paused {
-			return err
-		}
-		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
-			return nil
-		}
-	}
-}
-
-// checkPressure reads the pressure, unless it was read less than
-// pressureInterval ago and the relay is not paused, and says whether the
-// relay must hold back. Lanes share the state: the change to paused and
-// back is logged once.
-func (r *Relay) checkPressure(ctx context.Context) (paused bool, err error) {
-	ps := &r.pressure
-	ps.Lock()
-	defer ps.Unlock()
-	if !ps.paused && time.Since(ps.checkedAt) < r.cfg.pressureInterval {
-		return false, nil
-	}
-	ps.checkedAt = time.Now()
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
-	p, err := stream.ReadPressure(cctx, r.rdb, r.cfg.Stream, r.cfg.Group)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, nil
-		}
-		r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
-		return false, fmt.Errorf("check backpressure: %w", err)
-	}
-	reason := r.overLimit(p)
-	if reason == "" {
-		if ps.paused {
-			ps.paused = false
-			r.cfg.Metrics.Paused.Set(0)
-			r.log.InfoContext(ctx, "relay: consumers caught up; resuming", slog.Int64("lag", p.Lag))
-		}
-		return false, nil
-	}
-	if !ps.paused {
-		ps.paused = true
-		r.cfg.Metrics.Paused.Set(1)
-		r.cfg.Metrics.BackpressurePauses.Inc()
-		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
-			slog.Int64("lag", p.Lag), slog.Int64("used_memory", p.UsedMemory), slog.Int64("maxmemory", p.MaxMemory))
-	}
-	return true, nil
-}
-
-// overLimit says which limit p passes, or "" if none.
-func (r *Relay) overLimit(p stream.Pressure) string {
-	if r.cfg.MaxStreamLag >= 0 && p.Lag > r.cfg.MaxStreamLag {
-		return fmt.Sprintf("group %s is %d entries behind (MaxStreamLag %d)", r.cfg.Group, p.Lag, r.cfg.MaxStreamLag)
-	}
-	if r.cfg.MaxMemoryRatio > 0 && p.MaxMemory > 0 && float64(p.UsedMemory) > r.cfg.MaxMemoryRatio*float64(p.MaxMemory) {
-		return fmt.Sprintf("Redis uses %d of %d bytes of maxmemory (MaxMemoryRatio %g)", p.UsedMemory, p.MaxMemory, r.cfg.MaxMemoryRatio)
-	}
-	return ""
 }
 
 // signal queues one wake-up; if one is already queued, this one joins it.

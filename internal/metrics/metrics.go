@@ -17,10 +17,11 @@ type Relay struct {
 	Cycles             *prometheus.CounterVec // result: published, empty, error
 	CycleDuration      prometheus.Histogram
 	BatchSize          prometheus.Histogram
-	Errors             *prometheus.CounterVec // kind: claim, publish, commit, reap, listen, pressure
+	Errors             *prometheus.CounterVec // kind: claim, publish, commit, reap, listen, pressure, trim
 	BackpressurePauses prometheus.Counter
 	Paused             prometheus.Gauge
 	Listening          prometheus.Gauge
+	Trimmed            prometheus.Counter
 }
 
 // NewRelay creates the relay's metrics and registers them on reg, if not nil.
@@ -54,7 +55,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 		}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "errors_total",
-			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure.",
+			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure, trim.",
 		}, []string{"kind"}),
 		BackpressurePauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "backpressure_pauses_total",
@@ -68,16 +69,20 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 			Namespace: namespace, Subsystem: "relay", Name: "listening",
 			Help: "1 while the relay's LISTEN connection is up.",
 		}),
+		Trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "trimmed_entries_total",
+			Help: "Entries the relay trimmed from the stream after every group was done with them.",
+		}),
 	}
 	for _, r := range []string{"published", "empty", "error"} {
 		m.Cycles.WithLabelValues(r)
 	}
-	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure"} {
+	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure", "trim"} {
 		m.Errors.WithLabelValues(k)
 	}
 	if reg != nil {
 		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
-			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening)
+			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.Trimmed)
 	}
 	return m
 }
