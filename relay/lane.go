@@ -26,37 +26,40 @@ type lane struct {
 // empty), or after max cycles if max > 0. more says whether the last
 // cycle suggests there is more to do. A batch is full when it claimed all
 // the room it had: backpressure may have given it less than BatchSize.
-func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (total int, more bool, err error) {
+func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (res DrainResult, more bool, err error) {
 	for cycles := 0; ctx.Err() == nil && (max == 0 || cycles < max); cycles++ {
 		room, err := l.r.reserve(ctx)
 		if err != nil {
-			return total, false, err
+			return res, false, err
 		}
 		if room == nil { // ctx is done
 			break
 		}
 		c, err := l.cycle(ctx, room)
-		total += c.claimed
+		res.add(c)
 		if err != nil {
-			return total, false, err
+			return res, false, err
 		}
 		more = c.claimed > 0 && (untilEmpty || c.full)
 		if !more {
 			break
 		}
 	}
-	return total, more, nil
+	return res, more, nil
 }
 
 // cycleResult is what one cycle did.
 type cycleResult struct {
-	claimed int  // jobs claimed
-	full    bool // the claim took all the room it had: more may wait
+	claimed   int      // jobs claimed: relayed, failed or left alone
+	full      bool     // the claim took all the room it had: more may wait
+	failed    []string // jobs marked failed instead of relayed
+	leftAlone []string // jobs that could not even be marked failed
 }
 
 // cycle claims, publishes and commits one batch of at most room.held
 // jobs, and says what it did. It runs to the end even when ctx is cancelled
-// (shutdown), within CycleTimeout.
+// (shutdown), within CycleTimeout. If a row's data fails a statement, it
+// isolates that row (see isolate).
 func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, err error) {
 	r := l.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
@@ -81,10 +84,13 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 		return c, err
 	}
 	limit := room.held
-	jobs, err := db.BeginClaim(ctx, conn, limit, l.jobs)
+	jobs, err := db.BeginClaimExcept(ctx, conn, limit, r.skipped(), l.jobs)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		l.rollback(ctx)
+		if db.RowError(err) {
+			return l.isolate(parent, room, nil, err)
+		}
 		return c, err
 	}
 	l.jobs = jobs
@@ -131,6 +137,15 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 	if err := db.CommitInReview(ctx, conn, &p); err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
 		l.rollback(ctx)
+		if db.RowError(err) {
+			ids := make([]string, len(jobs))
+			for i := range jobs {
+				ids[i] = jobs[i].ID
+			}
+			c, err := l.isolate(parent, room, ids, err)
+			c.full = len(jobs) == limit // whatever other relays took meanwhile
+			return c, err
+		}
 		return c, err
 	}
 	// Committed: no claim can publish these (job, attempt) pairs again, so
@@ -147,7 +162,7 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(publishable))+" jobs for review",
 		slog.Int("num_enqueued", len(publishable)), slog.Int("num_failed", len(failedIDs)),
 		slog.Duration("duration", elapsed))
-	return cycleResult{claimed: len(jobs), full: len(jobs) == limit}, nil
+	return cycleResult{claimed: len(jobs), full: len(jobs) == limit, failed: failedIDs}, nil
 }
 
 // splitOversized sets aside the jobs whose entry would exceed MaxEntryBytes.

@@ -16,7 +16,9 @@
 // in_review jobs whose stream entry was lost, and trims the stream.
 //
 // Before each claim the relay reserves room under its backpressure limits
-// (see pressure.go): a claim takes no more jobs than the room left.
+// (see pressure.go): a claim takes no more jobs than the room left. A row
+// whose data fails the cycle is isolated and failed, never blocking the
+// others (see isolate.go).
 package relay
 
 import (
@@ -51,6 +53,11 @@ type Relay struct {
 	reapFrom db.Published // where the reaper's scan resumes; owned by Run
 
 	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
+
+	skip struct {
+		sync.Mutex
+		ids []string // jobs left alone: no update of them succeeds (see isolate.go)
+	}
 
 	listening   atomic.Bool
 	listenerPID atomic.Uint32 // backend of the LISTEN connection, for tests
@@ -166,9 +173,41 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // Drain relays until a cycle finds nothing pending and returns how many jobs
-// it relayed: `jobrelay relay --once`. It waits out backpressure; it returns
-// the first error.
+// it claimed (relayed, or failed as DrainReport lists them): `jobrelay
+// relay --once`. It waits out backpressure; it returns the first error.
 func (r *Relay) Drain(ctx context.Context) (int, error) {
+	res, err := r.DrainReport(ctx)
+	return res.Jobs, err
+}
+
+// DrainResult is what Drain did.
+type DrainResult struct {
+	// Jobs is the number of jobs claimed: relayed, or listed below.
+	Jobs int
+	// Failed lists the jobs marked failed instead of relayed: their entry
+	// would be too large, or the database refused to mark them in_review
+	// (last_error says why).
+	Failed []string
+	// LeftAlone lists the jobs the database would not even let the relay
+	// mark failed: they stay pending_review, and the relay passes over
+	// them from then on.
+	LeftAlone []string
+}
+
+func (d *DrainResult) add(c cycleResult) {
+	d.Jobs += c.claimed
+	d.Failed = append(d.Failed, c.failed...)
+	d.LeftAlone = append(d.LeftAlone, c.leftAlone...)
+}
+
+func (d *DrainResult) merge(o DrainResult) {
+	d.Jobs += o.Jobs
+	d.Failed = append(d.Failed, o.Failed...)
+	d.LeftAlone = append(d.LeftAlone, o.LeftAlone...)
+}
+
+// DrainReport is Drain, saying which jobs it could not relay.
+func (r *Relay) DrainReport(ctx context.Context) (DrainResult, error) {
 	defer r.closeConns()
 	return r.drain(ctx, true)
 }
@@ -184,7 +223,7 @@ func (r *Relay) closeConns() {
 // next cycle. A single lane runs the first cycle; if its batch was full
 // there is a backlog, and every lane drains it side by side, so that one
 // lane commits in PostgreSQL while another publishes to Redis.
-func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
+func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error) {
 	total, more, err := r.lanes[0].drain(ctx, untilEmpty, 1)
 	if err != nil || !more {
 		return total, err
@@ -196,10 +235,10 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 	)
 	for _, l := range r.lanes {
 		wg.Go(func() {
-			n, _, err := l.drain(ctx, untilEmpty, 0)
+			res, _, err := l.drain(ctx, untilEmpty, 0)
 			mu.Lock()
 			defer mu.Unlock()
-			total += n
+			total.merge(res)
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}

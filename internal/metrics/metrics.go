@@ -21,6 +21,7 @@ type Relay struct {
 	BackpressurePauses prometheus.Counter
 	Paused             prometheus.Gauge
 	Listening          prometheus.Gauge
+	JobsSkipped        prometheus.Gauge
 	Trimmed            prometheus.Counter
 }
 
@@ -33,7 +34,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 		}),
 		JobsUnpublishable: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_unpublishable_total",
-			Help: "Claimed jobs marked failed because they cannot become a stream entry (too large).",
+			Help: "Claimed jobs marked failed instead of relayed: their stream entry would be too large, or the database refused to mark them in_review (a trigger, a constraint, a value out of range); last_error says which.",
 		}),
 		JobsReaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_reaped_total",
@@ -69,6 +70,10 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 			Namespace: namespace, Subsystem: "relay", Name: "listening",
 			Help: "1 while the relay's LISTEN connection is up.",
 		}),
+		JobsSkipped: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_skipped",
+			Help: "pending_review jobs this relay process leaves alone because the database refuses every update of them, even marking them failed; each is named in an Error log line.",
+		}),
 		Trimmed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "trimmed_entries_total",
 			Help: "Entries the relay trimmed from the stream after every group was done with them.",
@@ -82,7 +87,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 	}
 	if reg != nil {
 		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
-			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.Trimmed)
+			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Trimmed)
 	}
 	return m
 }
