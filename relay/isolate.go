@@ -38,12 +38,16 @@ import (
 // counts it. Each relay process tries such a row once; after the row is
 // fixed, a restart relays it.
 //
-// A row failed after its entry was published leaves a stray entry in the
-// stream. Consumers handle it, but their compare-and-set (in_review or
-// pending_review at the entry's attempt) does not match a failed job, so
-// it stays failed and the entry is acknowledged. A row left alone stays
-// pending_review at that attempt; its entry keeps its dedup record, so
-// other relays reuse the same entry rather than add more.
+// A row that refuses in_review was published first (the cycle publishes,
+// then updates): its entry is a stray, which the relay deletes once the
+// isolating cycle has committed, so that no handler reviews a job the
+// database refused. A consumer may have read it in the milliseconds
+// before; then the job's compare-and-set (in_review, or pending_review,
+// at the entry's attempt) does not match the failed job, and the entry is
+// acknowledged without recording a review. A row left alone stays
+// pending_review at that attempt; its entry goes too, but its dedup record
+// stays, so another relay that claims the row reuses that entry ID rather
+// than adding another stray.
 
 // rowFailure is a row that an isolating cycle could not relay.
 type rowFailure struct {
@@ -168,18 +172,26 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 		isAlone[f.id] = true
 	}
 	var relayed []db.Job
-	var streamIDs []string
+	var streamIDs, strays []string
 	var forget stream.Forget
 	for i := range publishable {
 		if !isAlone[publishable[i].ID] && i < len(pub.Forget.Fields) {
 			forget.Fields = append(forget.Fields, pub.Forget.Fields[i])
 		}
-		if !refused[i] {
+		if refused[i] || isAlone[publishable[i].ID] {
+			strays = append(strays, pub.StreamIDs[i])
+		} else {
 			relayed = append(relayed, publishable[i])
 			streamIDs = append(streamIDs, pub.StreamIDs[i])
 		}
 	}
 	l.forget = forget
+	if len(strays) > 0 {
+		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
+			r.log.WarnContext(ctx, "relay: deleting the entries of jobs that failed failed; consumers will acknowledge them without a review",
+				slog.Any("task_ids", strays), slog.String("err", err.Error()))
+		}
+	}
 	var failedReasons []string
 	for _, f := range bad {
 		if !isAlone[f.id] {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/consumer"
@@ -35,8 +36,8 @@ func (b *testBundle) row(t *testing.T, id string) jobRow {
 // in_review; it counts its refusals in the sequence embargo_hits.
 func (b *testBundle) embargo(t *testing.T, id string) {
 	t.Helper()
-	b.exec(t, `CREATE SEQUENCE embargo_hits`)
-	b.exec(t, `
+	b.sql(t, `CREATE SEQUENCE embargo_hits`)
+	b.sql(t, `
 CREATE FUNCTION embargo() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.id = '`+id+`' AND NEW.status = 'in_review' THEN
@@ -45,7 +46,7 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$`)
-	b.exec(t, `CREATE TRIGGER embargo BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION embargo()`)
+	b.sql(t, `CREATE TRIGGER embargo BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION embargo()`)
 }
 
 // hits reads a sequence that a trigger counts its refusals in (sequences
@@ -92,7 +93,7 @@ func TestARowACheckConstraintRefusesIsIsolated(t *testing.T) {
 	var bad string
 	require.NoError(t, b.schema.Pool.QueryRow(ctx, `INSERT INTO jobs (title, company) VALUES ('Blocked', 'Blocked Inc') RETURNING id::text`).Scan(&bad))
 	b.seed(t, 130)
-	b.exec(t, `ALTER TABLE jobs ADD CONSTRAINT no_blocked_in_review CHECK (status <> 'in_review' OR company IS DISTINCT FROM 'Blocked Inc')`)
+	b.sql(t, `ALTER TABLE jobs ADD CONSTRAINT no_blocked_in_review CHECK (status <> 'in_review' OR company IS DISTINCT FROM 'Blocked Inc')`)
 
 	res, err := b.newRelay(t, b.cfg).DrainReport(ctx)
 	require.NoError(t, err, "relay --once exits 0")
@@ -112,7 +113,7 @@ func TestARowADeferredConstraintRefusesIsIsolated(t *testing.T) {
 	b.seed(t, 60)
 	bad := b.pickJob(t, 7)
 	// Checked at COMMIT, after every statement of the cycle succeeded.
-	b.exec(t, `
+	b.sql(t, `
 CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.id = '`+bad+`' AND NEW.status = 'in_review' THEN
@@ -120,7 +121,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$`)
-	b.exec(t, `CREATE CONSTRAINT TRIGGER audit AFTER UPDATE ON jobs DEFERRABLE INITIALLY DEFERRED
+	b.sql(t, `CREATE CONSTRAINT TRIGGER audit AFTER UPDATE ON jobs DEFERRABLE INITIALLY DEFERRED
 FOR EACH ROW EXECUTE FUNCTION audit()`)
 
 	res, err := b.newRelay(t, b.cfg).DrainReport(ctx)
@@ -136,8 +137,8 @@ func TestARowThatCannotBeUpdatedAtAllIsLeftAlone(t *testing.T) {
 	b := setup(t)
 	b.seed(t, 250)
 	frozen := b.pickJob(t, 42)
-	b.exec(t, `CREATE SEQUENCE frozen_hits`)
-	b.exec(t, `
+	b.sql(t, `CREATE SEQUENCE frozen_hits`)
+	b.sql(t, `
 CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.id = '`+frozen+`' THEN
@@ -146,7 +147,7 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$`)
-	b.exec(t, `CREATE TRIGGER frozen BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION frozen()`)
+	b.sql(t, `CREATE TRIGGER frozen BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION frozen()`)
 
 	// relay --once: finishes, and says which job it could not relay.
 	r := b.newRelay(t, b.cfg)
@@ -187,26 +188,40 @@ func TestAStrayEntryOfAFailedJobIsNotReviewed(t *testing.T) {
 	b.seed(t, 100)
 	bad := b.pickJob(t, 50)
 	b.embargo(t, bad)
-	_, err := b.newRelay(t, b.cfg).DrainReport(ctx)
-	require.NoError(t, err)
-	require.Equal(t, db.StatusFailed, b.row(t, bad).Status)
-
-	// The first cycle published the job before its UPDATE failed: its entry
-	// is in the stream, a stray.
-	var stray string
-	for _, e := range b.entries(t) {
-		if e.Values["job_id"] == bad {
-			stray = e.ID
+	// The failed cycle publishes the job before its UPDATE fails; a
+	// consumer reads that entry before the relay can delete it.
+	var early redis.XMessage
+	r := b.newRelay(t, b.cfg)
+	r.hooks.afterPublish = func(ctx context.Context, _ *pgx.Conn) {
+		if early.ID != "" {
+			return
+		}
+		for _, e := range b.entries(t) {
+			if e.Values["job_id"] == bad {
+				early = e
+			}
 		}
 	}
-	require.NotEmpty(t, stray, "the failed cycle left an entry")
+	_, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, db.StatusFailed, b.row(t, bad).Status)
+	require.NotEmpty(t, early.ID, "the failed cycle published the job")
 
-	// Consumers handle every entry; the failed job's compare-and-set does
-	// not match, so it stays failed and its entry is acknowledged.
+	// The relay deleted the stray entry.
+	entries := b.entries(t)
+	require.Len(t, entries, 99)
+	for _, e := range entries {
+		require.NotEqual(t, bad, e.Values["job_id"])
+	}
+
+	// Had a consumer read it first (here: the same entry again), its
+	// compare-and-set does not match the failed job: it stays failed, and
+	// the entry is acknowledged.
+	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: early.Values}).Err())
 	var mu sync.Mutex
 	handled := map[string]bool{}
 	c, err := consumer.New(b.schema.Pool, b.rdb, consumer.Config{
-		Stream: b.stream, Block: 50 * time.Millisecond, ReclaimIdle: time.Minute,
+		Stream: b.stream, Block: 50 * time.Millisecond, ReclaimIdle: time.Minute, Logger: b.cfg.Logger,
 		Handler: consumer.HandlerFunc(func(_ context.Context, j consumer.Job) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -220,19 +235,19 @@ func TestAStrayEntryOfAFailedJobIsNotReviewed(t *testing.T) {
 	go func() { done <- c.Run(cctx) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
 	require.Eventually(t, func() bool {
-		counts, err := db.CountByStatus(ctx, b.schema.Pool)
-		require.NoError(t, err)
+		mu.Lock()
+		defer mu.Unlock()
 		p, err := b.rdb.XPending(ctx, b.stream, GroupDefault).Result()
-		if err != nil {
-			return false
-		}
-		return counts[db.StatusReviewed] == 99 && p.Count == 0
+		return err == nil && p.Count == 0 && len(handled) == 100
 	}, 30*time.Second, 5*time.Millisecond)
 	gs, err := b.rdb.XInfoGroups(ctx, b.stream).Result()
 	require.NoError(t, err)
 	require.Zero(t, gs[0].Lag)
+	counts, err := db.CountByStatus(ctx, b.schema.Pool)
+	require.NoError(t, err)
+	require.EqualValues(t, 99, counts[db.StatusReviewed])
 	row := b.row(t, bad)
-	require.Equal(t, db.StatusFailed, row.Status, "never reviewed")
+	require.Equal(t, db.StatusFailed, row.Status, "a job the database refused is not reviewed")
 	require.Contains(t, *row.LastError, "under embargo")
 }
 

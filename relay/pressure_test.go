@@ -21,8 +21,8 @@ func (b *testBundle) xlen(t *testing.T) int64 {
 	return n
 }
 
-// exec runs SQL of the test's (the application's) in the test's schema.
-func (b *testBundle) exec(t *testing.T, sql string, args ...any) {
+// sql runs SQL of the test's (the application's) in the test's schema.
+func (b *testBundle) sql(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	_, err := b.schema.Pool.Exec(testenv.Context(t), sql, args...)
 	require.NoError(t, err)
@@ -140,7 +140,7 @@ func TestBackpressureTrimsAConsumedBurst(t *testing.T) {
 	// Jobs of 4 KiB entries: 4 MiB in all, far more than Redis's own
 	// variations (its Lua heap, client buffers).
 	const jobs = 1000
-	b.exec(t, `INSERT INTO jobs (title, company, site, job_url)
+	b.sql(t, `INSERT INTO jobs (title, company, site, job_url)
 SELECT repeat('x', 4000), 'Acme', 'otta', 'https://example.com/' || g FROM generate_series(1, $1::int) g`, jobs)
 	require.NoError(t, b.rdb.XGroupCreateMkStream(ctx, b.stream, GroupDefault, "0").Err())
 	// Consumers that keep up within moments and never trim: once they are
