@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -160,6 +161,21 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	if err != nil {
 		return fail("commit", err)
 	}
+	// Pass over the rows left alone from now on: before the COMMIT
+	// releases them, so that no other lane claims one meanwhile. (A claim
+	// that read the list just before can still take one; it isolates it
+	// again, once, and reports nothing new.)
+	aloneIDs := make([]string, len(alone))
+	for i, f := range alone {
+		aloneIDs[i] = f.id
+	}
+	fresh := r.leaveAlone(aloneIDs)
+	for i, f := range alone {
+		if fresh[f.id] {
+			r.log.ErrorContext(ctx, "relay: job can be neither relayed nor marked failed; leaving it alone until the relay restarts",
+				slog.String("job_id", f.id), slog.String("reason", f.reason), slog.String("err", aloneErrs[i]))
+		}
+	}
 	if err := db.Commit(ctx, conn); err != nil {
 		return fail("commit", err)
 	}
@@ -188,7 +204,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	l.forget = forget
 	if len(strays) > 0 {
 		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
-			r.log.WarnContext(ctx, "relay: deleting the entries of jobs that failed failed; consumers will acknowledge them without a review",
+			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",
 				slog.Any("task_ids", strays), slog.String("err", err.Error()))
 		}
 	}
@@ -199,12 +215,13 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 			failedReasons = append(failedReasons, f.reason)
 		}
 	}
-	for i, f := range alone {
-		c.leftAlone = append(c.leftAlone, f.id)
-		r.log.ErrorContext(ctx, "relay: job can be neither relayed nor marked failed; leaving it alone until the relay restarts",
-			slog.String("job_id", f.id), slog.String("reason", f.reason), slog.String("err", aloneErrs[i]))
+	for _, f := range alone {
+		if fresh[f.id] {
+			c.leftAlone = append(c.leftAlone, f.id)
+		} else {
+			c.claimed-- // counted by the cycle that left it alone first
+		}
 	}
-	r.leaveAlone(c.leftAlone)
 
 	elapsed := time.Since(start)
 	m.JobsRelayed.Add(float64(len(relayed)))
@@ -258,13 +275,21 @@ func (r *Relay) skipped() []string {
 	return r.skip.ids // only ever appended to: the caller's view stays valid
 }
 
-// leaveAlone adds jobs to those the relay leaves alone.
-func (r *Relay) leaveAlone(ids []string) {
+// leaveAlone adds jobs to those the relay leaves alone, and says which
+// were not among them yet.
+func (r *Relay) leaveAlone(ids []string) (fresh map[string]bool) {
 	if len(ids) == 0 {
-		return
+		return nil
 	}
 	r.skip.Lock()
 	defer r.skip.Unlock()
-	r.skip.ids = append(r.skip.ids, ids...)
+	fresh = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if !slices.Contains(r.skip.ids, id) {
+			r.skip.ids = append(r.skip.ids, id)
+			fresh[id] = true
+		}
+	}
 	r.cfg.Metrics.JobsSkipped.Set(float64(len(r.skip.ids)))
+	return fresh
 }
