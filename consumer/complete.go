@@ -314,7 +314,9 @@ func (c *Consumer) logResults(batch []*result) {
 	}
 }
 
-// maybeTrim trims the stream if no recorder did in the last TrimInterval.
+// maybeTrim trims the stream if nobody in this consumer did in the last
+// TrimInterval: recorders after results, and the housekeeping timer, so
+// that a burst handled within moments is trimmed too.
 func (c *Consumer) maybeTrim() {
 	if c.cfg.TrimInterval <= 0 {
 		return
@@ -326,16 +328,19 @@ func (c *Consumer) maybeTrim() {
 	c.trim()
 }
 
-// trim removes entries every group is done with.
+// trim removes entries every group is done with. A refused trim (an ACL
+// that forbids the script or XTRIM) is counted and logged at Error when
+// trimming starts failing: the stream then grows until it works again.
 func (c *Consumer) trim() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n, err := stream.Trim(ctx, c.rdb, c.cfg.Stream)
 	if err != nil {
 		c.m.Errors.WithLabelValues("trim").Inc()
-		c.log.DebugContext(ctx, "consumer: trimming the stream failed", slog.String("err", err.Error()))
+		c.trimLog.Failed(ctx, c.log, "consumer", err)
 		return
 	}
+	c.trimLog.OK(ctx, c.log, "consumer")
 	if n > 0 {
 		c.m.Trimmed.Add(float64(n))
 	}

@@ -142,6 +142,7 @@ type Consumer struct {
 	abort     chan struct{}
 	abortOnce sync.Once
 	trimmedAt atomic.Int64 // unix nanoseconds of the last trim
+	trimLog   stream.TrimLog
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context

@@ -310,19 +310,32 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 }
 
 // housekeepingLoop removes consumers that left the group long ago with
-// nothing pending, so XINFO CONSUMERS stays readable.
+// nothing pending, so XINFO CONSUMERS stays readable, and trims the stream
+// every TrimInterval that no result did.
 func (c *Consumer) housekeepingLoop(ctx context.Context) {
-	if c.cfg.DeleteConsumersAfter < 0 {
-		return
-	}
+	var idle, trim <-chan time.Time
 	every := max(c.cfg.DeleteConsumersAfter/4, time.Second)
 	timer := time.NewTimer(every/2 + rand.N(every/2))
 	defer timer.Stop()
+	if c.cfg.DeleteConsumersAfter >= 0 {
+		idle = timer.C
+	}
+	if c.cfg.TrimInterval > 0 {
+		ticker := time.NewTicker(backoff.Jitter(c.cfg.TrimInterval))
+		defer ticker.Stop()
+		trim = ticker.C
+	}
+	if idle == nil && trim == nil {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-trim:
+			c.maybeTrim()
+			continue
+		case <-idle:
 		}
 		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.DeleteConsumersAfter)
 		switch {

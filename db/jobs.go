@@ -65,14 +65,40 @@ SET status = 'failed', last_error = b.last_error, updated_at = now()
 FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
 WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
 
+// claimExceptSQL is claimSQL passing over the jobs in $2: rows the relay
+// could neither relay nor mark failed (see BeginClaimExcept).
+const claimExceptSQL = `
+SELECT id::text, site, job_url, title, company, attempts
+FROM jobs
+WHERE status = 'pending_review' AND id <> ALL($2::uuid[])
+ORDER BY created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
 // BeginClaim begins a transaction on conn and claims up to limit pending jobs,
 // in one round trip. The jobs are appended to dst[:0]. On error the caller
 // must call Rollback. The transaction stays open for CommitInReview.
 func BeginClaim(ctx context.Context, conn *pgx.Conn, limit int, dst []Job) ([]Job, error) {
+	return BeginClaimExcept(ctx, conn, limit, nil, dst)
+}
+
+// BeginClaimExcept is BeginClaim passing over the jobs in except. With none,
+// it runs the very statement BeginClaim does.
+func BeginClaimExcept(ctx context.Context, conn *pgx.Conn, limit int, except []string, dst []Job) ([]Job, error) {
 	jobs := dst[:0]
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	b.Queue(claimSQL, limit).Query(func(rows pgx.Rows) error {
+	var q *pgx.QueuedQuery
+	if len(except) == 0 {
+		q = b.Queue(claimSQL, limit)
+	} else {
+		ids, err := uuids(except)
+		if err != nil {
+			return nil, fmt.Errorf("claim pending jobs: %w", err)
+		}
+		q = b.Queue(claimExceptSQL, limit, ids)
+	}
+	q.Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var j Job
 			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts); err != nil {
@@ -106,6 +132,21 @@ type InReviewParams struct {
 // harmless.
 func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) error {
 	var b pgx.Batch
+	if err := queueInReview(&b, p); err != nil {
+		return err
+	}
+	// If an UPDATE fails, PostgreSQL skips the COMMIT and leaves the
+	// transaction aborted; Rollback ends it.
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("mark jobs in_review and commit: %w", err)
+	}
+	return nil
+}
+
+// queueInReview queues the UPDATEs that record a published batch: the
+// published jobs in_review, the unpublishable ones failed.
+func queueInReview(b *pgx.Batch, p *InReviewParams) error {
 	if len(p.IDs) > 0 {
 		ids, err := uuids(p.IDs)
 		if err != nil {
@@ -119,12 +160,6 @@ func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) erro
 			return fmt.Errorf("mark jobs failed: %w", err)
 		}
 		b.Queue(markUnpublishableSQL, ids, p.FailedErrors)
-	}
-	// If an UPDATE fails, PostgreSQL skips the COMMIT and leaves the
-	// transaction aborted; Rollback ends it.
-	b.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("mark jobs in_review and commit: %w", err)
 	}
 	return nil
 }

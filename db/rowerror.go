@@ -2,6 +2,7 @@ package db
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -16,8 +17,10 @@ import (
 // serialization failure, a server shutting down or out of resources, and a
 // schema that is not what jobrelay expects (a missing table, column or
 // function, a missing privilege), since those fail every row alike and
-// retrying later may succeed. So is a client-side error, or one from
-// another server.
+// retrying later may succeed, rather than failing every job until an
+// operator fixes them. A row-level security policy's refusal, also
+// insufficient privilege, is about the row. Neither is a client-side
+// error, or one from another server.
 func IsRowError(err error) bool {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || len(pe.Code) != 5 {
@@ -28,12 +31,14 @@ func IsRowError(err error) bool {
 		"42703", // undefined_column
 		"42883", // undefined_function
 		"42704", // undefined_object
-		"42P02", // undefined_parameter
-		"42501": // insufficient_privilege
+		"42P02": // undefined_parameter
 		return false
+	case "42501": // insufficient_privilege
+		return strings.Contains(pe.Message, "row-level security")
 	}
 	switch pe.Code[:2] {
-	case "21", // cardinality violation
+	case "09", // triggered action exception
+		"21", // cardinality violation
 		"22", // data exception: out of range, invalid text, ...
 		"23", // integrity constraint violation
 		"27", // triggered data change violation

@@ -24,6 +24,11 @@ const (
 	JobLogLimitDefault    = 10
 	WorkersDefault        = 2
 
+	// stalledAfterDefault is how long a paused relay may see no progress
+	// before Ready reports it: longer than consumers take to read an entry
+	// when their handlers are slow, short enough to page someone.
+	stalledAfterDefault = 2 * time.Minute
+
 	// BatchSizeMax bounds BatchSize: bigger batches gain nothing and hold
 	// more row locks for longer.
 	BatchSizeMax = 5000
@@ -36,9 +41,9 @@ type Config struct {
 	// "job_review".
 	Stream string
 
-	// Group is the consumer group whose lag holds the relay back (see
-	// MaxStreamLag) and whose pending entries the reaper looks for.
-	// Defaults to "job_review_workers".
+	// Group is the consumer group whose pending entries the reaper looks
+	// for. (Backpressure counts every group that reads the stream, see
+	// MaxStreamLag.) Defaults to "job_review_workers".
 	Group string
 
 	// BatchSize is the number of jobs claimed, published and committed per
@@ -81,14 +86,19 @@ type Config struct {
 	// pending_review if not. -1 disables the reaper. Defaults to 5 minutes.
 	ReenqueueAfter time.Duration
 
-	// MaxStreamLag is the number of entries the group may have left unread
-	// before the relay stops claiming; the backlog then waits in PostgreSQL.
-	// -1 disables the check. Defaults to 100000.
+	// MaxStreamLag is the number of entries a consumer group may have left
+	// unread before the relay stops claiming; the backlog then waits in
+	// PostgreSQL. Every group reading the stream counts, the furthest
+	// behind decides; without a group, every entry is unread. A claim
+	// takes no more jobs than the room left, so one relay never passes the
+	// bound. -1 disables the check. Defaults to 100000.
 	MaxStreamLag int64
 
 	// MaxMemoryRatio is the share of Redis maxmemory past which the relay
-	// stops claiming. It has no effect on a Redis without maxmemory. -1
-	// disables the check. Defaults to 0.8.
+	// stops claiming. Near it, claims shrink to the entries that the
+	// memory left is estimated to hold; over it, the relay first trims what
+	// every group is done with. It has no effect on a Redis without
+	// maxmemory. -1 disables the check. Defaults to 0.8.
 	MaxMemoryRatio float64
 
 	// MaxEntryBytes bounds the size of one stream entry. A job whose entry
@@ -108,9 +118,15 @@ type Config struct {
 	// Metrics receives the relay's metrics. Defaults to unregistered ones.
 	Metrics *metrics.Relay
 
-	// pressureInterval is how often backpressure is checked while the relay
-	// works, and re-checked while it waits. Tests shorten it.
+	// pressureInterval is the longest the relay goes on the last reading
+	// of the pressure while far from its limits (near them it reads before
+	// every claim), and how often it reads again while paused. Tests
+	// shorten it.
 	pressureInterval time.Duration
+
+	// stalledAfter is how long the relay may stay paused without progress
+	// (see Relay.Ready) before it reports itself not ready. Tests shorten it.
+	stalledAfter time.Duration
 }
 
 // withDefaults returns a copy of c with every zero field set to its default.
@@ -129,6 +145,7 @@ func (c *Config) withDefaults() *Config {
 	out.MaxEntryBytes = cmp.Or(out.MaxEntryBytes, MaxEntryBytesDefault)
 	out.JobLogLimit = cmp.Or(out.JobLogLimit, JobLogLimitDefault)
 	out.pressureInterval = cmp.Or(out.pressureInterval, 250*time.Millisecond)
+	out.stalledAfter = cmp.Or(out.stalledAfter, stalledAfterDefault)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -24,42 +24,54 @@ type lane struct {
 
 // drain runs cycles until a batch comes back short (or, with untilEmpty,
 // empty), or after max cycles if max > 0. more says whether the last
-// cycle suggests there is more to do.
-func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (total int, more bool, err error) {
+// cycle suggests there is more to do. A batch is full when it claimed all
+// the room it had: backpressure may have given it less than BatchSize.
+func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (res DrainResult, more bool, err error) {
 	for cycles := 0; ctx.Err() == nil && (max == 0 || cycles < max); cycles++ {
-		if err := l.r.waitForRoom(ctx); err != nil {
-			return total, false, err
+		room, err := l.r.reserve(ctx)
+		if err != nil {
+			return res, false, err
 		}
-		if ctx.Err() != nil {
+		if room == nil { // ctx is done
 			break
 		}
-		n, err := l.cycle(ctx)
-		total += n
+		c, err := l.cycle(ctx, room)
+		res.add(c)
 		if err != nil {
-			return total, false, err
+			return res, false, err
 		}
-		more = n > 0 && (untilEmpty || n == l.r.cfg.BatchSize)
+		more = c.claimed > 0 && (untilEmpty || c.full)
 		if !more {
 			break
 		}
 	}
-	return total, more, nil
+	return res, more, nil
 }
 
-// cycle claims, publishes and commits one batch, and returns how many jobs
-// it claimed. It runs to the end even when ctx is cancelled (shutdown),
-// within CycleTimeout.
-func (l *lane) cycle(parent context.Context) (n int, err error) {
+// cycleResult is what one cycle did.
+type cycleResult struct {
+	claimed   int      // jobs claimed: relayed, failed or left alone
+	full      bool     // the claim took all the room it had: more may wait
+	failed    []string // jobs marked failed instead of relayed
+	leftAlone []string // jobs that could not even be marked failed
+}
+
+// cycle claims, publishes and commits one batch of at most room.held
+// jobs, and says what it did. It runs to the end even when ctx is cancelled
+// (shutdown), within CycleTimeout. If a row's data fails a statement, it
+// isolates that row (see isolate).
+func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, err error) {
 	r := l.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
+	defer room.release()
 	start := time.Now()
 	m := r.cfg.Metrics
 	defer func() {
 		switch {
 		case err != nil:
 			m.Cycles.WithLabelValues("error").Inc()
-		case n == 0:
+		case c.claimed == 0:
 			m.Cycles.WithLabelValues("empty").Inc()
 		default:
 			m.Cycles.WithLabelValues("published").Inc()
@@ -69,25 +81,31 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 	conn, err := l.cycleConn(ctx)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
-		return 0, err
+		return c, err
 	}
-	jobs, err := db.BeginClaim(ctx, conn, r.cfg.BatchSize, l.jobs)
+	limit := room.held
+	jobs, err := db.BeginClaimExcept(ctx, conn, limit, r.skipped(), l.jobs)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		l.rollback(ctx)
-		return 0, err
+		if db.IsRowError(err) {
+			return l.isolate(parent, room, nil, err)
+		}
+		return c, err
 	}
 	l.jobs = jobs
+	room.giveBack(limit - len(jobs))
 	if len(jobs) == 0 {
 		l.rollback(ctx)
 		l.forgetCommitted(ctx)
-		return 0, nil
+		return c, nil
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
 
 	now := time.Now().UTC()
 	enqueuedAt := now.Format(time.RFC3339Nano)
-	publishable, failedIDs, failedErrs := r.splitOversized(jobs, enqueuedAt)
+	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
+	room.giveBack(len(failedIDs))
 	p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
 	var published stream.Forget
 	if len(publishable) > 0 {
@@ -98,10 +116,12 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 			Jobs:       publishable,
 			Forget:     l.forget,
 		})
+		// Even a failed script may have added entries: count them.
+		room.published(len(publishable), size)
 		if err != nil {
 			m.Errors.WithLabelValues("publish").Inc()
 			l.rollback(ctx)
-			return 0, err
+			return c, err
 		}
 		l.forget = stream.Forget{} // applied
 		if r.hooks.afterPublish != nil {
@@ -117,7 +137,16 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 	if err := db.CommitInReview(ctx, conn, &p); err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
 		l.rollback(ctx)
-		return 0, err
+		if db.IsRowError(err) {
+			ids := make([]string, len(jobs))
+			for i := range jobs {
+				ids[i] = jobs[i].ID
+			}
+			c, err := l.isolate(parent, room, ids, err)
+			c.full = len(jobs) == limit // whatever other relays took meanwhile
+			return c, err
+		}
+		return c, err
 	}
 	// Committed: no claim can publish these (job, attempt) pairs again, so
 	// the next Publish deletes their dedup records. Until a COMMIT is known
@@ -133,21 +162,24 @@ func (l *lane) cycle(parent context.Context) (n int, err error) {
 	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(publishable))+" jobs for review",
 		slog.Int("num_enqueued", len(publishable)), slog.Int("num_failed", len(failedIDs)),
 		slog.Duration("duration", elapsed))
-	return len(jobs), nil
+	return cycleResult{claimed: len(jobs), full: len(jobs) == limit, failed: failedIDs}, nil
 }
 
 // splitOversized sets aside the jobs whose entry would exceed MaxEntryBytes.
-func (r *Relay) splitOversized(jobs []db.Job, enqueuedAt string) (ok []db.Job, failedIDs, failedErrs []string) {
+// size is the bytes of field values of the others.
+func (r *Relay) splitOversized(jobs []db.Job, enqueuedAt string) (ok []db.Job, failedIDs, failedErrs []string, size int) {
 	for i := range jobs {
-		if size := stream.EntrySize(&jobs[i], enqueuedAt); size > r.cfg.MaxEntryBytes {
+		s := stream.EntrySize(&jobs[i], enqueuedAt)
+		if s > r.cfg.MaxEntryBytes {
 			if ok == nil {
 				ok = append(make([]db.Job, 0, len(jobs)), jobs[:i]...)
 			}
 			failedIDs = append(failedIDs, jobs[i].ID)
 			failedErrs = append(failedErrs, fmt.Sprintf(
-				"relay: stream entry would be %d bytes, over the %d-byte limit (MaxEntryBytes); fix the row and retry it", size, r.cfg.MaxEntryBytes))
+				"relay: stream entry would be %d bytes, over the %d-byte limit (MaxEntryBytes); fix the row and retry it", s, r.cfg.MaxEntryBytes))
 			continue
 		}
+		size += s
 		if ok != nil {
 			ok = append(ok, jobs[i])
 		}
@@ -155,7 +187,7 @@ func (r *Relay) splitOversized(jobs []db.Job, enqueuedAt string) (ok []db.Job, f
 	if ok == nil && failedIDs == nil {
 		ok = jobs
 	}
-	return ok, failedIDs, failedErrs
+	return ok, failedIDs, failedErrs, size
 }
 
 // logJobs logs each enqueued job, as the old poller did: at Info for small

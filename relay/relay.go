@@ -11,8 +11,14 @@
 // The relay wakes at once on a NOTIFY from the jobs trigger, drains while
 // batches come back full (with Workers cycles side by side, each on its own
 // connection, so that one commits while another waits for Redis), and
-// otherwise sleeps until the next notification or PollInterval. On the poll tick it also runs the reaper, which sends
-// back to pending_review the in_review jobs whose stream entry was lost.
+// otherwise sleeps until the next notification or PollInterval. On the
+// poll tick it also runs the reaper, which sends back to pending_review the
+// in_review jobs whose stream entry was lost, and trims the stream.
+//
+// Before each claim the relay reserves room under its backpressure limits
+// (see pressure.go): a claim takes no more jobs than the room left. A row
+// whose data fails the cycle is isolated and failed, never blocking the
+// others (see isolate.go).
 package relay
 
 import (
@@ -32,7 +38,6 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
-	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Relay publishes pending jobs to the stream. Create it with New.
@@ -47,10 +52,11 @@ type Relay struct {
 	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
 	reapFrom db.Published // where the reaper's scan resumes; owned by Run
 
-	pressure struct {
+	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
+
+	skip struct {
 		sync.Mutex
-		paused    bool      // held back by backpressure
-		checkedAt time.Time // last backpressure check
+		ids []string // jobs left alone: no update of them succeeds (see isolate.go)
 	}
 
 	listening   atomic.Bool
@@ -97,13 +103,17 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 	return r, nil
 }
 
-// Ready reports whether the relay can receive wake-ups: its LISTEN
-// connection is up, or it polls only.
+// Ready reports whether the relay can do its work: it can receive
+// wake-ups (its LISTEN connection is up, or it polls only), and it is not
+// stalled, paused by backpressure for a while with no sign that it will
+// resume (no group read anything, no memory was freed, nothing could be
+// trimmed: consumers stopped, another group stalled, or Redis is full of
+// other data).
 func (r *Relay) Ready() error {
-	if r.cfg.PollOnly || r.listening.Load() {
-		return nil
+	if !r.cfg.PollOnly && !r.listening.Load() {
+		return errors.New("relay: LISTEN connection is down")
 	}
-	return errors.New("relay: LISTEN connection is down")
+	return r.stalled()
 }
 
 // Run relays until ctx is done. A cycle in flight when ctx is done still
@@ -148,6 +158,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
 				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 			}
+			r.trim(ctx)
 		}
 		_, err := r.drain(ctx, false)
 		if err == nil || ctx.Err() != nil {
@@ -162,9 +173,41 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // Drain relays until a cycle finds nothing pending and returns how many jobs
-// it relayed: `jobrelay relay --once`. It waits out backpressure; it returns
-// the first error.
+// it claimed (relayed, or failed as DrainReport lists them): `jobrelay
+// relay --once`. It waits out backpressure; it returns the first error.
 func (r *Relay) Drain(ctx context.Context) (int, error) {
+	res, err := r.DrainReport(ctx)
+	return res.Jobs, err
+}
+
+// DrainResult is what Drain did.
+type DrainResult struct {
+	// Jobs is the number of jobs claimed: relayed, or listed below.
+	Jobs int
+	// Failed lists the jobs marked failed instead of relayed: their entry
+	// would be too large, or the database refused to mark them in_review
+	// (last_error says why).
+	Failed []string
+	// LeftAlone lists the jobs the database would not even let the relay
+	// mark failed: they stay pending_review, and the relay passes over
+	// them from then on.
+	LeftAlone []string
+}
+
+func (d *DrainResult) add(c cycleResult) {
+	d.Jobs += c.claimed
+	d.Failed = append(d.Failed, c.failed...)
+	d.LeftAlone = append(d.LeftAlone, c.leftAlone...)
+}
+
+func (d *DrainResult) merge(o DrainResult) {
+	d.Jobs += o.Jobs
+	d.Failed = append(d.Failed, o.Failed...)
+	d.LeftAlone = append(d.LeftAlone, o.LeftAlone...)
+}
+
+// DrainReport is Drain, saying which jobs it could not relay.
+func (r *Relay) DrainReport(ctx context.Context) (DrainResult, error) {
 	defer r.closeConns()
 	return r.drain(ctx, true)
 }
@@ -180,7 +223,7 @@ func (r *Relay) closeConns() {
 // next cycle. A single lane runs the first cycle; if its batch was full
 // there is a backlog, and every lane drains it side by side, so that one
 // lane commits in PostgreSQL while another publishes to Redis.
-func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
+func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error) {
 	total, more, err := r.lanes[0].drain(ctx, untilEmpty, 1)
 	if err != nil || !more {
 		return total, err
@@ -192,10 +235,10 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 	)
 	for _, l := range r.lanes {
 		wg.Go(func() {
-			n, _, err := l.drain(ctx, untilEmpty, 0)
+			res, _, err := l.drain(ctx, untilEmpty, 0)
 			mu.Lock()
 			defer mu.Unlock()
-			total += n
+			total.merge(res)
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -208,76 +251,6 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (int, error) {
 		l.forgetCommitted(context.WithoutCancel(ctx))
 	}
 	return total, firstErr
-}
-
-// waitForRoom holds the relay back while the group's lag or Redis memory is
-// over its limit: the backlog then waits in PostgreSQL, where it is durable,
-// instead of filling Redis. It checks at most every pressureInterval.
-func (r *Relay) waitForRoom(ctx context.Context) error {
-	if r.cfg.MaxStreamLag == -1 && r.cfg.MaxMemoryRatio == -1 {
-		return nil
-	}
-	for {
-		paused, err := r.checkPressure(ctx)
-		if err != nil || !paused {
-			return err
-		}
-		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
-			return nil
-		}
-	}
-}
-
-// checkPressure reads the pressure, unless it was read less than
-// pressureInterval ago and the relay is not paused, and says whether the
-// relay must hold back. Lanes share the state: the change to paused and
-// back is logged once.
-func (r *Relay) checkPressure(ctx context.Context) (paused bool, err error) {
-	ps := &r.pressure
-	ps.Lock()
-	defer ps.Unlock()
-	if !ps.paused && time.Since(ps.checkedAt) < r.cfg.pressureInterval {
-		return false, nil
-	}
-	ps.checkedAt = time.Now()
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
-	p, err := stream.ReadPressure(cctx, r.rdb, r.cfg.Stream, r.cfg.Group)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, nil
-		}
-		r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
-		return false, fmt.Errorf("check backpressure: %w", err)
-	}
-	reason := r.overLimit(p)
-	if reason == "" {
-		if ps.paused {
-			ps.paused = false
-			r.cfg.Metrics.Paused.Set(0)
-			r.log.InfoContext(ctx, "relay: consumers caught up; resuming", slog.Int64("lag", p.Lag))
-		}
-		return false, nil
-	}
-	if !ps.paused {
-		ps.paused = true
-		r.cfg.Metrics.Paused.Set(1)
-		r.cfg.Metrics.BackpressurePauses.Inc()
-		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
-			slog.Int64("lag", p.Lag), slog.Int64("used_memory", p.UsedMemory), slog.Int64("maxmemory", p.MaxMemory))
-	}
-	return true, nil
-}
-
-// overLimit says which limit p passes, or "" if none.
-func (r *Relay) overLimit(p stream.Pressure) string {
-	if r.cfg.MaxStreamLag >= 0 && p.Lag > r.cfg.MaxStreamLag {
-		return fmt.Sprintf("group %s is %d entries behind (MaxStreamLag %d)", r.cfg.Group, p.Lag, r.cfg.MaxStreamLag)
-	}
-	if r.cfg.MaxMemoryRatio > 0 && p.MaxMemory > 0 && float64(p.UsedMemory) > r.cfg.MaxMemoryRatio*float64(p.MaxMemory) {
-		return fmt.Sprintf("Redis uses %d of %d bytes of maxmemory (MaxMemoryRatio %g)", p.UsedMemory, p.MaxMemory, r.cfg.MaxMemoryRatio)
-	}
-	return ""
 }
 
 // signal queues one wake-up; if one is already queued, this one joins it.

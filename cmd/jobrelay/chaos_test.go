@@ -302,10 +302,10 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 	}
 	require.NoError(t, rows.Err())
 	require.Len(t, failed, 2)
-	require.Equal(t, chaosUnrecordable, failed[0][0])
-	require.Contains(t, failed[0][1], "may not be reviewed")
-	require.Equal(t, chaosUnrelayable, failed[1][0])
-	require.Contains(t, failed[1][1], "may not be in review")
+	require.Equal(t, chaosUnrelayable, failed[0][0])
+	require.Contains(t, failed[0][1], "may not be in review")
+	require.Equal(t, chaosUnrecordable, failed[1][0])
+	require.Contains(t, failed[1][1], "may not be reviewed")
 
 	// Dead letters: the malformed entries and at most the row whose outcome
 	// could not be recorded; no job of the outage.

@@ -53,11 +53,19 @@ func relayCmd(a *app, args []string) error {
 	logPublishPath(a.ctx, logger, cl)
 
 	if once {
-		n, err := r.Drain(a.ctx)
+		res, err := r.DrainReport(a.ctx)
 		if err != nil {
 			return err
 		}
-		logger.InfoContext(a.ctx, "relay: nothing left pending; exiting", slog.Int("num_relayed", n))
+		// Rows the database refused are no reason to fail: they are
+		// isolated, and named here.
+		unrelayed := append(append([]string{}, res.Failed...), res.LeftAlone...)
+		if len(unrelayed) > 0 {
+			logger.WarnContext(a.ctx, "relay: "+strconv.Itoa(len(unrelayed))+" jobs could not be relayed (see their last_error)",
+				slog.Int("num_unrelayed", len(unrelayed)), slog.Any("job_ids", unrelayed),
+				slog.Int("num_failed", len(res.Failed)), slog.Any("left_pending", res.LeftAlone))
+		}
+		logger.InfoContext(a.ctx, "relay: nothing left pending; exiting", slog.Int("num_relayed", res.Jobs-len(unrelayed)))
 		return nil
 	}
 

@@ -17,10 +17,12 @@ type Relay struct {
 	Cycles             *prometheus.CounterVec // result: published, empty, error
 	CycleDuration      prometheus.Histogram
 	BatchSize          prometheus.Histogram
-	Errors             *prometheus.CounterVec // kind: claim, publish, commit, reap, listen, pressure
+	Errors             *prometheus.CounterVec // kind: claim, publish, commit, reap, listen, pressure, trim
 	BackpressurePauses prometheus.Counter
 	Paused             prometheus.Gauge
 	Listening          prometheus.Gauge
+	JobsSkipped        prometheus.Gauge
+	Trimmed            prometheus.Counter
 }
 
 // NewRelay creates the relay's metrics and registers them on reg, if not nil.
@@ -32,7 +34,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 		}),
 		JobsUnpublishable: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_unpublishable_total",
-			Help: "Claimed jobs marked failed because they cannot become a stream entry (too large).",
+			Help: "Claimed jobs marked failed instead of relayed: their stream entry would be too large, or the database refused to mark them in_review (a trigger, a constraint, a value out of range); last_error says which.",
 		}),
 		JobsReaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_reaped_total",
@@ -54,7 +56,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 		}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "errors_total",
-			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure.",
+			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure, trim.",
 		}, []string{"kind"}),
 		BackpressurePauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "backpressure_pauses_total",
@@ -68,16 +70,24 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 			Namespace: namespace, Subsystem: "relay", Name: "listening",
 			Help: "1 while the relay's LISTEN connection is up.",
 		}),
+		JobsSkipped: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_skipped",
+			Help: "pending_review jobs this relay process leaves alone because the database refuses every update of them, even marking them failed; each is named in an Error log line.",
+		}),
+		Trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "trimmed_entries_total",
+			Help: "Entries the relay trimmed from the stream after every group was done with them.",
+		}),
 	}
 	for _, r := range []string{"published", "empty", "error"} {
 		m.Cycles.WithLabelValues(r)
 	}
-	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure"} {
+	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure", "trim"} {
 		m.Errors.WithLabelValues(k)
 	}
 	if reg != nil {
 		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
-			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening)
+			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Trimmed)
 	}
 	return m
 }

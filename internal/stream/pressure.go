@@ -13,17 +13,23 @@ import (
 // Pressure is what the relay reads before claiming more work: how far the
 // consumers are behind, and how full Redis is.
 type Pressure struct {
-	// Lag is the number of entries the group has not been delivered yet.
-	// Without the group it is the stream's length: nothing was read. When
-	// Redis cannot compute the lag (after deletions) it is the length too,
-	// an upper bound.
-	Lag        int64
+	// Lag is the number of entries the group furthest behind has not been
+	// delivered yet: every group reading the stream holds its entries, so
+	// a stalled one bounds the stream as much as the relay's own. When
+	// Redis cannot compute a group's lag (after deletions) it counts the
+	// whole length, an upper bound. Without groups it is the length:
+	// nothing was read.
+	Lag int64
+	// LagGroup names the group of Lag; empty when there is no group.
+	LagGroup   string
+	Length     int64 // entries in the stream
 	UsedMemory int64 // bytes
 	MaxMemory  int64 // bytes; 0 when Redis has no limit
 }
 
-// ReadPressure reads the group's lag and Redis memory use in one round trip.
-func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream, group string) (Pressure, error) {
+// ReadPressure reads the lag of every group of the stream, its length and
+// Redis memory use, in one round trip.
+func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream string) (Pressure, error) {
 	pipe := rdb.Pipeline()
 	groups := pipe.XInfoGroups(ctx, stream)
 	length := pipe.XLen(ctx, stream)
@@ -34,13 +40,18 @@ func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream, group string) 
 	if err := length.Err(); err != nil {
 		return p, fmt.Errorf("read length of %s: %w", stream, err)
 	}
-	p.Lag = length.Val()
+	p.Length = length.Val()
+	p.Lag = p.Length
 	gs, err := groups.Result()
 	switch {
 	case err == nil:
-		for _, g := range gs {
-			if g.Name == group && g.Lag >= 0 {
-				p.Lag = g.Lag
+		for i, g := range gs {
+			lag := g.Lag
+			if lag < 0 {
+				lag = p.Length
+			}
+			if i == 0 || lag > p.Lag {
+				p.Lag, p.LagGroup = lag, g.Name
 			}
 		}
 	case IsNoSuchKey(err):

@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -71,6 +73,34 @@ func Trim(ctx context.Context, rdb redis.Scripter, stream string) (int64, error)
 	}
 	n, _ := res[0].(int64)
 	return n, nil
+}
+
+// TrimLog logs the outcomes of a process's trims by their changes: an
+// Error when trimming starts failing, an Info line when it works again,
+// Debug in between, so that a trim that keeps failing (an ACL that forbids
+// the script or XTRIM, a read-only replica) is one line that says so rather
+// than one per attempt. A stream nobody can trim grows until maxmemory;
+// callers count every failure in their errors_total metric with kind
+// "trim". The zero value is ready; it is safe for concurrent use.
+type TrimLog struct {
+	failing atomic.Bool
+}
+
+// Failed logs a failed trim; prefix names the component ("relay").
+func (l *TrimLog) Failed(ctx context.Context, logger *slog.Logger, prefix string, err error) {
+	if l.failing.CompareAndSwap(false, true) {
+		logger.ErrorContext(ctx, prefix+": trimming the stream failed; it keeps every entry until trimming works again",
+			slog.String("err", err.Error()))
+		return
+	}
+	logger.DebugContext(ctx, prefix+": trimming the stream still fails", slog.String("err", err.Error()))
+}
+
+// OK records a trim that worked, and logs it if the last one failed.
+func (l *TrimLog) OK(ctx context.Context, logger *slog.Logger, prefix string) {
+	if l.failing.CompareAndSwap(true, false) {
+		logger.InfoContext(ctx, prefix+": trimming the stream works again")
+	}
 }
 
 // liveScript tells, for each entry ID, whether the entry still awaits a

@@ -1,0 +1,295 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// A row that cannot be updated never blocks the others.
+//
+// The cycle's claim and UPDATE cover the whole batch, so one row whose data
+// fails a statement (a trigger of the application raises, a CHECK or
+// deferred constraint is violated, a value does not fit) would fail every
+// retry of that cycle, and the jobs behind it would wait for good. When a
+// cycle fails with such an error (db.RowError; never a lost connection, a
+// timeout or a Redis error, which are retried with backoff as before), the
+// lane runs one isolating cycle over the same rows: it claims them again in
+// a transaction that checks deferred constraints at each statement, reads
+// them, publishes them (idempotently: the entries the failed cycle added
+// are reused) and marks them in_review, each step bisecting the batch in
+// savepoints down to the rows that fail it. Those are marked failed with
+// the database's error in last_error, as jobs too large for an entry are,
+// and the others commit in_review. The happy path costs what it did: the
+// isolating cycle runs only after a failure.
+//
+// A row can refuse even the update to failed (a trigger that rejects every
+// update of it). Left pending_review, the next claim would take it again,
+// and the cycle would fail, isolate and fail to mark it, for ever. So the
+// relay leaves such a row alone for the rest of the process's life: its
+// claims pass over it, one Error line names it and the jobs_skipped gauge
+// counts it. Each relay process tries such a row once; after the row is
+// fixed, a restart relays it.
+//
+// A row that refuses in_review was published first (the cycle publishes,
+// then updates): its entry is a stray, which the relay deletes once the
+// isolating cycle has committed, so that no handler reviews a job the
+// database refused. A consumer may have read it in the milliseconds
+// before; then the job's compare-and-set (in_review, or pending_review,
+// at the entry's attempt) does not match the failed job, and the entry is
+// acknowledged without recording a review. A row left alone stays
+// pending_review at that attempt; its entry goes too, but its dedup record
+// stays, so another relay that claims the row reuses that entry ID rather
+// than adding another stray.
+
+// rowFailure is a row that an isolating cycle could not relay.
+type rowFailure struct {
+	id     string
+	reason string // its last_error
+}
+
+// isolate runs the isolating cycle after a cycle failed with cause, over
+// the jobs in only, or over a new claim if only is nil (the claim itself
+// failed).
+func (l *lane) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
+	r := l.r
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
+	defer cancel()
+	start := time.Now()
+	m := r.cfg.Metrics
+	r.log.WarnContext(ctx, "relay: a row's data failed the cycle; isolating it", slog.String("err", cause.Error()))
+	fail := func(kind string, err error) (cycleResult, error) {
+		m.Errors.WithLabelValues(kind).Inc()
+		l.rollback(ctx)
+		return cycleResult{}, err
+	}
+
+	conn, err := l.cycleConn(ctx)
+	if err != nil {
+		return fail("claim", err)
+	}
+	limit := room.held
+	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Except: r.skipped(), Only: only})
+	if err != nil {
+		return fail("claim", err)
+	}
+	c.full = len(ids) == limit
+	if len(ids) == 0 { // another relay took them meanwhile
+		l.rollback(ctx)
+		return c, nil
+	}
+	c.claimed = len(ids)
+
+	var bad []rowFailure
+	jobs := make([]db.Job, 0, len(ids))
+	err = bisect(ids, func(part []string) error {
+		var err error
+		jobs, err = db.LoadJobs(ctx, conn, part, jobs)
+		return err
+	}, func(id string, err error) {
+		bad = append(bad, rowFailure{id, "relay: cannot read job: " + pgText(err)})
+	})
+	if err != nil {
+		return fail("claim", err)
+	}
+
+	now := time.Now().UTC()
+	enqueuedAt := now.Format(time.RFC3339Nano)
+	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
+	for i := range failedIDs {
+		bad = append(bad, rowFailure{failedIDs[i], failedErrs[i]})
+	}
+	var pub stream.Published
+	if len(publishable) > 0 {
+		pub, err = stream.Publish(ctx, r.rdb, &stream.PublishParams{
+			Stream:     r.cfg.Stream,
+			DedupTTL:   r.cfg.DedupTTL,
+			EnqueuedAt: enqueuedAt,
+			Jobs:       publishable,
+			Forget:     l.forget,
+		})
+		if only == nil { // new rows; the failed cycle's are counted already
+			room.published(len(publishable), size)
+		}
+		if err != nil {
+			return fail("publish", err)
+		}
+		l.forget = stream.Forget{} // applied
+	}
+
+	// Mark in_review, setting aside the rows that refuse it.
+	refused := map[int]bool{}
+	idx := make([]int, len(publishable))
+	for i := range idx {
+		idx[i] = i
+	}
+	err = bisect(idx, func(part []int) error {
+		p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, IDs: make([]string, len(part)), StreamIDs: make([]string, len(part))}
+		for k, i := range part {
+			p.IDs[k], p.StreamIDs[k] = publishable[i].ID, pub.StreamIDs[i]
+		}
+		return db.MarkInSavepoint(ctx, conn, &p)
+	}, func(i int, err error) {
+		refused[i] = true
+		bad = append(bad, rowFailure{publishable[i].ID, "relay: cannot mark job in_review: " + pgText(err)})
+	})
+	if err != nil {
+		return fail("commit", err)
+	}
+
+	// Mark the others failed, setting aside the rows that refuse even that.
+	var alone []rowFailure
+	var aloneErrs []string
+	err = bisect(bad, func(part []rowFailure) error {
+		p := db.InReviewParams{FailedIDs: make([]string, len(part)), FailedErrors: make([]string, len(part))}
+		for k, f := range part {
+			p.FailedIDs[k], p.FailedErrors[k] = f.id, f.reason
+		}
+		return db.MarkInSavepoint(ctx, conn, &p)
+	}, func(f rowFailure, err error) {
+		alone = append(alone, f)
+		aloneErrs = append(aloneErrs, pgText(err))
+	})
+	if err != nil {
+		return fail("commit", err)
+	}
+	// Pass over the rows left alone from now on: before the COMMIT
+	// releases them, so that no other lane claims one meanwhile. (A claim
+	// that read the list just before can still take one; it isolates it
+	// again, once, and reports nothing new.)
+	aloneIDs := make([]string, len(alone))
+	for i, f := range alone {
+		aloneIDs[i] = f.id
+	}
+	fresh := r.leaveAlone(aloneIDs)
+	for i, f := range alone {
+		if fresh[f.id] {
+			r.log.ErrorContext(ctx, "relay: job can be neither relayed nor marked failed; leaving it alone until the relay restarts",
+				slog.String("job_id", f.id), slog.String("reason", f.reason), slog.String("err", aloneErrs[i]))
+		}
+	}
+	if err := db.Commit(ctx, conn); err != nil {
+		return fail("commit", err)
+	}
+
+	// Committed. The dedup records of the rows left alone stay: they are
+	// still pending at this attempt, and a relay that claims one reuses its
+	// entry.
+	isAlone := make(map[string]bool, len(alone))
+	for _, f := range alone {
+		isAlone[f.id] = true
+	}
+	var relayed []db.Job
+	var streamIDs, strays []string
+	var forget stream.Forget
+	for i := range publishable {
+		if !isAlone[publishable[i].ID] && i < len(pub.Forget.Fields) {
+			forget.Fields = append(forget.Fields, pub.Forget.Fields[i])
+		}
+		if refused[i] || isAlone[publishable[i].ID] {
+			strays = append(strays, pub.StreamIDs[i])
+		} else {
+			relayed = append(relayed, publishable[i])
+			streamIDs = append(streamIDs, pub.StreamIDs[i])
+		}
+	}
+	l.forget = forget
+	if len(strays) > 0 {
+		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
+			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",
+				slog.Any("task_ids", strays), slog.String("err", err.Error()))
+		}
+	}
+	var failedReasons []string
+	for _, f := range bad {
+		if !isAlone[f.id] {
+			c.failed = append(c.failed, f.id)
+			failedReasons = append(failedReasons, f.reason)
+		}
+	}
+	for _, f := range alone {
+		if fresh[f.id] {
+			c.leftAlone = append(c.leftAlone, f.id)
+		} else {
+			c.claimed-- // counted by the cycle that left it alone first
+		}
+	}
+
+	elapsed := time.Since(start)
+	m.JobsRelayed.Add(float64(len(relayed)))
+	m.JobsUnpublishable.Add(float64(len(c.failed)))
+	m.CycleDuration.Observe(elapsed.Seconds())
+	m.BatchSize.Observe(float64(len(ids)))
+	r.logJobs(ctx, relayed, streamIDs, c.failed, failedReasons)
+	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(relayed))+" jobs for review",
+		slog.Int("num_enqueued", len(relayed)), slog.Int("num_failed", len(c.failed)),
+		slog.Int("num_left_alone", len(c.leftAlone)), slog.Duration("duration", elapsed))
+	return c, nil
+}
+
+// bisect calls try with items and, if that fails with a db.RowError, with
+// each half, down to single items, which it hands to fail with their
+// error. try must leave no trace when it fails (the db helpers roll back to
+// their savepoint). It stops at the first error of another kind and
+// returns it. One bad row among n costs about 3·log2(n) round trips.
+func bisect[T any](items []T, try func([]T) error, fail func(T, error)) error {
+	if len(items) == 0 {
+		return nil
+	}
+	err := try(items)
+	if err == nil || !db.IsRowError(err) {
+		return err
+	}
+	if len(items) == 1 {
+		fail(items[0], err)
+		return nil
+	}
+	mid := len(items) / 2
+	if err := bisect(items[:mid], try, fail); err != nil {
+		return err
+	}
+	return bisect(items[mid:], try, fail)
+}
+
+// pgText is the database's own words for err, as last_error keeps them:
+// "ERROR: <message> (SQLSTATE <code>)".
+func pgText(err error) string {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return pgErr.Error()
+	}
+	return err.Error()
+}
+
+// skipped lists the jobs the relay leaves alone; claims pass over them.
+func (r *Relay) skipped() []string {
+	r.skip.Lock()
+	defer r.skip.Unlock()
+	return r.skip.ids // only ever appended to: the caller's view stays valid
+}
+
+// leaveAlone adds jobs to those the relay leaves alone, and says which
+// were not among them yet.
+func (r *Relay) leaveAlone(ids []string) (fresh map[string]bool) {
+	if len(ids) == 0 {
+		return nil
+	}
+	r.skip.Lock()
+	defer r.skip.Unlock()
+	fresh = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if !slices.Contains(r.skip.ids, id) {
+			r.skip.ids = append(r.skip.ids, id)
+			fresh[id] = true
+		}
+	}
+	r.cfg.Metrics.JobsSkipped.Set(float64(len(r.skip.ids)))
+	return fresh
+}

@@ -1,0 +1,304 @@
+package relay
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+// pickJob returns the ID of the n-th oldest job.
+func (b *testBundle) pickJob(t *testing.T, n int) string {
+	t.Helper()
+	var id string
+	require.NoError(t, b.schema.Pool.QueryRow(testenv.Context(t),
+		`SELECT id::text FROM jobs ORDER BY created_at, id OFFSET $1 LIMIT 1`, n).Scan(&id))
+	return id
+}
+
+func (b *testBundle) row(t *testing.T, id string) jobRow {
+	t.Helper()
+	row, ok := b.rows(t)[id]
+	require.True(t, ok, "job %s", id)
+	return row
+}
+
+// embargo adds the application's trigger that refuses to let job id go
+// in_review; it counts its refusals in the sequence embargo_hits.
+func (b *testBundle) embargo(t *testing.T, id string) {
+	t.Helper()
+	b.sql(t, `CREATE SEQUENCE embargo_hits`)
+	b.sql(t, `
+CREATE FUNCTION embargo() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = '`+id+`' AND NEW.status = 'in_review' THEN
+        PERFORM nextval('embargo_hits');
+        RAISE EXCEPTION 'job % is under embargo', NEW.id;
+    END IF;
+    RETURN NEW;
+END $$`)
+	b.sql(t, `CREATE TRIGGER embargo BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION embargo()`)
+}
+
+// hits reads a sequence that a trigger counts its refusals in (sequences
+// are not rolled back).
+func (b *testBundle) hits(t *testing.T, seq string) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, b.schema.Pool.QueryRow(testenv.Context(t), `SELECT last_value FROM `+seq).Scan(&n))
+	return n
+}
+
+func TestARowATriggerRefusesIsIsolated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.seed(t, 250)
+	bad := b.pickJob(t, 137)
+	b.embargo(t, bad)
+
+	r := b.newRelay(t, b.cfg)
+	startRelay(t, r)
+	require.Eventually(t, func() bool { return b.backlog(t).InReview == 249 }, 30*time.Second, 5*time.Millisecond)
+	row := b.row(t, bad)
+	require.Equal(t, db.StatusFailed, row.Status)
+	require.NotNil(t, row.LastError)
+	require.Equal(t, "relay: cannot mark job in_review: ERROR: job "+bad+" is under embargo (SQLSTATE P0001)", *row.LastError)
+	require.Zero(t, b.backlog(t).Pending)
+	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.JobsUnpublishable))
+	require.Len(t, b.logger.Matching("relay: job cannot be published; marked failed"), 1)
+
+	// The relay goes on: later jobs flow, and the embargoed job is not
+	// tried again.
+	hits := b.hits(t, "embargo_hits")
+	b.seed(t, 120)
+	require.Eventually(t, func() bool { return b.backlog(t).InReview == 369 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, hits, b.hits(t, "embargo_hits"))
+	require.Zero(t, counterValue(t, r.cfg.Metrics.JobsSkipped))
+}
+
+func TestARowACheckConstraintRefusesIsIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 120)
+	var bad string
+	require.NoError(t, b.schema.Pool.QueryRow(ctx, `INSERT INTO jobs (title, company) VALUES ('Blocked', 'Blocked Inc') RETURNING id::text`).Scan(&bad))
+	b.seed(t, 130)
+	b.sql(t, `ALTER TABLE jobs ADD CONSTRAINT no_blocked_in_review CHECK (status <> 'in_review' OR company IS DISTINCT FROM 'Blocked Inc')`)
+
+	res, err := b.newRelay(t, b.cfg).DrainReport(ctx)
+	require.NoError(t, err, "relay --once exits 0")
+	require.Equal(t, 251, res.Jobs)
+	require.Equal(t, []string{bad}, res.Failed)
+	require.Empty(t, res.LeftAlone)
+	row := b.row(t, bad)
+	require.Equal(t, db.StatusFailed, row.Status)
+	require.Equal(t, `relay: cannot mark job in_review: ERROR: new row for relation "jobs" violates check constraint "no_blocked_in_review" (SQLSTATE 23514)`, *row.LastError)
+	require.EqualValues(t, 250, b.backlog(t).InReview)
+}
+
+func TestARowADeferredConstraintRefusesIsIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 60)
+	bad := b.pickJob(t, 7)
+	// Checked at COMMIT, after every statement of the cycle succeeded.
+	b.sql(t, `
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = '`+bad+`' AND NEW.status = 'in_review' THEN
+        RAISE EXCEPTION 'audit refuses job %', NEW.id USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END $$`)
+	b.sql(t, `CREATE CONSTRAINT TRIGGER audit AFTER UPDATE ON jobs DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION audit()`)
+
+	res, err := b.newRelay(t, b.cfg).DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{bad}, res.Failed)
+	require.Equal(t, "relay: cannot mark job in_review: ERROR: audit refuses job "+bad+" (SQLSTATE 23000)", *b.row(t, bad).LastError)
+	require.EqualValues(t, 59, b.backlog(t).InReview)
+}
+
+func TestARowThatCannotBeUpdatedAtAllIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 250)
+	frozen := b.pickJob(t, 42)
+	b.sql(t, `CREATE SEQUENCE frozen_hits`)
+	b.sql(t, `
+CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.id = '`+frozen+`' THEN
+        PERFORM nextval('frozen_hits');
+        RAISE EXCEPTION 'job % is frozen', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$`)
+	b.sql(t, `CREATE TRIGGER frozen BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION frozen()`)
+
+	// relay --once: finishes, and says which job it could not relay.
+	r := b.newRelay(t, b.cfg)
+	res, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 250, res.Jobs)
+	require.Empty(t, res.Failed)
+	require.Equal(t, []string{frozen}, res.LeftAlone)
+	require.EqualValues(t, 249, b.backlog(t).InReview)
+	row := b.row(t, frozen)
+	require.Equal(t, db.StatusPendingReview, row.Status, "nothing can change it")
+	require.Zero(t, row.Attempts)
+	left := b.logger.Matching("relay: job can be neither relayed nor marked failed")
+	require.Len(t, left, 1)
+	require.Equal(t, "ERROR", left[0].Level.String())
+	require.Equal(t, frozen, left[0].Attrs["job_id"])
+	require.Contains(t, left[0].Attrs["err"], "job "+frozen+" is frozen (SQLSTATE P0001)")
+	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.JobsSkipped))
+
+	// Bounded: a cycle's bisection and one attempt to mark it failed.
+	hits := b.hits(t, "frozen_hits")
+	require.LessOrEqual(t, hits, int64(16))
+
+	// The same relay runs on: it does not claim the row again, and jobs
+	// after it flow.
+	startRelay(t, r)
+	b.seed(t, 300)
+	require.Eventually(t, func() bool { return b.backlog(t).InReview == 549 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, hits, b.hits(t, "frozen_hits"), "no retry of the frozen row")
+	require.Len(t, b.logger.Matching("relay: job can be neither relayed nor marked failed"), 1)
+	require.EqualValues(t, 1, b.backlog(t).Pending)
+}
+
+func TestAStrayEntryOfAFailedJobIsDeleted(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 100)
+	bad := b.pickJob(t, 50)
+	b.embargo(t, bad)
+	// The failed cycle publishes the job before its UPDATE fails; a
+	// consumer reads that entry before the relay can delete it.
+	var early redis.XMessage
+	r := b.newRelay(t, b.cfg)
+	r.hooks.afterPublish = func(ctx context.Context, _ *pgx.Conn) {
+		if early.ID != "" {
+			return
+		}
+		for _, e := range b.entries(t) {
+			if e.Values["job_id"] == bad {
+				early = e
+			}
+		}
+	}
+	_, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, db.StatusFailed, b.row(t, bad).Status)
+	require.NotEmpty(t, early.ID, "the failed cycle published the job")
+
+	// The relay deleted the stray entry.
+	entries := b.entries(t)
+	require.Len(t, entries, 99)
+	for _, e := range entries {
+		require.NotEqual(t, bad, e.Values["job_id"])
+	}
+
+	// Had a consumer read it first (here: the same entry again), the
+	// handler's success wins, as every success does: the job ends
+	// reviewed, its last_error cleared, and the entry is acknowledged.
+	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: early.Values}).Err())
+	var mu sync.Mutex
+	handled := map[string]bool{}
+	c, err := consumer.New(b.schema.Pool, b.rdb, consumer.Config{
+		Stream: b.stream, Block: 50 * time.Millisecond, ReclaimIdle: time.Minute, Logger: b.cfg.Logger,
+		Handler: consumer.HandlerFunc(func(_ context.Context, j consumer.Job) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled[j.ID] = true
+			return nil
+		}),
+	})
+	require.NoError(t, err)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		p, err := b.rdb.XPending(ctx, b.stream, GroupDefault).Result()
+		return err == nil && p.Count == 0 && len(handled) == 100
+	}, 30*time.Second, 5*time.Millisecond)
+	gs, err := b.rdb.XInfoGroups(ctx, b.stream).Result()
+	require.NoError(t, err)
+	require.Zero(t, gs[0].Lag)
+	counts, err := db.CountByStatus(ctx, b.schema.Pool)
+	require.NoError(t, err)
+	require.EqualValues(t, 100, counts[db.StatusReviewed])
+	row := b.row(t, bad)
+	require.Equal(t, db.StatusReviewed, row.Status, "a handler's success is never lost")
+	require.Nil(t, row.LastError)
+}
+
+func TestARowThatCannotBeReadIsIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	// A database in EUC-JP can hold characters that have no equivalent in
+	// UTF-8: reading such a row fails for a client that asks for UTF-8.
+	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
+	require.NoError(t, err)
+	name := "test_eucjp_" + strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "")
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'EUC_JP' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		defer admin.Close(ctx)
+		_, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)")
+		require.NoError(t, err)
+	})
+	url := strings.Replace(testenv.DatabaseURL(), "/test?", "/"+name+"?client_encoding=UTF8&", 1)
+	require.Contains(t, url, name, "TEST_DATABASE_URL must name its database before the query")
+	pool, err := db.Open(ctx, url, 4)
+	require.NoError(t, err)
+	defer pool.Close()
+	m, err := db.NewMigrator(ctx, pool, nil)
+	require.NoError(t, err)
+	_, err = m.Up(ctx)
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+
+	_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
+SELECT 'Job ' || g, 'Good', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 40) g`)
+	require.NoError(t, err)
+	var bad string
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', now() - interval '1 hour' + interval '17.5 seconds')
+RETURNING id::text`).Scan(&bad))
+
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1})
+	require.NoError(t, err)
+	res, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 41, res.Jobs)
+	require.Equal(t, []string{bad}, res.Failed)
+	var status, lastError string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT status, last_error FROM jobs WHERE id = $1`, bad).Scan(&status, &lastError))
+	require.Equal(t, db.StatusFailed, status)
+	require.Equal(t, `relay: cannot read job: ERROR: character with byte sequence 0xf5 0xa1 in encoding "EUC_JP" has no equivalent in encoding "UTF8" (SQLSTATE 22P05)`, lastError)
+	n, err := rdb.XLen(ctx, s).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 40, n)
+}
