@@ -11,7 +11,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	migrations "github.com/jobrelay/jobrelay/goose"
+	"github.com/jobrelay/jobrelay"
 )
 
 // NewMigrator returns a goose provider for the embedded migrations, applied
@@ -40,7 +40,7 @@ func NewMigrator(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (
 	if logger != nil {
 		opts = append(opts, goose.WithSlog(logger))
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), migrations.FS, opts...)
+	p, err := goose.NewProvider(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), jobrelay.Migrations(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
