@@ -3,7 +3,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/sample"
 	"github.com/jobrelay/jobrelay/internal/stream"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 	"github.com/jobrelay/jobrelay/relay"
@@ -62,8 +60,7 @@ func setupWith(t *testing.T, rdb *redis.Client) *testBundle {
 func (b *testBundle) publish(t *testing.T, n int) []string {
 	t.Helper()
 	ctx := testenv.Context(t)
-	_, err := db.InsertJobs(ctx, b.schema.Pool, sample.Jobs(rand.New(rand.NewPCG(1, uint64(n))), n))
-	require.NoError(t, err)
+	testenv.Seed(t, b.schema.Pool, n)
 	r, err := relay.New(b.schema.Pool, b.rdb, relay.Config{Stream: b.stream, MaxStreamLag: -1, MaxMemoryRatio: -1})
 	require.NoError(t, err)
 	_, err = r.Drain(ctx)
@@ -99,18 +96,7 @@ func (b *testBundle) start(t *testing.T, cfg Config) (c *Consumer, stop func()) 
 	t.Helper()
 	c, err := New(b.schema.Pool, b.rdb, cfg)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(testenv.Context(t)))
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(t, <-done)
-		})
-	}
-	t.Cleanup(stop)
-	return c, stop
+	return c, testenv.Start(t, c.Run)
 }
 
 // calls counts handler calls per job.

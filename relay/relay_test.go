@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/sample"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -49,15 +47,10 @@ func (b *testBundle) newRelay(t *testing.T, cfg Config) *Relay {
 	return r
 }
 
-// seed inserts n sample jobs and returns their IDs.
+// seed inserts n sample jobs.
 func (b *testBundle) seed(t *testing.T, n int) {
 	t.Helper()
-	ctx := testenv.Context(t)
-	rng := rand.New(rand.NewPCG(uint64(n), 7))
-	for done := 0; done < n; done += 5000 {
-		_, err := db.InsertJobs(ctx, b.schema.Pool, sample.Jobs(rng, min(5000, n-done)))
-		require.NoError(t, err)
-	}
+	testenv.Seed(t, b.schema.Pool, n)
 }
 
 type jobRow struct {
@@ -261,17 +254,7 @@ func TestOnceLeavesNothingPending(t *testing.T) {
 // startRelay runs r until the test ends, and waits until it listens.
 func startRelay(t *testing.T, r *Relay) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.WithoutCancel(testenv.Context(t)))
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(t, <-done)
-		})
-	}
-	t.Cleanup(stop)
+	stop = testenv.Start(t, r.Run)
 	require.Eventually(t, func() bool { return r.Ready() == nil }, 10*time.Second, 5*time.Millisecond, "relay never listened")
 	return stop
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -22,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
 // bench holds the connections every scenario shares.
@@ -69,23 +69,15 @@ func (b *bench) newPipeline(ctx context.Context, n int) (*pipeline, error) {
 	if _, err := b.admin.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(b.o.dbURL)
+	schemaURL, err := testenv.SearchPathURL(b.o.dbURL, name)
 	if err != nil {
 		return nil, err
 	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	p := &pipeline{b: b, schema: name, url: u.String(), stream: "bench:" + name}
+	p := &pipeline{b: b, schema: name, url: schemaURL, stream: "bench:" + name}
 	if p.pool, err = db.Open(ctx, p.url, 8); err != nil {
 		return nil, err
 	}
-	m, err := db.NewMigrator(ctx, p.pool, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	if _, err := m.Up(ctx); err != nil {
+	if err := testenv.Migrate(ctx, p.pool); err != nil {
 		return nil, err
 	}
 	if n > 0 {
@@ -112,24 +104,12 @@ func (p *pipeline) drop() {
 	defer cancel()
 	p.pool.Close()
 	_, _ = p.b.admin.Exec(ctx, "DROP SCHEMA "+p.schema+" CASCADE")
-	keys := []string{p.stream, p.stream + ":dead"}
-	iter := p.b.rdb.Scan(ctx, 0, p.stream+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	_ = p.b.rdb.Unlink(ctx, keys...).Err()
+	_ = testenv.DeleteStream(ctx, p.b.rdb, p.stream)
 }
 
 // env is the environment of the jobrelay processes of a run.
 func (p *pipeline) env(extra ...string) []string {
-	return append([]string{
-		"DATABASE_URL=" + p.url,
-		"REDIS_URL=" + p.b.o.redisURL,
-		"JOB_REVIEW_QUEUE_NAME=" + p.stream,
-		"METRICS_ADDR=",
-		"LOG_FORMAT=json",
-		"PATH=" + os.Getenv("PATH"),
-	}, extra...)
+	return testenv.ProcessEnv(p.url, p.b.o.redisURL, p.stream, extra...)
 }
 
 // proc is a jobrelay process whose peak memory is sampled.

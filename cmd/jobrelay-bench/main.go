@@ -9,18 +9,18 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
 func main() {
@@ -67,8 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			o.only[strings.TrimSpace(part)] = true
 		}
 	}
-	o.dbURL = cmp.Or(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	o.redisURL = cmp.Or(os.Getenv("TEST_REDIS_URL"), "redis://127.0.0.1:6379/0")
+	o.dbURL, o.redisURL = testenv.DatabaseURL(), testenv.RedisURL()
 
 	dir, err := os.MkdirTemp("", "jobrelay-bench-")
 	if err != nil {
@@ -76,11 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	binary := filepath.Join(dir, "jobrelay")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", binary, "./cmd/jobrelay")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = stderr, stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build jobrelay (run from the repository's root): %w", err)
+	if err := testenv.Build(ctx, binary, "./cmd/jobrelay", "", stderr); err != nil {
+		return fmt.Errorf("%w (run from the repository's root)", err)
 	}
 
 	b, err := newBench(ctx, o, binary, stderr)

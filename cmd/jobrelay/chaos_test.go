@@ -104,8 +104,8 @@ func chaosKills(t *testing.T) {
 		consumers[i] = start(t, dir, env, "consume")
 	}
 	kill := func(p *proc, args ...string) *proc {
-		require.NoError(t, p.cmd.Process.Kill()) // SIGKILL
-		p.wait(30 * time.Second)
+		require.NoError(t, p.Cmd.Process.Kill()) // SIGKILL
+		p.Wait(30 * time.Second)
 		return start(t, dir, env, args...)
 	}
 
@@ -267,8 +267,8 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 			service.down.Store(true)
 			outageStart = time.Now()
 		case 6:
-			require.NoError(t, consumers[0].cmd.Process.Kill())
-			consumers[0].wait(30 * time.Second)
+			require.NoError(t, consumers[0].Cmd.Process.Kill())
+			consumers[0].Wait(30 * time.Second)
 			consumers[0] = start(t, dir, env, "consume")
 			faults = append(faults, "SIGKILL consumer 1 during the outage")
 		}

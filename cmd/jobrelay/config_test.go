@@ -106,8 +106,8 @@ func TestVersion(t *testing.T) {
 func relayStart(t *testing.T, dir string, env []string, args ...string) map[string]any {
 	t.Helper()
 	p := start(t, dir, env, append([]string{"relay", "--once"}, args...)...)
-	require.Zero(t, p.wait(time.Minute), p.output())
-	lines := p.logged("jobrelay relay: starting")
+	require.Zero(t, p.Wait(time.Minute), p.Output())
+	lines := p.Logged("jobrelay relay: starting")
 	require.Len(t, lines, 1)
 	return lines[0]
 }
@@ -154,8 +154,8 @@ func TestPasswordsAreNotLogged(t *testing.T) {
 	u.User = url.UserPassword("", "hunter3")
 	env[1] = "REDIS_URL=" + u.String()
 	p := start(t, t.TempDir(), env, "relay", "--once")
-	p.wait(time.Minute)
-	out := p.output()
+	p.Wait(time.Minute)
+	out := p.Output()
 	require.Contains(t, out, "postgres:xxxxx@")
 	require.NotContains(t, out, "hunter2")
 	require.NotContains(t, out, "hunter3")

@@ -117,15 +117,15 @@ func TestALateSuccessAfterSIGSTOPWins(t *testing.T) {
 
 	frozen := start(t, dir, env, "consume")
 	require.Eventually(t, func() bool { _, err := os.Stat(started); return err == nil }, time.Minute, 5*time.Millisecond)
-	frozen.signal(syscall.SIGSTOP) // its handler's command goes on and finishes meanwhile
-	t.Cleanup(func() { _ = frozen.cmd.Process.Signal(syscall.SIGCONT) })
+	frozen.Signal(syscall.SIGSTOP) // its handler's command goes on and finishes meanwhile
+	t.Cleanup(func() { _ = frozen.Cmd.Process.Signal(syscall.SIGCONT) })
 
 	// Another consumer takes the entry over and dead-letters it.
 	start(t, dir, env, "consume")
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusFailed] == 1 }, time.Minute, 5*time.Millisecond)
 	require.EqualValues(t, 1, rdb.XLen(ctx, pl.stream+":dead").Val())
 
-	frozen.signal(syscall.SIGCONT)
+	frozen.Signal(syscall.SIGCONT)
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 1 }, time.Minute, 5*time.Millisecond)
 	var lastError *string
 	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT last_error FROM jobs WHERE id = $1`, id).Scan(&lastError))

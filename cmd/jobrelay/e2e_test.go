@@ -45,18 +45,18 @@ func TestRunReviewsAndStopsOnSIGTERM(t *testing.T) {
 	pl := newPipeline(t)
 	dir := t.TempDir()
 	p := start(t, dir, append(pl.env, "LOG_LEVEL=info"), "run")
-	require.Eventually(t, func() bool { return len(p.logged("relay: started")) == 1 }, time.Minute, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(p.Logged("relay: started")) == 1 }, time.Minute, 5*time.Millisecond)
 
 	code, out := runBinary(t, dir, pl.env, "seed", "-n", "300")
 	require.Zero(t, code, out)
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 300 }, time.Minute, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return len(p.logged("Processing job review")) == 300 }, time.Minute, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return len(p.Logged("Processing job review")) == 300 }, time.Minute, 10*time.Millisecond,
 		"the log handler logs each job")
 
-	p.signal(syscall.SIGTERM)
-	require.Zero(t, p.wait(time.Minute))
-	require.Len(t, p.logged("relay: stopped"), 1)
-	require.Len(t, p.logged("consumer: stopped"), 1)
+	p.Signal(syscall.SIGTERM)
+	require.Zero(t, p.Wait(time.Minute))
+	require.Len(t, p.Logged("relay: stopped"), 1)
+	require.Len(t, p.Logged("consumer: stopped"), 1)
 }
 
 func TestRunStopsMidDrainWithoutLosingWork(t *testing.T) {
@@ -67,8 +67,8 @@ func TestRunStopsMidDrainWithoutLosingWork(t *testing.T) {
 	require.Zero(t, code, out)
 	p := start(t, dir, pl.env, "relay")
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusInReview] >= 1000 }, time.Minute, time.Millisecond)
-	p.signal(syscall.SIGINT)
-	require.Zero(t, p.wait(time.Minute))
+	p.Signal(syscall.SIGINT)
+	require.Zero(t, p.Wait(time.Minute))
 
 	// What was committed is in the stream, once; the rest is still pending.
 	c := counts(t, pl)
@@ -161,23 +161,23 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	}, time.Minute, 5*time.Millisecond, "the handler is running")
 
 	first := time.Now()
-	p.signal(syscall.SIGTERM) // waits for the handler, up to SHUTDOWN_TIMEOUT
-	require.Eventually(t, func() bool { return len(p.logged("consumer: stopping")) == 1 }, time.Minute, 5*time.Millisecond)
+	p.Signal(syscall.SIGTERM) // waits for the handler, up to SHUTDOWN_TIMEOUT
+	require.Eventually(t, func() bool { return len(p.Logged("consumer: stopping")) == 1 }, time.Minute, 5*time.Millisecond)
 	// A repeat within a second of the first is the same request (GNU
 	// timeout); a second signal after that stops now.
 	var aborted time.Time
 	require.Eventually(t, func() bool {
-		if len(p.logged("consumer: aborted")) == 1 {
+		if len(p.Logged("consumer: aborted")) == 1 {
 			return true
 		}
 		aborted = time.Now()
-		p.signal(syscall.SIGTERM)
+		p.Signal(syscall.SIGTERM)
 		return false
 	}, 30*time.Second, 100*time.Millisecond)
 	require.GreaterOrEqual(t, aborted.Sub(first), time.Second, "not before a second has passed")
-	require.Zero(t, p.wait(30*time.Second))
+	require.Zero(t, p.Wait(30*time.Second))
 	require.Less(t, time.Since(aborted), 20*time.Second)
-	require.Len(t, p.logged("consumer: aborted"), 1)
+	require.Len(t, p.Logged("consumer: aborted"), 1)
 	require.Equal(t, int64(1), counts(t, pl)[db.StatusInReview], "left for another consumer, not failed")
 }
 

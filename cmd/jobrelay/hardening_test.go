@@ -59,15 +59,6 @@ func requireJSONLines(t *testing.T, out string) []map[string]any {
 	return lines
 }
 
-func exited(p *proc) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // runBinaryStderr runs the binary and returns its exit status and its
 // stderr alone.
 func runBinaryStderr(t *testing.T, dir string, env []string, args ...string) (int, string) {

@@ -43,11 +43,11 @@ func TestJSONLogsUnderTrouble(t *testing.T) {
 	requireJSONLines(t, stderr)
 
 	p := start(t, dir, env, "run")
-	require.Eventually(t, func() bool { return len(p.logged("relay: started")) == 1 }, time.Minute, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(p.Logged("relay: started")) == 1 }, time.Minute, 5*time.Millisecond)
 	srv.Stop()
 	_, err = db.InsertJob(ctxT(t), schema.Pool, db.NewJob{Title: "while Redis is down"})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(p.logged("go-redis:")) > 0 }, time.Minute, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return len(p.Logged("go-redis:")) > 0 }, time.Minute, 10*time.Millisecond,
 		"go-redis's own lines go through slog")
 	srv.Start()
 	requirePass()
@@ -56,14 +56,14 @@ func TestJSONLogsUnderTrouble(t *testing.T) {
 		err := schema.Pool.QueryRow(ctxT(t), `SELECT count(*) FROM jobs WHERE status = 'reviewed'`).Scan(&n)
 		return err == nil && n == 1
 	}, time.Minute, 10*time.Millisecond)
-	p.signal(syscall.SIGTERM)
-	require.Zero(t, p.wait(time.Minute))
-	lines := requireJSONLines(t, p.output())
-	for _, l := range p.logged("go-redis:") {
+	p.Signal(syscall.SIGTERM)
+	require.Zero(t, p.Wait(time.Minute))
+	lines := requireJSONLines(t, p.Output())
+	for _, l := range p.Logged("go-redis:") {
 		require.Equal(t, "WARN", l["level"])
 	}
 	require.NotEmpty(t, lines)
-	require.NotContains(t, p.output(), "Secret-Pass12")
+	require.NotContains(t, p.Output(), "Secret-Pass12")
 
 	// A command that fails says so in JSON.
 	bad := append(withoutVar(env, "REDIS_URL"), "REDIS_URL=redis://127.0.0.1:"+closedPort(t)+"/0")
@@ -90,15 +90,15 @@ func TestRepeatedSignalWithinASecondStopsGracefully(t *testing.T) {
 		return err == nil && pending.Count == 1
 	}, time.Minute, 5*time.Millisecond, "the handler is running")
 
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	time.Sleep(50 * time.Millisecond) // the scenario itself: a repeat 50 ms later
-	p.signal(syscall.SIGTERM)
-	require.Eventually(t, func() bool { return len(p.logged("signal again")) == 1 || exited(p) }, time.Minute, 5*time.Millisecond)
-	require.False(t, exited(p), "the repeat aborted: %s", p.output())
+	p.Signal(syscall.SIGTERM)
+	require.Eventually(t, func() bool { return len(p.Logged("signal again")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
+	require.False(t, p.Exited(), "the repeat aborted: %s", p.Output())
 	require.NoError(t, os.WriteFile(gate, nil, 0o600))
 
-	require.Zero(t, p.wait(time.Minute))
-	require.Empty(t, p.logged("consumer: aborted"))
+	require.Zero(t, p.Wait(time.Minute))
+	require.Empty(t, p.Logged("consumer: aborted"))
 	require.Equal(t, int64(1), counts(t, pl)[db.StatusReviewed], "the job in flight is recorded")
 }
 

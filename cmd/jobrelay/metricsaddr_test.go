@@ -122,12 +122,12 @@ func TestThreeRelaysOnOneHostWithDefaults(t *testing.T) {
 	}
 	addrs := map[string]bool{}
 	for _, p := range relays {
-		require.Eventually(t, func() bool { return len(p.logged("serving /metrics")) == 1 || exited(p) }, time.Minute, 5*time.Millisecond)
-		require.False(t, exited(p), "a relay exited: %s", p.output())
-		addr := p.logged("serving /metrics")[0]["addr"].(string)
+		require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
+		require.False(t, p.Exited(), "a relay exited: %s", p.Output())
+		addr := p.Logged("serving /metrics")[0]["addr"].(string)
 		addrs[addr] = true
-		warned := p.logged("METRICS_ADDR")
-		require.Len(t, warned, 1, p.output())
+		warned := p.Logged("METRICS_ADDR")
+		require.Len(t, warned, 1, p.Output())
 		require.Equal(t, "WARN", warned[0]["level"])
 		require.Equal(t, addr, warned[0]["addr"], "the warning names the address in use")
 	}
@@ -144,11 +144,11 @@ func TestThreeRelaysOnOneHostWithDefaults(t *testing.T) {
 	require.Zero(t, code, out)
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusInReview] == 3000 }, time.Minute, 10*time.Millisecond)
 	for _, p := range relays {
-		require.False(t, exited(p), p.output())
-		p.signal(syscall.SIGTERM)
+		require.False(t, p.Exited(), p.Output())
+		p.Signal(syscall.SIGTERM)
 	}
 	for _, p := range relays {
-		require.Zero(t, p.wait(time.Minute))
+		require.Zero(t, p.Wait(time.Minute))
 	}
 }
 

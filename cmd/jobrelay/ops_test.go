@@ -53,8 +53,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	env = append(env, "METRICS_ADDR=127.0.0.1:0", "MAX_DELIVERIES=2", "RECLAIM_IDLE=100ms",
 		`HANDLER=exec:! grep -q poison`) // the review fails for the poison job
 	p := start(t, t.TempDir(), env, "run")
-	require.Eventually(t, func() bool { return len(p.logged("serving /metrics")) == 1 }, time.Minute, 5*time.Millisecond)
-	addr := p.logged("serving /metrics")[0]["addr"].(string)
+	require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 }, time.Minute, 5*time.Millisecond)
+	addr := p.Logged("serving /metrics")[0]["addr"].(string)
 
 	for i := range 21 {
 		title := "Engineer " + strconv.Itoa(i)
@@ -110,7 +110,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.NotContains(t, string(body), "hunter2")
-	require.NotContains(t, p.output(), "hunter2")
+	require.NotContains(t, p.Output(), "hunter2")
 
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
 		resp, err := http.Get("http://" + addr + path)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"regexp"
@@ -56,16 +57,36 @@ type Schema struct {
 func NewSchema(t testing.TB) *Schema {
 	t.Helper()
 	s := NewEmptySchema(t)
-	ctx := Context(t)
-	m, err := db.NewMigrator(ctx, s.Pool, nil)
+	if err := Migrate(Context(t), s.Pool); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Migrate applies the jobrelay migrations to the pool's schema.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	m, err := db.NewMigrator(ctx, pool, nil)
 	if err != nil {
-		t.Fatalf("migrator: %v", err)
+		return fmt.Errorf("migrator: %w", err)
 	}
 	defer m.Close()
 	if _, err := m.Up(ctx); err != nil {
-		t.Fatalf("migrate up: %v", err)
+		return fmt.Errorf("migrate up: %w", err)
 	}
-	return s
+	return nil
+}
+
+// SearchPathURL is the PostgreSQL URL rawURL with its search_path set to
+// schema alone: what a subprocess or a pool of that schema connects with.
+func SearchPathURL(rawURL, schema string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("parse the database URL: %w", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // NewEmptySchema creates an empty schema and drops it when the test ends.
@@ -95,14 +116,11 @@ func NewEmptySchema(t testing.TB) *Schema {
 		}
 	})
 
-	u, err := url.Parse(DatabaseURL())
+	schemaURL, err := SearchPathURL(DatabaseURL(), name)
 	if err != nil {
-		t.Fatalf("parse TEST_DATABASE_URL: %v", err)
+		t.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	s := &Schema{Name: name, URL: u.String()}
+	s := &Schema{Name: name, URL: schemaURL}
 	s.Pool, err = db.Open(ctx, s.URL, 6)
 	if err != nil {
 		t.Fatalf("open pool: %v", err)
@@ -138,20 +156,28 @@ func Stream(t testing.TB, rdb redis.UniversalClient) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		keys := []string{name}
-		iter := rdb.Scan(ctx, 0, name+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Logf("scan test keys: %v", err)
-			return
-		}
-		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		if err := DeleteStream(ctx, rdb, name); err != nil {
 			t.Logf("delete test keys: %v", err)
 		}
 	})
 	return name
+}
+
+// DeleteStream deletes the stream and every key under "<stream>:" (dead
+// letters, dedup records).
+func DeleteStream(ctx context.Context, rdb redis.UniversalClient, stream string) error {
+	keys := []string{stream}
+	iter := rdb.Scan(ctx, 0, stream+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("scan the keys of %s: %w", stream, err)
+	}
+	if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("delete the keys of %s: %w", stream, err)
+	}
+	return nil
 }
 
 var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
