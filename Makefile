@@ -6,7 +6,8 @@ BIN     := bin/jobrelay
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# golangci-lint, pinned; `go run` builds it once into the build cache.
+GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 .PHONY: build run test bench up lint clean
 
@@ -30,10 +31,10 @@ bench:
 up:
 	docker compose up --build
 
-## lint: go vet and staticcheck (fetched by go run)
+## lint: go vet and golangci-lint (.golangci.yaml; staticcheck included), fetched by go run
 lint:
 	$(GO) vet ./...
-	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(GOLANGCI_LINT) run ./...
 
 clean:
 	rm -rf bin
