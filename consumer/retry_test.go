@@ -282,7 +282,7 @@ func TestWhichFailuresAreTransient(t *testing.T) {
 	require.True(t, IsTransient(fmt.Errorf("review: %w", Transient(errors.New("model overloaded")))))
 	require.True(t, IsTransient(fmt.Errorf("review: %w", context.DeadlineExceeded)))
 	require.True(t, IsTransient(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNRESET}))
-	require.Nil(t, Transient(nil))
+	require.NoError(t, Transient(nil))
 }
 
 func TestRetryDelay(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,6 +157,6 @@ func TestHandlerSecretsStaySecret(t *testing.T) {
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	require.Equal(t, http.StatusOK, rec.Code)
-	require.True(t, strings.Contains(rec.Body.String(), "jobrelay_consumer_jobs_total"))
+	require.Contains(t, rec.Body.String(), "jobrelay_consumer_jobs_total")
 	requireNoSecret(t, "/metrics", rec.Body.String())
 }

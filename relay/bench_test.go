@@ -38,6 +38,7 @@ func BenchmarkRelayCycle(b *testing.B) {
 
 // benchmarkRelay drains b.N jobs seeded beforehand with a relay of cfg.
 func benchmarkRelay(b *testing.B, cfg Config) {
+	b.Helper()
 	ctx := context.Background()
 	schema := testenv.NewSchema(b)
 	rdb := testenv.NewRedis(b)

@@ -190,7 +190,7 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 		30*time.Second, time.Millisecond)
 	srv.Start()
 	require.Eventually(t, func() bool { return inReview() == 70 }, 30*time.Second, 5*time.Millisecond)
-	require.Equal(t, 20, len(b.entries(t)), "the restarted Redis is empty: the new stream holds the 20 new jobs")
+	require.Len(t, b.entries(t), 20, "the restarted Redis is empty: the new stream holds the 20 new jobs")
 
 	// One line when it fails, one when it recovers: not one per retry.
 	require.Len(t, b.logger.Matching("relay: cycle failed; retrying"), 2)
@@ -301,7 +301,7 @@ INSERT INTO jobs (title, company, site, job_url, description, created_at) VALUES
 	require.Len(t, byTitle, 5, "every row but the oversized one is in the stream")
 	require.Equal(t, map[string]any{"job_id": byTitle["<null>"]["job_id"], "attempt": "1", "enqueued_at": byTitle["<null>"]["enqueued_at"]},
 		byTitle["<null>"], "NULL columns are absent fields")
-	require.Equal(t, "", byTitle[""]["company"], "empty strings stay empty strings")
+	require.Empty(t, byTitle[""]["company"], "empty strings stay empty strings")
 	require.Equal(t, "Acme", byTitle["Huge description"]["company"])
 	require.Equal(t, "Zürich AG", byTitle["Ünïcödé ✓ 日本語"]["company"])
 	require.Contains(t, byTitle, "Fine")

@@ -90,7 +90,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 	require.EqualValues(t, 250, b.xlen(t))
 	backlog := b.backlog(t)
 	require.EqualValues(t, 750, backlog.Pending, "the rest waits in PostgreSQL")
-	require.EqualValues(t, 250, b.requireExactlyOnce(t))
+	require.Equal(t, 250, b.requireExactlyOnce(t))
 	// Later readings do not let another batch through.
 	since := time.Now()
 	require.Eventually(t, func() bool {

@@ -135,7 +135,7 @@ INSERT INTO jobs (title, status, updated_at) VALUES
 	startRelay(t, r)
 	require.Eventually(t, func() bool { return b.countWhere(t, `status = 'in_review' AND stream_id IS NOT NULL`) == 3 },
 		30*time.Second, 5*time.Millisecond)
-	require.Equal(t, 3, len(b.entries(t)))
+	require.Len(t, b.entries(t), 3)
 	require.Equal(t, 1, b.countWhere(t, `status = 'in_review' AND stream_id IS NULL AND title = 'moments ago'`),
 		"in_review for less than REENQUEUE_AFTER: left alone for now")
 	require.EqualValues(t, 2, counterValue(t, r.cfg.Metrics.JobsReaped))

@@ -335,7 +335,7 @@ func TestShutdownMidDrain(t *testing.T) {
 	stop() // returns once the cycle in flight has committed or rolled back
 
 	inReview := b.requireExactlyOnce(t)
-	require.Greater(t, inReview, 0)
+	require.Positive(t, inReview)
 	require.Less(t, inReview, 30_000, "the relay should have stopped mid-drain")
 	require.EqualValues(t, inReview, counterValue(t, r.cfg.Metrics.JobsRelayed))
 	for _, l := range r.lanes {
@@ -398,7 +398,7 @@ func TestAnIdleRelaySendsNothing(t *testing.T) {
 		for line := range strings.Lines(clients) {
 			if strings.Contains(line, " name="+opts.ClientName+" ") {
 				f := map[string]string{}
-				for _, kv := range strings.Fields(line) {
+				for kv := range strings.FieldsSeq(line) {
 					k, v, _ := strings.Cut(kv, "=")
 					f[k] = v
 				}

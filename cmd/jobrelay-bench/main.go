@@ -25,8 +25,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "jobrelay-bench:", err)
 		os.Exit(1)
 	}
@@ -63,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *only != "" {
 		o.only = map[string]bool{}
-		for _, part := range strings.Split(*only, ",") {
+		for part := range strings.SplitSeq(*only, ",") {
 			o.only[strings.TrimSpace(part)] = true
 		}
 	}
@@ -140,6 +141,6 @@ const benchmarksNotes = `
   interval and LISTEN connection need (none within 10 s here).
 `
 
-func (b *bench) log(format string, args ...any) {
+func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }

@@ -27,7 +27,7 @@ func (b *bench) rounds(ms []*measurement) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			b.log("round %d: %-58s %8.0f jobs/s", round+1, m.name, v)
+			b.logf("round %d: %-58s %8.0f jobs/s", round+1, m.name, v)
 			m.vals = append(m.vals, v)
 			m.peak = max(m.peak, rss)
 		}
@@ -100,7 +100,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("latency: %w", err)
 		}
-		b.log("latency run %d: to entry p50 %.2f p99 %.2f max %.2f ms; to handler p50 %.2f p99 %.2f max %.2f ms",
+		b.logf("latency run %d: to entry p50 %.2f p99 %.2f max %.2f ms; to handler p50 %.2f p99 %.2f max %.2f ms",
 			i+1, l.toEntry[0], l.toEntry[1], l.toEntry[2], l.toHandler[0], l.toHandler[1], l.toHandler[2])
 		lats = append(lats, l)
 	}
@@ -117,14 +117,14 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	var backlogRate float64
 	var backlogRSS int64
 	if b.runs("memory") {
-		b.log("relay draining a backlog of %d jobs (memory)", b.o.backlog)
+		b.logf("relay draining a backlog of %d jobs (memory)", b.o.backlog)
 		if backlogRate, backlogRSS, err = b.relayRun(ctx, 100, 1, 2, b.o.backlog); err != nil {
 			return "", fmt.Errorf("backlog: %w", err)
 		}
 	}
 	idleQueries, idleCommands := -1, -1
 	if b.runs("idle") {
-		b.log("idle relay")
+		b.logf("idle relay")
 		if idleQueries, idleCommands, err = b.idleRelay(ctx, 10*time.Second); err != nil {
 			return "", fmt.Errorf("idle relay: %w", err)
 		}

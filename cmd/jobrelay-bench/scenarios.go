@@ -267,12 +267,12 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	if err != nil {
 		return res, err
 	}
-	defer relayProc.stop()
+	defer func() { _ = relayProc.stop() }()
 	consumerProc, err := p.start(env, "consume")
 	if err != nil {
 		return res, err
 	}
-	defer consumerProc.stop()
+	defer func() { _ = consumerProc.stop() }()
 
 	// A reader outside the group sees each entry as soon as it exists.
 	rctx, cancel := context.WithCancel(ctx)
@@ -361,7 +361,7 @@ func (b *bench) idleRelay(ctx context.Context, period time.Duration) (queries, c
 	if err != nil {
 		return 0, 0, err
 	}
-	defer pr.stop()
+	defer func() { _ = pr.stop() }()
 	time.Sleep(2 * time.Second) // start-up: first cycle, reaper, LISTEN
 	before, err := b.activity(ctx, p)
 	if err != nil {
@@ -412,7 +412,7 @@ FROM pg_stat_activity WHERE application_name IN ('jobrelay relay', 'jobrelay lis
 	}
 	for line := range strings.Lines(clients) {
 		f := map[string]string{}
-		for _, kv := range strings.Fields(line) {
+		for kv := range strings.FieldsSeq(line) {
 			k, v, _ := strings.Cut(kv, "=")
 			f[k] = v
 		}

@@ -136,7 +136,7 @@ func TestComposeTakesTheOldPollersEnv(t *testing.T) {
 	env := relay.Environment
 	require.Equal(t, "postgres://app:pw@db.internal/jobs", *env["DATABASE_URL"])
 	require.Equal(t, "3", *env["POLL_INTERVAL_MINUTES"])
-	require.Equal(t, "", *env["POLL_INTERVAL"], "empty, so POLL_INTERVAL_MINUTES applies")
+	require.Empty(t, *env["POLL_INTERVAL"], "empty, so POLL_INTERVAL_MINUTES applies")
 	require.Equal(t, "review_queue", *env["JOB_REVIEW_QUEUE_NAME"])
 	require.Equal(t, "50", *env["BATCH_SIZE"])
 }

@@ -68,8 +68,7 @@ func runBinaryStderr(t *testing.T, dir string, env []string, args ...string) (in
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		return ee.ExitCode(), stderr.String()
 	}
 	require.NoError(t, err)

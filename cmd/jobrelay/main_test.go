@@ -79,4 +79,7 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (int, str
 	return testenv.RunProcess(t, binary, dir, env, args...)
 }
 
-func ctxT(t *testing.T) context.Context { return testenv.Context(t) }
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	return testenv.Context(t)
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"syscall"
@@ -80,12 +81,8 @@ func TestExplicitMetricsAddrInUseExits2(t *testing.T) {
 	} {
 		for _, cmd := range []string{"relay", "consume", "run"} {
 			e := map[string]string{}
-			for k, v := range env {
-				e[k] = v
-			}
-			for k, v := range tc.env {
-				e[k] = v
-			}
+			maps.Copy(e, env)
+			maps.Copy(e, tc.env)
 			code, _, stderr := runInProcess(t, e, append([]string{cmd}, tc.args...)...)
 			require.Equal(t, 2, code, "%s %s: %s", cmd, tc.name, stderr)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")

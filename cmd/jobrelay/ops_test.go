@@ -31,7 +31,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for line := range strings.SplitSeq(string(body), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -233,7 +233,7 @@ INSERT INTO jobs (title, status, last_error) VALUES ('poison', 'failed', 'boom')
 	for _, want := range []string{"pending_review  2", "created 1h", "job_review_workers", "worker-1", "DEAD LETTERS  1"} {
 		require.Contains(t, stdout, want)
 	}
-	require.Regexp(t, regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(pl.stream)+`\s+5\s+5\s`), stdout)
+	require.Regexp(t, `(?m)^`+regexp.QuoteMeta(pl.stream)+`\s+5\s+5\s`, stdout)
 
 	// --check: exit 1 with the reasons; 0 within looser thresholds.
 	code, stdout, _ = runInProcess(t, env, "status", "--check")

@@ -3,6 +3,7 @@ package inspect
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,9 +30,11 @@ func gauges(t *testing.T, c *Collector) map[string]float64 {
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
 			name := mf.GetName()
+			var nameSb32 strings.Builder
 			for _, l := range m.GetLabel() {
-				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+				nameSb32.WriteString("{" + l.GetName() + "=" + l.GetValue() + "}")
 			}
+			name += nameSb32.String()
 			out[name] = m.GetGauge().GetValue()
 		}
 	}

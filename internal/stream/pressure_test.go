@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"errors"
 	"strconv"
 	"testing"
 
@@ -82,7 +81,7 @@ func TestARefusedTrimIsAnErrorLoggedOnce(t *testing.T) {
 			require.Error(t, err, "user %s", user)
 			require.Zero(t, n)
 			var rerr redis.Error
-			require.True(t, errors.As(err, &rerr), "the server's refusal: %v", err)
+			require.ErrorAs(t, err, &rerr, "the server's refusal: %v", err)
 			log.Failed(ctx, logger, "test", err)
 		}
 	}

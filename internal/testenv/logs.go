@@ -26,6 +26,7 @@ type Record struct {
 
 // NewLogs returns a logger that records into the returned Logs.
 func NewLogs(t testing.TB) (*slog.Logger, *Logs) {
+	t.Helper()
 	l := &Logs{mu: &sync.Mutex{}, records: &[]Record{}, t: t}
 	return slog.New(l), l
 }

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -105,4 +104,4 @@ func freePort(t testing.TB) int {
 }
 
 // String names the server in test logs.
-func (s *RedisServer) String() string { return fmt.Sprintf("redis-server on %s", s.Addr()) }
+func (s *RedisServer) String() string { return "redis-server on " + s.Addr() }

@@ -36,6 +36,7 @@ func RedisURL() string {
 // Context returns the test's context with a deadline: a hung test fails with
 // its own stack rather than the whole binary's timeout.
 func Context(t testing.TB) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
@@ -185,6 +186,7 @@ var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
 // uniqueName builds a readable, unique, identifier-safe name from the test
 // name and random bytes.
 func uniqueName(t testing.TB, sep string, maxLen int) string {
+	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	suffix := hex.EncodeToString(b[:])
