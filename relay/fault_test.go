@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -318,28 +317,10 @@ func TestInvalidUTF8IsRelayedIntact(t *testing.T) {
 	ctx := testenv.Context(t)
 	// Only a SQL_ASCII database stores bytes that are not UTF-8; the
 	// application's may be one.
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	require.NoError(t, err)
-	defer admin.Close(ctx)
-	name := "test_sqlascii_" + strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "")
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)")
-	})
-	url := strings.Replace(testenv.DatabaseURL(), "/test?", "/"+name+"?", 1)
-	require.Contains(t, url, name, "TEST_DATABASE_URL must name its database before the query")
-	pool, err := db.Open(ctx, url, 4)
-	require.NoError(t, err)
-	defer pool.Close()
-	m, err := db.NewMigrator(ctx, pool, nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	pool := testenv.NewDatabase(t, "SQL_ASCII", "")
 
 	latin1 := "Caf\xe9 Entwickler (m/w/d) \xff"
-	_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company) VALUES ($1, 'Good'), ('After it', 'Good')`, latin1)
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company) VALUES ($1, 'Good'), ('After it', 'Good')`, latin1)
 	require.NoError(t, err)
 	rdb := testenv.NewRedis(t)
 	stream := testenv.Stream(t, rdb)

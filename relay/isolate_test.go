@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -256,29 +255,9 @@ func TestARowThatCannotBeReadIsIsolated(t *testing.T) {
 	ctx := testenv.Context(t)
 	// A database in EUC-JP can hold characters that have no equivalent in
 	// UTF-8: reading such a row fails for a client that asks for UTF-8.
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	require.NoError(t, err)
-	name := "test_eucjp_" + strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "")
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'EUC_JP' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		defer admin.Close(ctx)
-		_, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)")
-		require.NoError(t, err)
-	})
-	url := strings.Replace(testenv.DatabaseURL(), "/test?", "/"+name+"?client_encoding=UTF8&", 1)
-	require.Contains(t, url, name, "TEST_DATABASE_URL must name its database before the query")
-	pool, err := db.Open(ctx, url, 4)
-	require.NoError(t, err)
-	defer pool.Close()
-	m, err := db.NewMigrator(ctx, pool, nil)
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
+	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
 
-	_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
 SELECT 'Job ' || g, 'Good', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 40) g`)
 	require.NoError(t, err)
 	var bad string

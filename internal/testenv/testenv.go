@@ -130,6 +130,53 @@ func NewEmptySchema(t testing.TB) *Schema {
 	return s
 }
 
+// NewDatabase creates a migrated database of its own with the given
+// server encoding (such as SQL_ASCII or EUC_JP: an application's database
+// need not be UTF-8), and drops it when the test ends. query is appended to
+// its URL (e.g. "client_encoding=UTF8"). The pool is closed first.
+func NewDatabase(t testing.TB, encoding, query string) *pgxpool.Pool {
+	t.Helper()
+	ctx := Context(t)
+	name := "test_" + strings.ToLower(strings.ReplaceAll(encoding, "_", "")) + "_" + uniqueName(t, "_", 30)
+	exec := func(ctx context.Context, sql string) error {
+		conn, err := pgx.Connect(ctx, DatabaseURL())
+		if err != nil {
+			return fmt.Errorf("connect to PostgreSQL at %s: %w", db.RedactURL(DatabaseURL()), err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	ident := pgx.Identifier{name}.Sanitize()
+	if err := exec(ctx, "CREATE DATABASE "+ident+" ENCODING '"+encoding+"' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := exec(ctx, "DROP DATABASE "+ident+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(DatabaseURL())
+	if err != nil {
+		t.Fatalf("parse the database URL: %v", err)
+	}
+	u.Path = "/" + name
+	if query != "" {
+		u.RawQuery = strings.TrimPrefix(u.RawQuery+"&"+query, "&")
+	}
+	pool, err := db.Open(ctx, u.String(), 4)
+	if err != nil {
+		t.Fatalf("open pool: %v", err)
+	}
+	t.Cleanup(pool.Close) // before the drop: cleanups run last-in first-out
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
 // NewRedis returns a client of the shared test Redis, closed when the test
 // ends.
 func NewRedis(t testing.TB) *redis.Client {
