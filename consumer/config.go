@@ -24,6 +24,10 @@ const (
 	ShutdownTimeoutDefault      = 30 * time.Second
 	DeleteConsumersAfterDefault = time.Hour
 	TrimIntervalDefault         = time.Second
+
+	// HandlerSpecDefault is the handler spec that means LogHandler, as
+	// ParseHandler reads it; "" means the same.
+	HandlerSpecDefault = "log"
 )
 
 // Config configures a Consumer. The zero value of each field means its

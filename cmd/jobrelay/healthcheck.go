@@ -27,9 +27,9 @@ func healthcheckCmd(a *app, args []string) error {
 		live bool
 	)
 	s := newSettings("healthcheck", a.env)
-	sc.register(s)
-	s.add(boolSetting(&live, "", "live", false, "check /healthz (alive) instead of /readyz (ready)"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay healthcheck [--live] [flags]", healthcheckHelp); err != nil {
+	s.bind(sc.bindings()...)
+	s.bind(&binding{flag: "live", ptr: &live, def: false, help: "check /healthz (alive) instead of /readyz (ready)"})
+	if err := a.parseNoArgs(s, args, "jobrelay healthcheck [--live] [flags]", healthcheckHelp); err != nil {
 		return err
 	}
 	if sc.MetricsAddr == "" {

@@ -193,17 +193,17 @@ group) is the same request and keeps the stop graceful.
 `)
 }
 
-// parseOrHelp parses a command's flags; on --help it prints the command's
-// help to stdout and returns flag.ErrHelp.
+// parseOrHelp parses a command's flags and arguments; on --help it prints
+// the command's help to stdout and returns flag.ErrHelp.
 func (a *app) parseOrHelp(s *settings, args []string, synopsis, description string) ([]string, error) {
 	rest, err := s.parse(args)
 	var level slog.Level
-	for _, st := range s.entries {
-		switch st.env {
+	for _, b := range s.bindings {
+		switch b.env {
 		case "LOG_FORMAT":
-			a.logFormat = strings.TrimSpace(st.value)
+			a.logFormat = strings.TrimSpace(b.value)
 		case "LOG_LEVEL":
-			_ = level.UnmarshalText([]byte(strings.TrimSpace(st.value)))
+			_ = level.UnmarshalText([]byte(strings.TrimSpace(b.value)))
 		}
 	}
 	if err == nil && a.onLogger != nil {
@@ -215,10 +215,32 @@ func (a *app) parseOrHelp(s *settings, args []string, synopsis, description stri
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(a.stdout, "Usage: %s\n\n%s\n\n", synopsis, strings.TrimSpace(description))
 		s.help(a.stdout)
+		fmt.Fprint(a.stdout, exitStatuses)
 		return nil, err
 	}
 	return rest, err
 }
+
+// parseNoArgs is parseOrHelp for a command that takes no arguments: one is
+// a usage error, not something to ignore ("relay once" is not --once).
+func (a *app) parseNoArgs(s *settings, args []string, synopsis, description string) error {
+	rest, err := a.parseOrHelp(s, args, synopsis, description)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("%s: unexpected argument %q; usage: %s", s.fs.Name(), rest[0], synopsis)
+	}
+	return nil
+}
+
+// exitStatuses ends every command's help, and the README says the same.
+const exitStatuses = `
+Exit status: 0 done (or stopped by a signal); 1 failed (a server
+unreachable at the end, a migration that failed; status --check:
+unhealthy); 2 bad usage or configuration: an unknown flag or argument, a
+value out of range, or a METRICS_ADDR that cannot be listened on.
+`
 
 // logger builds the process's logger: tint for people (colored on a
 // terminal), JSON for machines.
@@ -235,7 +257,7 @@ func (a *app) logger(format string, level slog.Level) *slog.Logger {
 
 func (a *app) newLogger(format string, level slog.Level) *slog.Logger {
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}))
 	}
 	noColor := true
 	if f, ok := a.stderr.(*os.File); ok {
@@ -246,6 +268,15 @@ func (a *app) newLogger(format string, level slog.Level) *slog.Logger {
 		TimeFormat: "15:04:05.000",
 		NoColor:    noColor,
 	}))
+}
+
+// durationsAsText writes durations as "5m0s" rather than nanoseconds, in
+// JSON as in text.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // redisLogger sends go-redis's own log lines ("redis: connection pool:

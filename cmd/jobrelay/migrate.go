@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,19 +35,12 @@ func migrateCmd(a *app, args []string) error {
 		force bool
 	)
 	s := newSettings("migrate", a.env)
-	dc.register(s)
-	s.add(boolSetting(&force, "", "force", false, "roll back the bookkeeping migration even while jobs are in_review"))
+	s.bind(dc.bindings()...)
+	s.bind(&binding{flag: "force", ptr: &force, def: false, help: "roll back the bookkeeping migration even while jobs are in_review"})
+	// Flags may come before or after the subcommand: "migrate down --force".
 	rest, err := a.parseOrHelp(s, args, "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
 	if err != nil {
 		return err
-	}
-	// Flags may also follow the subcommand: "migrate down --force".
-	if i := slices.IndexFunc(rest, func(arg string) bool { return strings.HasPrefix(arg, "-") }); i > 0 {
-		more, err := a.parseOrHelp(s, rest[i:], "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
-		if err != nil {
-			return err
-		}
-		rest = append(rest[:i:i], more...)
 	}
 	if len(rest) == 0 {
 		return usagef("migrate: say up, down, down-to N or status (see --help)")
@@ -85,6 +77,11 @@ func migrateCmd(a *app, args []string) error {
 	}
 	defer m.Close()
 
+	if rest[0] == "down-to" {
+		if err := checkVersion(m, target); err != nil {
+			return err
+		}
+	}
 	if rest[0] == "down" || rest[0] == "down-to" {
 		if err := checkRollback(a, pool, m, rest[0], target, force); err != nil {
 			return err
@@ -117,6 +114,23 @@ func migrateCmd(a *app, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "database version: %d\n", v)
 	return nil
+}
+
+// checkVersion refuses, as a usage error (exit 2), a target that is neither
+// 0 nor the version of a migration: goose would roll back to the version
+// below it without a word.
+func checkVersion(m *goose.Provider, target int64) error {
+	if target == 0 {
+		return nil
+	}
+	var versions []string
+	for _, src := range m.ListSources() {
+		if src.Version == target {
+			return nil
+		}
+		versions = append(versions, strconv.FormatInt(src.Version, 10))
+	}
+	return usagef("migrate down-to %d: no migration has version %d (the versions are 0 for none, %s)", target, target, strings.Join(versions, ", "))
 }
 
 // checkRollback refuses, as a usage error (exit 2), to roll back the

@@ -27,9 +27,9 @@ func retryCmd(a *app, args []string) error {
 		jobID  string
 	)
 	s := newSettings("retry", a.env)
-	common.register(s)
-	s.add(boolSetting(&failed, "", "failed", false, "retry failed jobs (required)"))
-	s.add(stringSetting(&jobID, "", "job", "", "ID", "only this job", func(v string) error {
+	s.bind(common.bindings()...)
+	s.bind(&binding{flag: "failed", ptr: &failed, def: false, help: "retry failed jobs (required)"})
+	s.bind(&binding{flag: "job", ptr: &jobID, meta: "ID", help: "only this job", check: func(v string) error {
 		if v == "" {
 			return nil
 		}
@@ -38,8 +38,8 @@ func retryCmd(a *app, args []string) error {
 			return fmt.Errorf("must be a job ID (a UUID)")
 		}
 		return nil
-	}))
-	if _, err := a.parseOrHelp(s, args, "jobrelay retry --failed [--job ID] [flags]", retryHelp); err != nil {
+	}})
+	if err := a.parseNoArgs(s, args, "jobrelay retry --failed [--job ID] [flags]", retryHelp); err != nil {
 		return err
 	}
 	if !failed {

@@ -24,10 +24,10 @@ func seedCmd(a *app, args []string) error {
 		seed int
 	)
 	s := newSettings("seed", a.env)
-	dc.register(s)
-	s.add(intSetting(&n, "", "n", 1000, 1, 100_000_000, "number of jobs to insert"))
-	s.add(intSetting(&seed, "", "seed", 0, 0, 1<<31, "random seed; 0 picks one"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay seed -n N [flags]", seedHelp); err != nil {
+	s.bind(dc.bindings()...)
+	s.bind(&binding{flag: "n", ptr: &n, def: 1000, meta: "N", help: "number of jobs to insert", check: intRange(1, 100_000_000)},
+		&binding{flag: "seed", ptr: &seed, def: 0, meta: "N", help: "random seed; 0 picks one", check: intRange(0, 1<<31)})
+	if err := a.parseNoArgs(s, args, "jobrelay seed -n N [flags]", seedHelp); err != nil {
 		return err
 	}
 	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)

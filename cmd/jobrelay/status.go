@@ -58,13 +58,13 @@ func statusCmd(a *app, args []string) error {
 		opts   statusOptions
 	)
 	s := newSettings("status", a.env)
-	common.register(s)
-	s.add(boolSetting(&opts.JSON, "", "json", false, "print JSON"))
-	s.add(boolSetting(&opts.Check, "", "check", false, "exit 1 if unhealthy (see the thresholds)"))
-	s.add(intSetting(&opts.MaxLag, "", "max-lag", 10_000, 0, 1<<40, "--check: most entries a group may leave unread"))
-	s.add(durationSetting(&opts.MaxPendingAge, "", "max-pending-age", 15*time.Minute, 0, "--check: oldest age a pending job may reach"))
-	s.add(intSetting(&opts.MaxDeadLetters, "", "max-dead-letters", 0, 0, 1<<40, "--check: most dead letters tolerated"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp); err != nil {
+	s.bind(common.bindings()...)
+	s.bind(&binding{flag: "json", ptr: &opts.JSON, def: false, help: "print JSON"},
+		&binding{flag: "check", ptr: &opts.Check, def: false, help: "exit 1 if unhealthy (see the thresholds)"},
+		&binding{flag: "max-lag", ptr: &opts.MaxLag, def: 10_000, meta: "N", help: "--check: most entries a group may leave unread", check: intRange(0, 1<<40)},
+		&binding{flag: "max-pending-age", ptr: &opts.MaxPendingAge, def: 15 * time.Minute, meta: "DURATION", help: "--check: oldest age a pending job may reach", check: durationAtLeast(0)},
+		&binding{flag: "max-dead-letters", ptr: &opts.MaxDeadLetters, def: 0, meta: "N", help: "--check: most dead letters tolerated", check: intRange(0, 1<<40)})
+	if err := a.parseNoArgs(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp); err != nil {
 		return err
 	}
 	cl, err := openClients(a.ctx, &common, 2)

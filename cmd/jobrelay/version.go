@@ -36,7 +36,7 @@ func versionString() string {
 
 func versionCmd(a *app, args []string) error {
 	s := newSettings("version", a.env)
-	if _, err := a.parseOrHelp(s, args, "jobrelay version", "Prints the version, the commit and the Go version it was built with."); err != nil {
+	if err := a.parseNoArgs(s, args, "jobrelay version", "Prints the version, the commit and the Go version it was built with."); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintln(a.stdout, "jobrelay", versionString())
