@@ -20,12 +20,7 @@ SIGTERM stops reading and lets handlers in flight finish for up to
 SHUTDOWN_TIMEOUT; a second signal, 1s+ later, stops at once. Unfinished jobs stay pending
 for the other consumers.`
 
-func consumeCmd(a *app, args []string) error {
-	p := &pipelineCmd{name: "consume", consumer: &consumer.Config{}}
-	s := newSettings("consume", a.env)
-	p.bind(s)
-	if err := a.parseNoArgs(s, args, "jobrelay consume [--handler log|exec:CMD|http:URL] [flags]", consumeHelp); err != nil {
-		return err
-	}
-	return p.start(a.ctx, s, a.logger(p.common.LogFormat, p.common.LogLevel), a.abort)
+func newConsumeCommand() command {
+	return &pipelineCmd{name: "consume", synopsis: "jobrelay consume [--handler log|exec:CMD|http:URL] [flags]", help: consumeHelp,
+		consumer: &consumer.Config{}}
 }

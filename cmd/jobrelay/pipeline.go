@@ -21,6 +21,9 @@ import (
 // listener. They share one wiring path, start.
 type pipelineCmd struct {
 	name     string // the command
+	synopsis string
+	help     string
+	onceFlag bool // the command has --once (relay)
 	common   commonConfig
 	serve    serveConfig
 	relay    *relay.Config    // nil: no relay
@@ -28,6 +31,23 @@ type pipelineCmd struct {
 	handler  string           // HANDLER's spec, for the consumer
 	migrate  bool             // apply the migrations first (run)
 	once     bool             // relay until nothing is pending, then return (relay --once)
+
+	s *settings
+}
+
+// parseFlags implements command.
+func (p *pipelineCmd) parseFlags(a *app, args []string) error {
+	p.s = newSettings(p.name, a.env)
+	p.bind(p.s)
+	if p.onceFlag {
+		p.s.bind(&binding{flag: "once", ptr: &p.once, def: false, help: "relay until nothing is pending, then exit 0"})
+	}
+	return a.parseNoArgs(p.s, args, p.synopsis, p.help)
+}
+
+// run implements command.
+func (p *pipelineCmd) run(ctx context.Context, a *app) error {
+	return p.start(ctx, p.s, a.logger(p.common.LogFormat, p.common.LogLevel), a.abort)
 }
 
 // bind registers the pipeline's settings.

@@ -12,13 +12,7 @@ safety net, holds back while consumers lag by more than MAX_STREAM_LAG, and
 sends back to pending_review the in_review jobs whose stream entry was lost.
 With --once it relays until nothing is pending and exits.`
 
-func relayCmd(a *app, args []string) error {
-	p := &pipelineCmd{name: "relay", relay: &relay.Config{}}
-	s := newSettings("relay", a.env)
-	p.bind(s)
-	s.bind(&binding{flag: "once", ptr: &p.once, def: false, help: "relay until nothing is pending, then exit 0"})
-	if err := a.parseNoArgs(s, args, "jobrelay relay [--once] [flags]", relayHelp); err != nil {
-		return err
-	}
-	return p.start(a.ctx, s, a.logger(p.common.LogFormat, p.common.LogLevel), a.abort)
+func newRelayCommand() command {
+	return &pipelineCmd{name: "relay", synopsis: "jobrelay relay [--once] [flags]", help: relayHelp,
+		relay: &relay.Config{}, onceFlag: true}
 }
