@@ -336,7 +336,10 @@ func (s *settings) configError(err error) error {
 // help writes the command's flags and variables.
 func (s *settings) help(w io.Writer) {
 	bs := append([]*binding(nil), s.bindings...)
-	sort.SliceStable(bs, func(i, j int) bool { return bs[i].flag < bs[j].flag })
+	key := func(b *binding) string { // a variable without a flag sorts by its name
+		return cmp.Or(b.flag, strings.ReplaceAll(strings.ToLower(b.env), "_", "-"))
+	}
+	sort.SliceStable(bs, func(i, j int) bool { return key(bs[i]) < key(bs[j]) })
 	fmt.Fprintln(w, "Flags (each also read from the environment variable shown, or ./.env; flags win):")
 	for _, b := range bs {
 		left := "  --" + b.flag
