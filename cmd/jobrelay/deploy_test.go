@@ -207,6 +207,26 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	require.Contains(t, string(readme), "Exit status", "README documents the exit statuses")
 }
 
+// Issue 10, item 1: compose's defaults are the binary's, empty (the binary's
+// default applies), or one of the deployment's own choices.
+func TestComposeDefaultsAreTheBinarys(t *testing.T) {
+	t.Parallel()
+	deployment := map[string]bool{"DATABASE_URL": true, "REDIS_URL": true, "LOG_FORMAT": true} // the compose services, JSON logs
+	env := func() types.MappingWithEquals {
+		s, err := loadCompose(t).GetService("relay")
+		require.NoError(t, err)
+		return s.Environment
+	}()
+	for name, b := range boundVariables(t) {
+		v := env[name]
+		require.NotNil(t, v, "compose does not pass %s", name)
+		if *v == "" || deployment[name] {
+			continue
+		}
+		require.Equal(t, b.defaultText(), *v, "compose's default of %s", name)
+	}
+}
+
 // TestDockerBuild checks what the Dockerfile promises that can be checked
 // without a Docker engine: its build command gives a static binary, and
 // the final image runs it as a non-root user.
