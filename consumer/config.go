@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +24,10 @@ const (
 	ShutdownTimeoutDefault      = 30 * time.Second
 	DeleteConsumersAfterDefault = time.Hour
 	TrimIntervalDefault         = time.Second
+
+	// HandlerSpecDefault is the handler spec that means LogHandler, as
+	// ParseHandler reads it; "" means the same.
+	HandlerSpecDefault = "log"
 )
 
 // Config configures a Consumer. The zero value of each field means its
@@ -81,7 +84,8 @@ type Config struct {
 
 	// ShutdownTimeout is how long in-flight handlers may finish after Run's
 	// context is done. Jobs not finished by then stay pending in the group,
-	// for another consumer to reclaim. Defaults to 30 seconds.
+	// for another consumer to reclaim. -1 cancels handlers in flight at
+	// once. Defaults to 30 seconds.
 	ShutdownTimeout time.Duration
 
 	// DeleteConsumersAfter is how long a consumer of the group must be
@@ -117,6 +121,9 @@ func (c *Config) withDefaults() *Config {
 	out.MaxDeliveries = cmp.Or(out.MaxDeliveries, MaxDeliveriesDefault)
 	out.HandlerTimeout = cmp.Or(out.HandlerTimeout, HandlerTimeoutDefault)
 	out.ShutdownTimeout = cmp.Or(out.ShutdownTimeout, ShutdownTimeoutDefault)
+	if out.ShutdownTimeout == -1 {
+		out.ShutdownTimeout = 0 // no grace: the stop's timer fires at once
+	}
 	out.DeleteConsumersAfter = cmp.Or(out.DeleteConsumersAfter, DeleteConsumersAfterDefault)
 	out.TrimInterval = cmp.Or(out.TrimInterval, TrimIntervalDefault)
 	if out.Logger == nil {
@@ -128,32 +135,64 @@ func (c *Config) withDefaults() *Config {
 	return &out
 }
 
+// Validate reports the first field of c that is out of range, after
+// filling in the defaults as New does, as a *ConfigError naming the field.
+// New validates too; Validate lets a program check a configuration before
+// it connects to anything.
+func (c *Config) Validate() error { return c.withDefaults().validate() }
+
+// Bounds of Config's fields.
+const (
+	ConcurrencyMax    = 10_000
+	MaxDeliveriesMax  = 1000
+	BlockMin          = time.Millisecond
+	ReclaimIdleMin    = 10 * time.Millisecond
+	HandlerTimeoutMin = time.Millisecond
+)
+
+// validate reports the first field that is out of range.
 func (c *Config) validate() error {
 	switch {
 	case c.Handler == nil:
-		return errors.New("Handler is required")
-	case c.Concurrency < 1:
-		return fmt.Errorf("Config.Concurrency must be at least 1, got %d", c.Concurrency)
+		return configErrorf("Handler", "is required")
+	case c.Concurrency < 1 || c.Concurrency > ConcurrencyMax:
+		return configErrorf("Concurrency", "must be between 1 and %d", ConcurrencyMax)
 	case c.ReadCount < 1:
-		return fmt.Errorf("ReadCount must be at least 1, got %d", c.ReadCount)
-	case c.Block < time.Millisecond:
-		return fmt.Errorf("Config.Block must be at least 1ms, got %s", c.Block)
-	case c.ReclaimIdle < 10*time.Millisecond:
-		return fmt.Errorf("ReclaimIdle must be at least 10ms, got %s", c.ReclaimIdle)
-	case c.MaxDeliveries < 1:
-		return fmt.Errorf("MaxDeliveries must be at least 1, got %d", c.MaxDeliveries)
-	case c.HandlerTimeout <= 0:
-		return fmt.Errorf("HandlerTimeout must be positive, got %s", c.HandlerTimeout)
+		return configErrorf("ReadCount", "must be at least 1")
+	case c.Block < BlockMin:
+		return configErrorf("Block", "must be at least %s", BlockMin)
+	case c.ReclaimIdle < ReclaimIdleMin:
+		return configErrorf("ReclaimIdle", "must be at least %s", ReclaimIdleMin)
+	case c.MaxDeliveries < 1 || c.MaxDeliveries > MaxDeliveriesMax:
+		return configErrorf("MaxDeliveries", "must be between 1 and %d", MaxDeliveriesMax)
+	case c.HandlerTimeout < HandlerTimeoutMin:
+		return configErrorf("HandlerTimeout", "must be at least %s", HandlerTimeoutMin)
 	case c.ShutdownTimeout < 0:
-		return fmt.Errorf("ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)
+		return configErrorf("ShutdownTimeout", "must be positive, or -1 to cancel handlers in flight at once")
 	case c.DeleteConsumersAfter < 0 && c.DeleteConsumersAfter != -1:
-		return errors.New("DeleteConsumersAfter must be positive, or -1 to disable it")
+		return configErrorf("DeleteConsumersAfter", "must be positive, or -1 to disable it")
 	case c.DeleteConsumersAfter > 0 && c.DeleteConsumersAfter < 2*c.ReclaimIdle:
-		return fmt.Errorf("DeleteConsumersAfter (%s) must be at least twice ReclaimIdle (%s)", c.DeleteConsumersAfter, c.ReclaimIdle)
+		return configErrorf("DeleteConsumersAfter", "must be at least twice ReclaimIdle (%s)", c.ReclaimIdle)
 	case c.TrimInterval < 0 && c.TrimInterval != -1:
-		return errors.New("TrimInterval must be positive, or -1 to disable trimming")
+		return configErrorf("TrimInterval", "must be positive, or -1 to disable trimming")
 	}
 	return nil
+}
+
+// ConfigError is a Config field that is out of range, or missing. Its
+// message names the field: "Concurrency must be between 1 and 10000".
+type ConfigError struct {
+	// Field is the name of the Config field, as in "Concurrency".
+	Field string
+	// Reason is what is wrong with it, as in "must be at least 1".
+	Reason string
+}
+
+// Error implements error.
+func (e *ConfigError) Error() string { return e.Field + " " + e.Reason }
+
+func configErrorf(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
 // defaultName is unique per process: host, pid, and random bytes in case a

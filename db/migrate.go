@@ -47,6 +47,44 @@ func NewMigrator(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (
 	return p, nil
 }
 
+// MigrateResult is what MigrateUp did.
+type MigrateResult struct {
+	Applied int   // migrations applied
+	Version int64 // the schema's version after them
+}
+
+// String says what happened: "applied 3 migrations, now at version 4", or
+// "schema up to date at version 4".
+func (r MigrateResult) String() string {
+	switch r.Applied {
+	case 0:
+		return fmt.Sprintf("schema up to date at version %d", r.Version)
+	case 1:
+		return fmt.Sprintf("applied 1 migration, now at version %d", r.Version)
+	default:
+		return fmt.Sprintf("applied %d migrations, now at version %d", r.Applied, r.Version)
+	}
+}
+
+// MigrateUp applies the pending migrations to the pool's current schema
+// (see NewMigrator) and reports what it did.
+func MigrateUp(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (MigrateResult, error) {
+	m, err := NewMigrator(ctx, pool, logger)
+	if err != nil {
+		return MigrateResult{}, err
+	}
+	defer m.Close()
+	res, err := m.Up(ctx)
+	if err != nil {
+		return MigrateResult{Applied: len(res)}, fmt.Errorf("apply migrations: %w", err)
+	}
+	v, err := m.GetDBVersion(ctx)
+	if err != nil {
+		return MigrateResult{Applied: len(res)}, fmt.Errorf("read schema version: %w", err)
+	}
+	return MigrateResult{Applied: len(res), Version: v}, nil
+}
+
 // BookkeepingVersion is the migration that adds the relay's bookkeeping
 // (stream_id, enqueued_at, attempts, last_error). Rolling it back strips
 // in_review jobs of the entry their consumers are working on.

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -53,12 +52,13 @@ type Config struct {
 	// Workers is the number of cycles the relay runs side by side while it
 	// drains a backlog, each on a PostgreSQL connection of its own: while
 	// one waits for Redis, another commits. Without a backlog one cycle
-	// runs at a time. 1 runs every cycle in turn. Defaults to 2.
+	// runs at a time. 1 runs every cycle in turn; at most WorkersMax.
+	// Defaults to 2.
 	Workers int
 
 	// PollInterval is the safety net under LISTEN/NOTIFY: the relay runs a
-	// cycle, and the reaper, at least this often (jittered by ±10%).
-	// Defaults to 5 minutes.
+	// cycle, and the reaper, at least this often (jittered by ±10%). At
+	// least PollIntervalMin. Defaults to 5 minutes.
 	PollInterval time.Duration
 
 	// PollOnly turns off LISTEN/NOTIFY, for connection poolers that break it
@@ -155,27 +155,59 @@ func (c *Config) withDefaults() *Config {
 	return &out
 }
 
+// Validate reports the first field of c that is out of range, after
+// filling in the defaults as New does, as a *ConfigError naming the field.
+// New validates too; Validate lets a program check a configuration before
+// it connects to anything.
+func (c *Config) Validate() error { return c.withDefaults().validate() }
+
+// PollIntervalMin and CycleTimeoutMin are the shortest PollInterval and
+// CycleTimeout: shorter ones would poll or time out faster than a round
+// trip to the servers.
+const (
+	PollIntervalMin  = 10 * time.Millisecond
+	CycleTimeoutMin  = 10 * time.Millisecond
+	WorkersMax       = 16
+	MaxEntryBytesMin = 1024
+)
+
 // validate reports the first field that is out of range.
 func (c *Config) validate() error {
 	switch {
 	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
-		return fmt.Errorf("BatchSize must be between 1 and %d, got %d", BatchSizeMax, c.BatchSize)
-	case c.Workers < 1 || c.Workers > 16:
-		return fmt.Errorf("Config.Workers must be between 1 and 16, got %d", c.Workers)
-	case c.PollInterval < 0:
-		return errors.New("PollInterval must be positive")
-	case c.CycleTimeout < 10*time.Millisecond:
-		return fmt.Errorf("CycleTimeout must be at least 10ms, got %s", c.CycleTimeout)
+		return configErrorf("BatchSize", "must be between 1 and %d", BatchSizeMax)
+	case c.Workers < 1 || c.Workers > WorkersMax:
+		return configErrorf("Workers", "must be between 1 and %d", WorkersMax)
+	case c.PollInterval < PollIntervalMin:
+		return configErrorf("PollInterval", "must be at least %s", PollIntervalMin)
+	case c.CycleTimeout < CycleTimeoutMin:
+		return configErrorf("CycleTimeout", "must be at least %s", CycleTimeoutMin)
 	case c.DedupTTL < c.CycleTimeout:
-		return fmt.Errorf("DedupTTL (%s) must be at least CycleTimeout (%s): records must outlive a dead relay's locks", c.DedupTTL, c.CycleTimeout)
+		return configErrorf("DedupTTL", "must be at least CycleTimeout (%s): records must outlive a dead relay's locks", c.CycleTimeout)
 	case c.ReenqueueAfter < 0 && c.ReenqueueAfter != -1:
-		return errors.New("ReenqueueAfter must be positive, or -1 to disable the reaper")
+		return configErrorf("ReenqueueAfter", "must be positive, or -1 to disable the reaper")
 	case c.MaxStreamLag < -1:
-		return errors.New("MaxStreamLag must be positive, or -1 to disable it")
+		return configErrorf("MaxStreamLag", "must be positive, or -1 to disable it")
 	case c.MaxMemoryRatio != -1 && (c.MaxMemoryRatio <= 0 || c.MaxMemoryRatio > 1):
-		return fmt.Errorf("MaxMemoryRatio must be in (0, 1], or -1 to disable it, got %g", c.MaxMemoryRatio)
-	case c.MaxEntryBytes < 1024:
-		return fmt.Errorf("MaxEntryBytes must be at least 1024, got %d", c.MaxEntryBytes)
+		return configErrorf("MaxMemoryRatio", "must be in (0, 1], or -1 to disable it")
+	case c.MaxEntryBytes < MaxEntryBytesMin:
+		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
 	}
 	return nil
+}
+
+// ConfigError is a Config field that is out of range. Its message names the
+// field: "BatchSize must be between 1 and 5000".
+type ConfigError struct {
+	// Field is the name of the Config field, as in "BatchSize".
+	Field string
+	// Reason is what is wrong with it, as in "must be between 1 and 5000".
+	Reason string
+}
+
+// Error implements error.
+func (e *ConfigError) Error() string { return e.Field + " " + e.Reason }
+
+func configErrorf(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }

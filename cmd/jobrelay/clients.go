@@ -52,7 +52,7 @@ func logStart(ctx context.Context, logger *slog.Logger, what string, c *commonCo
 		slog.String("redis_url", db.RedactURL(c.RedisURL)),
 		slog.String("stream", c.Stream),
 	}
-	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", append(base, attrs...)...)
+	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", uniqueAttrs(append(base, attrs...))...)
 }
 
 // redisVersion reads the server's version once, for the start-up log.

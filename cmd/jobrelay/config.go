@@ -18,8 +18,9 @@ import (
 	"github.com/jobrelay/jobrelay/relay"
 )
 
-// Defaults that reach PostgreSQL and Redis on this machine, so `make run`
-// needs no setup.
+// Defaults of the CLI's own settings, which reach PostgreSQL and Redis on
+// this machine, so `make run` needs no setup. The pipeline's settings have
+// their defaults in relay.Config and consumer.Config.
 const (
 	databaseURLDefault = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	redisURLDefault    = "redis://127.0.0.1:6379/0"
@@ -33,18 +34,15 @@ type dbConfig struct {
 	LogLevel    slog.Level
 }
 
-func (c *dbConfig) register(s *settings) {
-	s.add(secret(stringSetting(&c.DatabaseURL, "DATABASE_URL", "database-url", databaseURLDefault, "URL",
-		"PostgreSQL URL; sslmode and search_path go in its query", checkDatabaseURL)))
-	s.add(stringSetting(&c.LogFormat, "LOG_FORMAT", "log-format", "text", "text|json",
-		"text (colored on a terminal) or json", oneOf("text", "json")))
-	s.add(&setting{env: "LOG_LEVEL", flag: "log-level", def: "info", meta: "LEVEL",
-		usage: "debug, info, warn or error", parse: func(v string) error {
-			if c.LogLevel.UnmarshalText([]byte(v)) != nil {
-				return errors.New("must be debug, info, warn or error")
-			}
-			return nil
-		}})
+func (c *dbConfig) bindings() []*binding {
+	return []*binding{
+		{env: "DATABASE_URL", flag: "database-url", ptr: &c.DatabaseURL, def: databaseURLDefault, meta: "URL",
+			help: "PostgreSQL URL; sslmode and search_path go in its query", check: checkDatabaseURL, secret: db.RedactURL},
+		{env: "LOG_FORMAT", flag: "log-format", ptr: &c.LogFormat, def: "text", meta: "text|json",
+			help: "text (colored on a terminal) or json", check: oneOf("text", "json")},
+		{env: "LOG_LEVEL", flag: "log-level", ptr: &c.LogLevel, def: "info", meta: "LEVEL",
+			help: "debug, info, warn or error"},
+	}
 }
 
 // commonConfig is what every command that talks to both servers needs.
@@ -54,171 +52,68 @@ type commonConfig struct {
 	Stream   string
 }
 
-func (c *commonConfig) register(s *settings) {
-	c.dbConfig.register(s)
-	s.add(secret(stringSetting(&c.RedisURL, "REDIS_URL", "redis-url", redisURLDefault, "URL",
-		"Redis URL; rediss:// for TLS", checkRedisURL)))
-	s.add(stringSetting(&c.Stream, "JOB_REVIEW_QUEUE_NAME", "stream", relay.StreamDefault, "NAME",
-		"Redis stream of jobs to review", notEmpty))
+func (c *commonConfig) bindings() []*binding {
+	return append(c.dbConfig.bindings(),
+		&binding{env: "REDIS_URL", flag: "redis-url", ptr: &c.RedisURL, def: redisURLDefault, meta: "URL",
+			help: "Redis URL; rediss:// for TLS", check: checkRedisURL, secret: db.RedactURL},
+		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
+			help: "Redis stream of jobs to review"},
+	)
 }
 
-// relayConfig is what the relay reads.
-type relayConfig struct {
-	Group          string
-	BatchSize      int
-	Workers        int
-	PollInterval   time.Duration
-	PollOnly       bool
-	CycleTimeout   time.Duration
-	DedupTTL       time.Duration
-	ReenqueueAfter time.Duration
-	MaxStreamLag   int
-}
-
-func (c *relayConfig) register(s *settings) {
-	s.add(stringSetting(&c.Group, "JOB_REVIEW_GROUP", "group", consumer.GroupDefault, "NAME",
-		"consumer group (its lag holds the relay back)", notEmpty))
-	s.add(intSetting(&c.BatchSize, "BATCH_SIZE", "batch-size", relay.BatchSizeDefault, 1, relay.BatchSizeMax,
-		"jobs claimed, published and committed per cycle"))
-	s.add(intSetting(&c.Workers, "RELAY_WORKERS", "workers", relay.WorkersDefault, 1, 16,
-		"cycles run side by side while a backlog drains, each on its own connection"))
-	poll := durationSetting(&c.PollInterval, "POLL_INTERVAL", "poll-interval", relay.PollIntervalDefault, 10*time.Millisecond,
-		"safety-net poll under LISTEN/NOTIFY (POLL_INTERVAL_MINUTES of the old poller is honoured)")
-	if _, ok := s.env.lookup("POLL_INTERVAL"); !ok {
-		if m, ok := s.env.lookup("POLL_INTERVAL_MINUTES"); ok {
-			parse := poll.parse
-			poll.parse = func(v string) error {
-				if poll.source == "flag" {
-					return parse(v)
-				}
-				f, err := strconv.ParseFloat(strings.TrimSpace(m), 64)
-				if err != nil || f <= 0 {
-					return errors.New("POLL_INTERVAL_MINUTES must be a positive number of minutes")
-				}
-				c.PollInterval = time.Duration(f * float64(time.Minute))
-				return nil
-			}
-			poll.value, poll.source = m, "env"
-		}
-	}
-	s.add(poll)
-	s.add(boolSetting(&c.PollOnly, "POLL_ONLY", "poll-only", false,
-		"no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"))
-	s.add(durationSetting(&c.CycleTimeout, "CYCLE_TIMEOUT", "cycle-timeout", relay.CycleTimeoutDefault, 10*time.Millisecond,
-		"longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"))
-	s.add(&setting{env: "DEDUP_TTL", flag: "dedup-ttl", meta: "DURATION",
-		usage: "how long records of uncommitted batches are kept (default 2 × (CYCLE_TIMEOUT + POLL_INTERVAL))",
-		parse: func(v string) error {
-			if v == "" {
-				c.DedupTTL = 0
-				return nil
-			}
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return errors.New(`must be a positive duration such as "10m"`)
-			}
-			c.DedupTTL = d
-			return nil
-		}})
-	s.add(&setting{env: "REENQUEUE_AFTER", flag: "reenqueue-after", def: relay.ReenqueueAfterDefault.String(), meta: "DURATION",
-		usage: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables",
-		parse: func(v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return errors.New(`must be a duration such as "5m", or 0 to disable`)
-			}
-			c.ReenqueueAfter = d
-			if d == 0 {
-				c.ReenqueueAfter = -1
-			}
-			return nil
-		}})
-	s.add(intSetting(&c.MaxStreamLag, "MAX_STREAM_LAG", "max-stream-lag", relay.MaxStreamLagDefault, 0, 1<<40,
-		"entries the group may leave unread before the relay pauses; 0 disables"))
-}
-
-// relayConfig turns the settings into the relay package's Config.
-func (c *relayConfig) config(stream string, logger *slog.Logger) relay.Config {
-	cfg := relay.Config{
-		Stream:         stream,
-		Group:          c.Group,
-		BatchSize:      c.BatchSize,
-		Workers:        c.Workers,
-		PollInterval:   c.PollInterval,
-		PollOnly:       c.PollOnly,
-		CycleTimeout:   c.CycleTimeout,
-		DedupTTL:       c.DedupTTL,
-		ReenqueueAfter: c.ReenqueueAfter,
-		MaxStreamLag:   int64(c.MaxStreamLag),
-		Logger:         logger,
-	}
-	if c.MaxStreamLag == 0 {
-		cfg.MaxStreamLag = -1
-	}
-	return cfg
-}
-
-// consumerConfig is what a consumer reads.
-type consumerConfig struct {
-	Group           string
-	Handler         string
-	Concurrency     int
-	ReclaimIdle     time.Duration
-	MaxDeliveries   int
-	HandlerTimeout  time.Duration
-	ShutdownTimeout time.Duration
-}
-
-// register adds the consumer's settings; withGroup is false when the relay
-// settings already added JOB_REVIEW_GROUP (jobrelay run).
-func (c *consumerConfig) register(s *settings, withGroup bool) {
-	if withGroup {
-		s.add(stringSetting(&c.Group, "JOB_REVIEW_GROUP", "group", consumer.GroupDefault, "NAME",
-			"consumer group", notEmpty))
-	}
-	s.add(stringSetting(&c.Handler, "HANDLER", "handler", "log", "SPEC",
-		`review handler: "log", "exec:CMD" (job JSON on stdin) or "http:URL" (job JSON POSTed)`, nil))
-	s.add(intSetting(&c.Concurrency, "CONCURRENCY", "concurrency", consumer.ConcurrencyDefault, 1, 10_000,
-		"handlers running at once"))
-	s.add(durationSetting(&c.ReclaimIdle, "RECLAIM_IDLE", "reclaim-idle", consumer.ReclaimIdleDefault, 10*time.Millisecond,
-		"idle time after which a delivered job is retried by any consumer"))
-	s.add(intSetting(&c.MaxDeliveries, "MAX_DELIVERIES", "max-deliveries", consumer.MaxDeliveriesDefault, 1, 1000,
-		"deliveries before a job is dead-lettered and marked failed"))
-	s.add(durationSetting(&c.HandlerTimeout, "HANDLER_TIMEOUT", "handler-timeout", consumer.HandlerTimeoutDefault, time.Millisecond,
-		"longest one handler call may run"))
-	s.add(durationSetting(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "shutdown-timeout", consumer.ShutdownTimeoutDefault, 0,
-		"how long handlers in flight may finish after SIGTERM"))
-}
-
-// config turns the settings into the consumer package's Config.
-func (c *consumerConfig) config(stream string, handler consumer.Handler, logger *slog.Logger) consumer.Config {
-	return consumer.Config{
-		Handler:         handler,
-		Stream:          stream,
-		Group:           c.Group,
-		Concurrency:     c.Concurrency,
-		ReclaimIdle:     c.ReclaimIdle,
-		MaxDeliveries:   c.MaxDeliveries,
-		HandlerTimeout:  c.HandlerTimeout,
-		ShutdownTimeout: c.ShutdownTimeout,
-		Logger:          logger,
+// relayBindings binds the relay's variables to the fields of c. Stream is
+// bound by commonConfig.
+func relayBindings(c *relay.Config) []*binding {
+	return []*binding{
+		{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: relay.GroupDefault, meta: "NAME",
+			help: "consumer group (its lag holds the relay back)"},
+		{env: "BATCH_SIZE", flag: "batch-size", field: "BatchSize", ptr: &c.BatchSize, def: relay.BatchSizeDefault, meta: "N",
+			help: "jobs claimed, published and committed per cycle"},
+		{env: "RELAY_WORKERS", flag: "workers", field: "Workers", ptr: &c.Workers, def: relay.WorkersDefault, meta: "N",
+			help: "cycles run side by side while a backlog drains, each on its own connection"},
+		{env: "POLL_INTERVAL", flag: "poll-interval", field: "PollInterval", ptr: &c.PollInterval, def: relay.PollIntervalDefault, meta: "DURATION",
+			help: "safety-net poll under LISTEN/NOTIFY, and the reaper's tick"},
+		{env: "POLL_INTERVAL_MINUTES", field: "PollInterval", ptr: &c.PollInterval, minutesOf: "POLL_INTERVAL", meta: "MINUTES",
+			help: "the old poller's POLL_INTERVAL, in minutes; read when POLL_INTERVAL is not set"},
+		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
+			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"},
+		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
+			help: "longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"},
+		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (CYCLE_TIMEOUT + POLL_INTERVAL)", meta: "DURATION",
+			help: "how long records of uncommitted batches are kept"},
+		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
+			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
+		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
+			help: "entries the group may leave unread before the relay pauses; 0 disables"},
 	}
 }
 
-// secret marks a URL setting whose value must not be printed whole.
-func secret(st *setting) *setting {
-	st.redact = db.RedactURL
-	return st
-}
-
-// checks
-
-func notEmpty(v string) error {
-	if v == "" {
-		return errors.New("must not be empty")
+// consumerBindings binds the consumer's variables to the fields of c, and
+// HANDLER to spec. With group false, JOB_REVIEW_GROUP is bound by the
+// relay's bindings (jobrelay run).
+func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
+	var bs []*binding
+	if group {
+		bs = append(bs, &binding{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: consumer.GroupDefault, meta: "NAME",
+			help: "consumer group"})
 	}
-	return nil
+	return append(bs,
+		&binding{env: "HANDLER", flag: "handler", field: "Handler", ptr: spec, def: consumer.HandlerSpecDefault, meta: "SPEC",
+			help: `review handler: "log", "exec:CMD" (job JSON on stdin) or "http:URL" (job JSON POSTed)`},
+		&binding{env: "CONCURRENCY", flag: "concurrency", field: "Concurrency", ptr: &c.Concurrency, def: consumer.ConcurrencyDefault, meta: "N",
+			help: "handlers running at once"},
+		&binding{env: "RECLAIM_IDLE", flag: "reclaim-idle", field: "ReclaimIdle", ptr: &c.ReclaimIdle, def: consumer.ReclaimIdleDefault, meta: "DURATION",
+			help: "idle time after which a delivered job is retried by any consumer"},
+		&binding{env: "MAX_DELIVERIES", flag: "max-deliveries", field: "MaxDeliveries", ptr: &c.MaxDeliveries, def: consumer.MaxDeliveriesDefault, meta: "N",
+			help: "deliveries before a job is dead-lettered and marked failed"},
+		&binding{env: "HANDLER_TIMEOUT", flag: "handler-timeout", field: "HandlerTimeout", ptr: &c.HandlerTimeout, def: consumer.HandlerTimeoutDefault, meta: "DURATION",
+			help: "longest one handler call may run"},
+		&binding{env: "SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", field: "ShutdownTimeout", ptr: &c.ShutdownTimeout, def: consumer.ShutdownTimeoutDefault, meta: "DURATION",
+			help: "how long handlers in flight may finish after SIGTERM; 0 cancels them at once"},
+	)
 }
+
+// checks of the CLI's own settings
 
 func oneOf(allowed ...string) func(string) error {
 	return func(v string) error {
@@ -255,12 +150,39 @@ func checkRedisURL(v string) error {
 	return nil
 }
 
+// intRange checks a flag of the CLI's own that is a whole number.
+func intRange(lo, hi int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+		}
+		return nil
+	}
+}
+
+// durationAtLeast checks a flag of the CLI's own that is a duration.
+func durationAtLeast(lo time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo {
+			return fmt.Errorf(`must be a duration of at least %s, such as "15m"`, lo)
+		}
+		return nil
+	}
+}
+
+// checkListenAddr accepts host:port or :port with a port from 0 to 65535,
+// or empty.
 func checkListenAddr(v string) error {
 	if v == "" {
 		return nil // disabled
 	}
-	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		return errors.New(`must be host:port or :port (":9090", "127.0.0.1:9090"), or empty to disable`)
+	_, port, err := net.SplitHostPort(v)
+	if err == nil && port != "" {
+		if _, err = net.LookupPort("tcp", port); err == nil {
+			return nil
+		}
 	}
-	return nil
+	return errors.New(`must be host:port or :port with a port from 0 to 65535 (":9090", "127.0.0.1:9090"), or empty to disable`)
 }

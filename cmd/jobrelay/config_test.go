@@ -21,17 +21,17 @@ func TestConfigErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"relay", map[string]string{"BATCH_SIZE": "abc"}, nil, `BATCH_SIZE: must be a whole number from 1 to 5000, got "abc"`},
-		{"relay", map[string]string{"BATCH_SIZE": "0"}, nil, "BATCH_SIZE: must be a whole number"},
-		{"relay", nil, []string{"--batch-size", "9000"}, "--batch-size: must be a whole number"},
+		{"relay", map[string]string{"BATCH_SIZE": "abc"}, nil, `BATCH_SIZE: must be a whole number, got "abc"`},
+		{"relay", map[string]string{"BATCH_SIZE": "0"}, nil, `BATCH_SIZE: BatchSize must be between 1 and 5000, got "0"`},
+		{"relay", nil, []string{"--batch-size", "9000"}, `--batch-size: BatchSize must be between 1 and 5000, got "9000"`},
 		{"relay", map[string]string{"POLL_INTERVAL": "5"}, nil, "POLL_INTERVAL: must be a duration"},
-		{"relay", map[string]string{"POLL_INTERVAL_MINUTES": "often"}, nil, "POLL_INTERVAL_MINUTES must be a positive number"},
+		{"relay", map[string]string{"POLL_INTERVAL_MINUTES": "often"}, nil, `POLL_INTERVAL_MINUTES: must be a number of minutes, got "often"`},
 		{"relay", map[string]string{"POLL_ONLY": "maybe"}, nil, "POLL_ONLY: must be true or false"},
-		{"relay", map[string]string{"CYCLE_TIMEOUT": "1ms"}, nil, "CYCLE_TIMEOUT: must be at least 10ms"},
-		{"relay", map[string]string{"DEDUP_TTL": "soon"}, nil, "DEDUP_TTL: must be a positive duration"},
-		{"relay", map[string]string{"DEDUP_TTL": "1s"}, nil, "DedupTTL (1s) must be at least CycleTimeout (30s)"},
-		{"relay", map[string]string{"REENQUEUE_AFTER": "-1m"}, nil, "REENQUEUE_AFTER: must be a duration"},
-		{"relay", map[string]string{"MAX_STREAM_LAG": "-5"}, nil, "MAX_STREAM_LAG: must be a whole number"},
+		{"relay", map[string]string{"CYCLE_TIMEOUT": "1ms"}, nil, `CYCLE_TIMEOUT: CycleTimeout must be at least 10ms, got "1ms"`},
+		{"relay", map[string]string{"DEDUP_TTL": "soon"}, nil, `DEDUP_TTL: must be a duration such as "500ms", "30s" or "5m", got "soon"`},
+		{"relay", map[string]string{"DEDUP_TTL": "1s"}, nil, `DEDUP_TTL: DedupTTL must be at least CycleTimeout (30s): records must outlive a dead relay's locks, got "1s"`},
+		{"relay", map[string]string{"REENQUEUE_AFTER": "-1m"}, nil, `REENQUEUE_AFTER: ReenqueueAfter must be positive, or -1 to disable the reaper, got "-1m"`},
+		{"relay", map[string]string{"MAX_STREAM_LAG": "-5"}, nil, `MAX_STREAM_LAG: MaxStreamLag must be positive, or -1 to disable it, got "-5"`},
 		{"relay", map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT: must be one of text, json"},
 		{"relay", map[string]string{"LOG_LEVEL": "loud"}, nil, `LOG_LEVEL: must be debug, info, warn or error, got "loud"`},
 		{"relay", map[string]string{"METRICS_ADDR": "9090"}, nil, "METRICS_ADDR: must be host:port"},
@@ -40,11 +40,11 @@ func TestConfigErrors(t *testing.T) {
 		{"relay", map[string]string{"DATABASE_URL": "postgres://u:hunter2@db:port/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "(unparsable URL, hidden)"`},
 		{"relay", map[string]string{"DATABASE_URL": "mysql://u:hunter2@db/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "mysql://u:xxxxx@db/x"`},
 		{"relay", map[string]string{"REDIS_URL": "http://u:hunter2@cache:6379"}, nil, `REDIS_URL: is not a valid Redis URL`},
-		{"consume", map[string]string{"CONCURRENCY": "0"}, nil, "CONCURRENCY: must be a whole number from 1"},
-		{"consume", map[string]string{"RECLAIM_IDLE": "1ms"}, nil, "RECLAIM_IDLE: must be at least 10ms"},
-		{"consume", map[string]string{"MAX_DELIVERIES": "0"}, nil, "MAX_DELIVERIES: must be a whole number from 1"},
-		{"consume", map[string]string{"HANDLER_TIMEOUT": "0s"}, nil, "HANDLER_TIMEOUT: must be at least 1ms"},
-		{"consume", map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, nil, "SHUTDOWN_TIMEOUT: must be at least 0s"},
+		{"consume", map[string]string{"CONCURRENCY": "0"}, nil, `CONCURRENCY: Concurrency must be between 1 and 10000, got "0"`},
+		{"consume", map[string]string{"RECLAIM_IDLE": "1ms"}, nil, `RECLAIM_IDLE: ReclaimIdle must be at least 10ms, got "1ms"`},
+		{"consume", map[string]string{"MAX_DELIVERIES": "0"}, nil, `MAX_DELIVERIES: MaxDeliveries must be between 1 and 1000, got "0"`},
+		{"consume", map[string]string{"HANDLER_TIMEOUT": "0s"}, nil, `HANDLER_TIMEOUT: HandlerTimeout must be at least 1ms, got "0s"`},
+		{"consume", map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, nil, `SHUTDOWN_TIMEOUT: ShutdownTimeout must be positive, or -1 to cancel handlers in flight at once, got "-1s"`},
 		{"consume", map[string]string{"HANDLER": "crewai"}, nil, `HANDLER: unknown handler "crewai"`},
 		{"consume", nil, []string{"--handler", "exec:"}, "HANDLER: exec handler needs a command"},
 		{"run", map[string]string{"BATCH_SIZE": "x"}, nil, "BATCH_SIZE: must be a whole number"},
@@ -121,26 +121,26 @@ func TestSettingsPrecedence(t *testing.T) {
 
 	got := relayStart(t, dir, pl.env)
 	require.EqualValues(t, 7, got["batch_size"], ".env is read")
-	require.Equal(t, float64(2*time.Minute), got["poll_interval"], "POLL_INTERVAL_MINUTES is honoured")
-	require.Equal(t, float64(12*time.Second), got["cycle_timeout"])
+	require.Equal(t, "2m0s", got["poll_interval"], "POLL_INTERVAL_MINUTES is honoured")
+	require.Equal(t, "12s", got["cycle_timeout"])
 
 	got = relayStart(t, dir, append(pl.env, "BATCH_SIZE=", "CYCLE_TIMEOUT="))
 	require.EqualValues(t, 7, got["batch_size"], "an empty variable counts as unset (compose passes ${VAR:-} so)")
-	require.Equal(t, float64(12*time.Second), got["cycle_timeout"])
+	require.Equal(t, "12s", got["cycle_timeout"])
 
 	got = relayStart(t, dir, append(pl.env, "BATCH_SIZE=8", "POLL_INTERVAL=90s"))
 	require.EqualValues(t, 8, got["batch_size"], "the environment wins over .env")
-	require.Equal(t, float64(90*time.Second), got["poll_interval"], "POLL_INTERVAL wins over POLL_INTERVAL_MINUTES")
+	require.Equal(t, "1m30s", got["poll_interval"], "POLL_INTERVAL wins over POLL_INTERVAL_MINUTES")
 
 	got = relayStart(t, dir, append(pl.env, "BATCH_SIZE=8"), "--batch-size", "9", "--poll-interval", "3s")
 	require.EqualValues(t, 9, got["batch_size"], "flags win")
-	require.Equal(t, float64(3*time.Second), got["poll_interval"])
+	require.Equal(t, "3s", got["poll_interval"])
 
 	// A bad .env value is refused like any other, naming the variable.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ".env"), []byte("BATCH_SIZE=lots\n"), 0o600))
 	code, out := runBinary(t, dir, pl.env, "relay", "--once")
 	require.Equal(t, 2, code)
-	require.Contains(t, out, `"msg":"jobrelay: BATCH_SIZE: must be a whole number from 1 to 5000, got \"lots\""`, "JSON, as LOG_FORMAT says")
+	require.Contains(t, out, `"msg":"jobrelay: BATCH_SIZE: must be a whole number, got \"lots\""`, "JSON, as LOG_FORMAT says")
 }
 
 func TestPasswordsAreNotLogged(t *testing.T) {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"debug/elf"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -12,6 +14,9 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/relay"
 )
 
 // variablesRead lists every environment variable the binary reads, from
@@ -19,7 +24,7 @@ import (
 func variablesRead(t *testing.T) []string {
 	t.Helper()
 	envRe := regexp.MustCompile(`env ([A-Z_]+)`)
-	seen := map[string]bool{"POLL_INTERVAL_MINUTES": true} // read when POLL_INTERVAL is not set
+	seen := map[string]bool{}
 	for _, c := range commands() {
 		_, stdout, _ := runInProcess(t, nil, c.name, "--help")
 		for _, m := range envRe.FindAllStringSubmatch(stdout, -1) {
@@ -141,17 +146,84 @@ func TestComposeTakesTheOldPollersEnv(t *testing.T) {
 	require.Equal(t, "50", *env["BATCH_SIZE"])
 }
 
+// boundVariables are the bindings of every variable, by name: the one list
+// that --help, README's table and .env.example follow.
+func boundVariables(t *testing.T) map[string]*binding {
+	t.Helper()
+	var (
+		common commonConfig
+		serve  serveConfig
+		spec   string
+	)
+	bs := append(common.bindings(), relayBindings(&relay.Config{})...)
+	bs = append(bs, consumerBindings(&consumer.Config{}, &spec, false)...)
+	bs = append(bs, serve.bindings()...)
+	out := map[string]*binding{}
+	for _, b := range bs {
+		require.NotContains(t, out, b.env, "%s is bound twice", b.env)
+		out[b.env] = b
+	}
+	// The commands' help lists the same variables.
+	require.ElementsMatch(t, slices.Collect(maps.Keys(out)), variablesRead(t))
+	return out
+}
+
+// defaultDoc is a binding's default as the docs write it.
+func defaultDoc(b *binding) string { return cmp.Or(b.defaultText(), b.defText) }
+
+// Issue 10, item 1: README's table and .env.example list exactly the bound
+// variables, with the defaults of the Config constants.
 func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	t.Parallel()
+	bound := boundVariables(t)
+
 	b, err := os.ReadFile("../../.env.example")
 	require.NoError(t, err)
-	for _, v := range variablesRead(t) {
-		require.Regexp(t, `(?m)^#?`+v+`=`, string(b), ".env.example lacks %s", v)
+	example := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^(#?)([A-Z_]+)=(.*)$`).FindAllStringSubmatch(string(b), -1) {
+		require.NotContains(t, example, m[2], ".env.example lists %s twice", m[2])
+		example[m[2]] = m[3]
+		bd, ok := bound[m[2]]
+		require.True(t, ok, ".env.example lists %s, which nothing reads", m[2])
+		if bd.def == nil && m[1] == "#" {
+			continue // an example of a setting without a default of its own
+		}
+		want := bd.defaultText()
+		require.Equal(t, want, strings.Trim(m[3], `"`), ".env.example: %s's default", m[2])
 	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(bound)), slices.Collect(maps.Keys(example)), ".env.example")
+
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	for _, v := range variablesRead(t) {
-		require.Contains(t, string(readme), "`"+v+"`", "the README's table lacks %s", v)
+	table := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\|([^|]*)\\|").FindAllStringSubmatch(string(readme), -1) {
+		require.NotContains(t, table, m[1], "README's table lists %s twice", m[1])
+		table[m[1]] = strings.ReplaceAll(strings.TrimSpace(m[2]), "`", "")
+		bd, ok := bound[m[1]]
+		require.True(t, ok, "README's table lists %s, which nothing reads", m[1])
+		require.Equal(t, defaultDoc(bd), table[m[1]], "README: %s's default", m[1])
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(bound)), slices.Collect(maps.Keys(table)), "README's table")
+	require.Contains(t, string(readme), "Exit status", "README documents the exit statuses")
+}
+
+// Issue 10, item 1: compose's defaults are the binary's, empty (the binary's
+// default applies), or one of the deployment's own choices.
+func TestComposeDefaultsAreTheBinarys(t *testing.T) {
+	t.Parallel()
+	deployment := map[string]bool{"DATABASE_URL": true, "REDIS_URL": true, "LOG_FORMAT": true} // the compose services, JSON logs
+	env := func() types.MappingWithEquals {
+		s, err := loadCompose(t).GetService("relay")
+		require.NoError(t, err)
+		return s.Environment
+	}()
+	for name, b := range boundVariables(t) {
+		v := env[name]
+		require.NotNil(t, v, "compose does not pass %s", name)
+		if *v == "" || deployment[name] {
+			continue
+		}
+		require.Equal(t, b.defaultText(), *v, "compose's default of %s", name)
 	}
 }
 

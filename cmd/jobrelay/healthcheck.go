@@ -21,20 +21,26 @@ default take the next free ports (9091-9099, then any) and log a warning
 with the address each uses; probe one with --metrics-addr 127.0.0.1:PORT,
 or give each process its own METRICS_ADDR.`
 
-func healthcheckCmd(a *app, args []string) error {
-	var (
-		sc   serveConfig
-		live bool
-	)
+type healthcheckCommand struct {
+	sc   serveConfig
+	live bool
+}
+
+func (c *healthcheckCommand) parseFlags(a *app, args []string) error {
 	s := newSettings("healthcheck", a.env)
-	sc.register(s)
-	s.add(boolSetting(&live, "", "live", false, "check /healthz (alive) instead of /readyz (ready)"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay healthcheck [--live] [flags]", healthcheckHelp); err != nil {
+	s.bind(c.sc.bindings()...)
+	s.bind(&binding{flag: "live", ptr: &c.live, def: false, help: "check /healthz (alive) instead of /readyz (ready)"})
+	if err := a.parseNoArgs(s, args, "jobrelay healthcheck [--live] [flags]", healthcheckHelp); err != nil {
 		return err
 	}
-	if sc.MetricsAddr == "" {
+	if c.sc.MetricsAddr == "" {
 		return usagef("healthcheck: METRICS_ADDR is empty: the process serves no health endpoints")
 	}
+	return nil
+}
+
+func (c *healthcheckCommand) run(ctx context.Context, a *app) error {
+	sc, live := c.sc, c.live
 	host, port, _ := net.SplitHostPort(sc.MetricsAddr)
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
@@ -43,7 +49,7 @@ func healthcheckCmd(a *app, args []string) error {
 	if live {
 		path = "/healthz"
 	}
-	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+path, nil)
 	if err != nil {

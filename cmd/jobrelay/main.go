@@ -33,11 +33,13 @@ import (
 )
 
 // main wires what belongs to the process, not to one run of a command:
-// go-redis's logger is package-global (redis.SetLogger), so it is set here,
-// to the command's logger, and not in run, which tests call side by side,
-// nor in library packages.
+// the signals, and go-redis's logger, which is package-global
+// (redis.SetLogger), so it is set here, to the command's logger, and not
+// in run, which tests call side by side, nor in library packages.
 func main() {
-	os.Exit(runWith(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, setRedisLogger))
+	m := NewMain()
+	m.OnLogger = setRedisLogger
+	os.Exit(m.Main(os.Args[1:]))
 }
 
 // secondSignalAfter is how long after the first signal a second one aborts.
@@ -46,59 +48,129 @@ func main() {
 // once, and a graceful stop must stay graceful.
 const secondSignalAfter = time.Second
 
+// Main is the program, as in wtf and litestream: ParseFlags picks the
+// command and reads its settings, Run runs it, Close releases what Main
+// holds. It lets the tests share the program's setup (run).
+type Main struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv looks up an environment variable.
+	Getenv func(string) (string, bool)
+	// OnLogger, if not nil, is given the command's logger (main: go-redis's
+	// logger).
+	OnLogger func(*slog.Logger)
+	// Abort is closed at a second signal: a command stops at once.
+	Abort <-chan struct{}
+
+	app *app
+	cmd command
+}
+
+// NewMain returns a Main on the process's streams and environment.
+func NewMain() *Main {
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.LookupEnv}
+}
+
 // app is what a command runs with.
 type app struct {
-	ctx    context.Context // done at the first SIGINT or SIGTERM
-	abort  <-chan struct{} // closed at a second one, secondSignalAfter or more after the first
+	abort  <-chan struct{} // closed at a second signal, secondSignalAfter or more after the first
 	env    *env
 	stdout io.Writer
 	stderr io.Writer
 
 	// logFormat is the command's LOG_FORMAT once its settings are read, so
-	// that run reports a failure in the same format as the logs.
+	// that a failure is reported in the same format as the logs.
 	logFormat string
 	// log is the command's logger once built, for the signal handler.
-	log *atomic.Pointer[slog.Logger]
+	log atomic.Pointer[slog.Logger]
 	// onLogger is given the command's logger (main: go-redis's logger).
 	onLogger func(*slog.Logger)
 }
 
-type command struct {
-	name    string
-	summary string
-	run     func(a *app, args []string) error
+// command is one of jobrelay's commands.
+type command interface {
+	// parseFlags reads the command's settings and arguments.
+	parseFlags(a *app, args []string) error
+	// run does the command's work until done or ctx is.
+	run(ctx context.Context, a *app) error
 }
 
-func commands() []command {
-	return []command{
-		{"run", "migrate, relay and consume in one process (one machine)", runCmd},
-		{"relay", "publish pending jobs to the stream (daemon; --once to drain and exit)", relayCmd},
-		{"consume", "review jobs from the stream as a member of the consumer group", consumeCmd},
-		{"migrate", "apply or roll back the database migrations (up, down, down-to N, status)", migrateCmd},
-		{"status", "show jobs by status, the stream, its groups and dead letters", statusCmd},
-		{"seed", "insert sample job postings (demos, benchmarks)", seedCmd},
-		{"retry", "send failed jobs back to pending_review", retryCmd},
-		{"healthcheck", "exit 0 if this container's jobrelay is ready (for container health checks)", healthcheckCmd},
-		{"version", "print the version", versionCmd},
+type commandInfo struct {
+	name    string
+	summary string
+	new     func() command
+}
+
+func commands() []commandInfo {
+	return []commandInfo{
+		{"run", "migrate, relay and consume in one process (one machine)", newRunCommand},
+		{"relay", "publish pending jobs to the stream (daemon; --once to drain and exit)", newRelayCommand},
+		{"consume", "review jobs from the stream as a member of the consumer group", newConsumeCommand},
+		{"migrate", "apply or roll back the database migrations (up, down, down-to N, status)", func() command { return &migrateCommand{} }},
+		{"status", "show jobs by status, the stream, its groups and dead letters", func() command { return &statusCommand{} }},
+		{"seed", "insert sample job postings (demos, benchmarks)", func() command { return &seedCommand{} }},
+		{"retry", "send failed jobs back to pending_review", func() command { return &retryCommand{} }},
+		{"healthcheck", "exit 0 if this container's jobrelay is ready (for container health checks)", func() command { return &healthcheckCommand{} }},
+		{"version", "print the version", func() command { return &versionCommand{} }},
 	}
 }
 
-// run is main without the process: it returns the exit status.
-func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
-	return runWith(args, getenv, stdout, stderr, nil)
+// ParseFlags picks the command that args name and reads its settings:
+// flags, then the environment, then ./.env. It returns flag.ErrHelp when
+// help was printed.
+func (m *Main) ParseFlags(ctx context.Context, args []string) error {
+	m.app = &app{abort: m.Abort, stdout: m.Stdout, stderr: m.Stderr, onLogger: m.OnLogger}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(m.Stdout)
+		return flag.ErrHelp
+	}
+	if v, ok := m.Getenv("LOG_FORMAT"); ok {
+		m.app.logFormat = strings.TrimSpace(v)
+	}
+	e, err := loadEnv(m.Getenv, ".env")
+	if err != nil {
+		return err
+	}
+	m.app.env = e
+	for _, c := range commands() {
+		if c.name == args[0] {
+			m.cmd = c.new()
+			return m.cmd.parseFlags(m.app, args[1:])
+		}
+	}
+	return usagef("unknown command %q (see jobrelay --help)", args[0])
 }
 
-// runWith is run; onLogger, if not nil, is given the command's logger.
-func runWith(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer, onLogger func(*slog.Logger)) int {
+// Run runs the command until it is done or ctx is.
+func (m *Main) Run(ctx context.Context) error { return m.cmd.run(ctx, m.app) }
+
+// Close releases what Main holds: each command closes its own clients, so
+// nothing is left.
+func (m *Main) Close() error { return nil }
+
+// Main is the whole program on args: signals, ParseFlags, Run and Close.
+// It reports a failure and returns the exit status: 0 done, 1 failed, 2 a
+// bad command line or configuration.
+func (m *Main) Main(args []string) int {
+	ctx, abort, stop := m.notifySignals()
+	defer stop()
+	m.Abort = abort
+	err := m.ParseFlags(ctx, args)
+	if err == nil {
+		err = m.Run(ctx)
+	}
+	_ = m.Close()
+	return m.exitStatus(err)
+}
+
+// notifySignals returns a context done at the first SIGINT or SIGTERM and
+// a channel closed at a second one, secondSignalAfter or more after it.
+func (m *Main) notifySignals() (ctx context.Context, abort <-chan struct{}, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	abort := make(chan struct{})
+	aborted := make(chan struct{})
 	returned := make(chan struct{})
-	defer close(returned)
-	var logp atomic.Pointer[slog.Logger]
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	go func() {
 		select {
 		case <-sigs:
@@ -111,63 +183,61 @@ func runWith(args []string, getenv func(string) (string, bool), stdout, stderr i
 			select {
 			case sig := <-sigs:
 				if time.Since(first) < secondSignalAfter {
-					if l := logp.Load(); l != nil {
-						l.Info("jobrelay: repeated signal within a second of the first; still stopping gracefully (signal again later to stop at once)",
-							slog.String("signal", sig.String()))
+					if m.app != nil {
+						if l := m.app.log.Load(); l != nil {
+							l.Info("jobrelay: repeated signal within a second of the first; still stopping gracefully (signal again later to stop at once)",
+								slog.String("signal", sig.String()))
+						}
 					}
 					continue
 				}
-				close(abort) // a second signal: stop now
+				close(aborted) // a second signal: stop now
 				return
 			case <-returned:
 				return
 			}
 		}
 	}()
+	return ctx, aborted, func() {
+		signal.Stop(sigs)
+		close(returned)
+		cancel()
+	}
+}
 
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
+// exitStatus reports err, if any, and returns the exit status.
+func (m *Main) exitStatus(err error) int {
+	var uerr *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &uerr):
+		return m.fail(err, 2)
+	case errors.Is(err, errUnhealthy):
+		return 1
+	default:
+		return m.fail(err, 1)
 	}
-	a := &app{ctx: ctx, abort: abort, stdout: stdout, stderr: stderr, log: &logp, onLogger: onLogger}
-	if v, ok := getenv("LOG_FORMAT"); ok {
-		a.logFormat = strings.TrimSpace(v)
-	}
-	e, err := loadEnv(getenv, ".env")
-	if err != nil {
-		return a.fail(err, 2)
-	}
-	a.env = e
-	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
-		}
-		err := c.run(a, args[1:])
-		var uerr *usageError
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.As(err, &uerr):
-			return a.fail(err, 2)
-		case errors.Is(err, errUnhealthy):
-			return 1
-		default:
-			return a.fail(err, 1)
-		}
-	}
-	return a.fail(fmt.Errorf("unknown command %q (see jobrelay --help)", args[0]), 2)
+}
+
+// run is the program without the process, for tests: it returns the exit
+// status.
+func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
+	return (&Main{Stdout: stdout, Stderr: stderr, Getenv: getenv}).Main(args)
 }
 
 // fail reports the error a command ends with, as one line on stderr: JSON
 // when the command's logs are (LOG_FORMAT=json), so that every line is.
-func (a *app) fail(err error, code int) int {
-	if a.logFormat == "json" {
-		slog.New(slog.NewJSONHandler(a.stderr, nil)).Error("jobrelay: "+err.Error(), slog.Int("exit_status", code))
+func (m *Main) fail(err error, code int) int {
+	format := ""
+	if m.app != nil {
+		format = m.app.logFormat
+	}
+	if format == "json" {
+		slog.New(slog.NewJSONHandler(m.Stderr, nil)).Error("jobrelay: "+err.Error(), slog.Int("exit_status", code))
 		return code
 	}
-	fmt.Fprintln(a.stderr, "jobrelay:", err)
+	fmt.Fprintln(m.Stderr, "jobrelay:", err)
 	return code
 }
 
@@ -193,17 +263,17 @@ group) is the same request and keeps the stop graceful.
 `)
 }
 
-// parseOrHelp parses a command's flags; on --help it prints the command's
-// help to stdout and returns flag.ErrHelp.
+// parseOrHelp parses a command's flags and arguments; on --help it prints
+// the command's help to stdout and returns flag.ErrHelp.
 func (a *app) parseOrHelp(s *settings, args []string, synopsis, description string) ([]string, error) {
 	rest, err := s.parse(args)
 	var level slog.Level
-	for _, st := range s.entries {
-		switch st.env {
+	for _, b := range s.bindings {
+		switch b.env {
 		case "LOG_FORMAT":
-			a.logFormat = strings.TrimSpace(st.value)
+			a.logFormat = strings.TrimSpace(b.value)
 		case "LOG_LEVEL":
-			_ = level.UnmarshalText([]byte(strings.TrimSpace(st.value)))
+			_ = level.UnmarshalText([]byte(strings.TrimSpace(b.value)))
 		}
 	}
 	if err == nil && a.onLogger != nil {
@@ -215,18 +285,38 @@ func (a *app) parseOrHelp(s *settings, args []string, synopsis, description stri
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(a.stdout, "Usage: %s\n\n%s\n\n", synopsis, strings.TrimSpace(description))
 		s.help(a.stdout)
+		fmt.Fprint(a.stdout, exitStatuses)
 		return nil, err
 	}
 	return rest, err
 }
 
+// parseNoArgs is parseOrHelp for a command that takes no arguments: one is
+// a usage error, not something to ignore ("relay once" is not --once).
+func (a *app) parseNoArgs(s *settings, args []string, synopsis, description string) error {
+	rest, err := a.parseOrHelp(s, args, synopsis, description)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("%s: unexpected argument %q; usage: %s", s.fs.Name(), rest[0], synopsis)
+	}
+	return nil
+}
+
+// exitStatuses ends every command's help, and the README says the same.
+const exitStatuses = `
+Exit status: 0 done (or stopped by a signal); 1 failed (a server
+unreachable at the end, a migration that failed; status --check:
+unhealthy); 2 bad usage or configuration: an unknown flag or argument, a
+value out of range, or a METRICS_ADDR that cannot be listened on.
+`
+
 // logger builds the process's logger: tint for people (colored on a
 // terminal), JSON for machines.
 func (a *app) logger(format string, level slog.Level) *slog.Logger {
 	l := a.newLogger(format, level)
-	if a.log != nil {
-		a.log.Store(l)
-	}
+	a.log.Store(l)
 	if a.onLogger != nil {
 		a.onLogger(l)
 	}
@@ -235,7 +325,7 @@ func (a *app) logger(format string, level slog.Level) *slog.Logger {
 
 func (a *app) newLogger(format string, level slog.Level) *slog.Logger {
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}))
 	}
 	noColor := true
 	if f, ok := a.stderr.(*os.File); ok {
@@ -246,6 +336,15 @@ func (a *app) newLogger(format string, level slog.Level) *slog.Logger {
 		TimeFormat: "15:04:05.000",
 		NoColor:    noColor,
 	}))
+}
+
+// durationsAsText writes durations as "5m0s" rather than nanoseconds, in
+// JSON as in text.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // redisLogger sends go-redis's own log lines ("redis: connection pool:

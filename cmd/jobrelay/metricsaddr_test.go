@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -24,22 +25,22 @@ func TestMetricsListenerFallsBackOnlyFromTheDefault(t *testing.T) {
 	t.Parallel()
 	taken := occupy(t, "")
 
-	ln, err := listenMetrics(taken, true)
+	ln, err := health.Listen(taken, true)
 	require.NoError(t, err)
 	defer ln.Close()
 	require.NotEqual(t, taken, ln.Addr().String())
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
 	require.Equal(t, "127.0.0.1", host, "the fallback keeps the host")
 
-	_, err = listenMetrics(taken, false)
+	_, err = health.Listen(taken, false)
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 
 	// Through serve: the warning names the address actually used.
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
-	sc := &serveConfig{MetricsAddr: taken, st: &setting{env: "METRICS_ADDR", source: "default"}}
+	sc := &serveConfig{MetricsAddr: taken, b: &binding{env: "METRICS_ADDR", source: "default"}}
 	ctx, cancel := context.WithCancel(ctxT(t))
-	wait, err := newObservability().serve(ctx, sc, logger)
+	wait, err := serveHealth(ctx, health.NewServer(), sc, logger)
 	require.NoError(t, err)
 	cancel()
 	wait()
@@ -58,8 +59,8 @@ func TestMetricsListenerFallsBackOnlyFromTheDefault(t *testing.T) {
 	require.NotEmpty(t, warned["addr"])
 
 	// An explicit address in use: exit 2, one clear line.
-	sc.st.source = "env"
-	_, err = newObservability().serve(ctxT(t), sc, logger)
+	sc.b.source = "env"
+	_, err = serveHealth(ctxT(t), health.NewServer(), sc, logger)
 	var uerr *usageError
 	require.ErrorAs(t, err, &uerr)
 	require.Equal(t, "METRICS_ADDR "+taken+": address already in use", err.Error())

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,30 +30,26 @@ is refused (exit 2): it would forget their stream entries, and they would
 be published again. Stop the relays, let the consumers finish, or pass
 --force.`
 
-func migrateCmd(a *app, args []string) error {
-	var (
-		dc    dbConfig
-		force bool
-	)
+type migrateCommand struct {
+	dc     dbConfig
+	force  bool
+	sub    string // up, down, down-to or status
+	target int64  // of down-to
+}
+
+func (c *migrateCommand) parseFlags(a *app, args []string) error {
 	s := newSettings("migrate", a.env)
-	dc.register(s)
-	s.add(boolSetting(&force, "", "force", false, "roll back the bookkeeping migration even while jobs are in_review"))
+	s.bind(c.dc.bindings()...)
+	s.bind(&binding{flag: "force", ptr: &c.force, def: false, help: "roll back the bookkeeping migration even while jobs are in_review"})
+	// Flags may come before or after the subcommand: "migrate down --force".
 	rest, err := a.parseOrHelp(s, args, "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
 	if err != nil {
 		return err
 	}
-	// Flags may also follow the subcommand: "migrate down --force".
-	if i := slices.IndexFunc(rest, func(arg string) bool { return strings.HasPrefix(arg, "-") }); i > 0 {
-		more, err := a.parseOrHelp(s, rest[i:], "jobrelay migrate up|down|down-to N|status [flags]", migrateHelp)
-		if err != nil {
-			return err
-		}
-		rest = append(rest[:i:i], more...)
-	}
 	if len(rest) == 0 {
 		return usagef("migrate: say up, down, down-to N or status (see --help)")
 	}
-	var target int64
+	c.sub = rest[0]
 	switch rest[0] {
 	case "up", "down", "status":
 		if len(rest) != 1 {
@@ -63,30 +59,40 @@ func migrateCmd(a *app, args []string) error {
 		if len(rest) != 2 {
 			return usagef("migrate down-to needs a version, as in \"migrate down-to 0\"")
 		}
-		if target, err = strconv.ParseInt(rest[1], 10, 64); err != nil || target < 0 {
+		if c.target, err = strconv.ParseInt(rest[1], 10, 64); err != nil || c.target < 0 {
 			return usagef("migrate down-to: version must be a whole number from 0, got %q", rest[1])
 		}
 	default:
 		return usagef("migrate: unknown subcommand %q: want up, down, down-to N or status", rest[0])
 	}
+	return nil
+}
 
+func (c *migrateCommand) run(ctx context.Context, a *app) error {
+	dc, force, target := c.dc, c.force, c.target
+	rest := []string{c.sub}
 	logger := a.logger(dc.LogFormat, dc.LogLevel)
-	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
+	pool, err := db.Open(ctx, dc.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if !waitForPostgres(a.ctx, logger, pool) {
+	if !waitForPostgres(ctx, logger, pool) {
 		return nil
 	}
-	m, err := db.NewMigrator(a.ctx, pool, logger)
+	m, err := db.NewMigrator(ctx, pool, logger)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 
+	if rest[0] == "down-to" {
+		if err := checkVersion(m, target); err != nil {
+			return err
+		}
+	}
 	if rest[0] == "down" || rest[0] == "down-to" {
-		if err := checkRollback(a, pool, m, rest[0], target, force); err != nil {
+		if err := checkRollback(ctx, pool, m, rest[0], target, force); err != nil {
 			return err
 		}
 	}
@@ -94,16 +100,16 @@ func migrateCmd(a *app, args []string) error {
 	var results []*goose.MigrationResult
 	switch rest[0] {
 	case "up":
-		results, err = m.Up(a.ctx)
+		results, err = m.Up(ctx)
 	case "down":
 		var r *goose.MigrationResult
-		if r, err = m.Down(a.ctx); r != nil {
+		if r, err = m.Down(ctx); r != nil {
 			results = append(results, r)
 		}
 	case "down-to":
-		results, err = m.DownTo(a.ctx, target)
+		results, err = m.DownTo(ctx, target)
 	case "status":
-		return printMigrations(a, m)
+		return printMigrations(ctx, a, m)
 	}
 	for _, r := range results {
 		fmt.Fprintf(a.stdout, "%-4s %s (%s)\n", r.Direction, r.Source.Path, r.Duration.Round(time.Millisecond))
@@ -111,7 +117,7 @@ func migrateCmd(a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", rest[0], err)
 	}
-	v, err := m.GetDBVersion(a.ctx)
+	v, err := m.GetDBVersion(ctx)
 	if err != nil {
 		return err
 	}
@@ -119,13 +125,30 @@ func migrateCmd(a *app, args []string) error {
 	return nil
 }
 
+// checkVersion refuses, as a usage error (exit 2), a target that is neither
+// 0 nor the version of a migration: goose would roll back to the version
+// below it without a word.
+func checkVersion(m *goose.Provider, target int64) error {
+	if target == 0 {
+		return nil
+	}
+	var versions []string
+	for _, src := range m.ListSources() {
+		if src.Version == target {
+			return nil
+		}
+		versions = append(versions, strconv.FormatInt(src.Version, 10))
+	}
+	return usagef("migrate down-to %d: no migration has version %d (the versions are 0 for none, %s)", target, target, strings.Join(versions, ", "))
+}
+
 // checkRollback refuses, as a usage error (exit 2), to roll back the
 // bookkeeping migration while jobs are in_review, unless forced.
-func checkRollback(a *app, pool db.DBTX, m *goose.Provider, sub string, target int64, force bool) error {
+func checkRollback(ctx context.Context, pool db.DBTX, m *goose.Provider, sub string, target int64, force bool) error {
 	if force {
 		return nil
 	}
-	from, err := m.GetDBVersion(a.ctx)
+	from, err := m.GetDBVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", sub, err)
 	}
@@ -133,7 +156,7 @@ func checkRollback(a *app, pool db.DBTX, m *goose.Provider, sub string, target i
 	if sub == "down" {
 		to = from - 1
 	}
-	err = db.CheckRollback(a.ctx, pool, from, to)
+	err = db.CheckRollback(ctx, pool, from, to)
 	var inReview *db.InReviewError
 	if errors.As(err, &inReview) {
 		return usagef("migrate %s: %v", sub, err)
@@ -144,8 +167,8 @@ func checkRollback(a *app, pool db.DBTX, m *goose.Provider, sub string, target i
 	return nil
 }
 
-func printMigrations(a *app, m *goose.Provider) error {
-	statuses, err := m.Status(a.ctx)
+func printMigrations(ctx context.Context, a *app, m *goose.Provider) error {
+	statuses, err := m.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate status: %w", err)
 	}

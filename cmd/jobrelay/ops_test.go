@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/internal/inspect"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 	"github.com/jobrelay/jobrelay/relay"
@@ -140,10 +141,10 @@ func TestReadyzFollowsTheServers(t *testing.T) {
 	go func() { done <- r.Run(runCtx) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
 
-	obs := newObservability()
-	obs.serverChecks(cl)
-	obs.ready("listen", func(context.Context) error { return r.Ready() })
-	web := httptest.NewServer(obs.handler())
+	h := health.NewServer()
+	serverChecks(h, cl)
+	h.Ready("listen", func(context.Context) error { return r.Ready() })
+	web := httptest.NewServer(h.Handler())
 	defer web.Close()
 	readyz := func() (int, string) {
 		resp, err := http.Get(web.URL + "/readyz")

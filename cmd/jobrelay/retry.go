@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -20,16 +21,17 @@ too). Malformed entries, which name no job, stay there until removed by
 hand: redis-cli XRANGE job_review:dead - + shows them, and
 redis-cli XDEL job_review:dead <ID> removes one.`
 
-func retryCmd(a *app, args []string) error {
-	var (
-		common commonConfig
-		failed bool
-		jobID  string
-	)
+type retryCommand struct {
+	common commonConfig
+	failed bool
+	jobID  string
+}
+
+func (c *retryCommand) parseFlags(a *app, args []string) error {
 	s := newSettings("retry", a.env)
-	common.register(s)
-	s.add(boolSetting(&failed, "", "failed", false, "retry failed jobs (required)"))
-	s.add(stringSetting(&jobID, "", "job", "", "ID", "only this job", func(v string) error {
+	s.bind(c.common.bindings()...)
+	s.bind(&binding{flag: "failed", ptr: &c.failed, def: false, help: "retry failed jobs (required)"})
+	s.bind(&binding{flag: "job", ptr: &c.jobID, meta: "ID", help: "only this job", check: func(v string) error {
 		if v == "" {
 			return nil
 		}
@@ -38,30 +40,35 @@ func retryCmd(a *app, args []string) error {
 			return fmt.Errorf("must be a job ID (a UUID)")
 		}
 		return nil
-	}))
-	if _, err := a.parseOrHelp(s, args, "jobrelay retry --failed [--job ID] [flags]", retryHelp); err != nil {
+	}})
+	if err := a.parseNoArgs(s, args, "jobrelay retry --failed [--job ID] [flags]", retryHelp); err != nil {
 		return err
 	}
-	if !failed {
+	if !c.failed {
 		return usagef("retry: say --failed (optionally with --job ID): only failed jobs can be retried")
 	}
-	cl, err := openClients(a.ctx, &common, 2)
+	return nil
+}
+
+func (c *retryCommand) run(ctx context.Context, a *app) error {
+	common, jobID := c.common, c.jobID
+	cl, err := openClients(ctx, &common, 2)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	// Redis first: jobs sent back while their dead letters cannot be
 	// removed would leave dead letters nobody can retry.
-	if err := cl.rdb.Ping(a.ctx).Err(); err != nil {
+	if err := cl.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("retry: Redis, which holds the dead letters, is unreachable; nothing changed: %w", err)
 	}
-	ids, err := db.RetryFailedJobs(a.ctx, cl.pool, jobID)
+	ids, err := db.RetryFailedJobs(ctx, cl.pool, jobID)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", len(ids))
 	dead := stream.DeadLetterKey(common.Stream)
-	n, err := stream.DeleteDeadLetters(a.ctx, cl.rdb, common.Stream, ids)
+	n, err := stream.DeleteDeadLetters(ctx, cl.rdb, common.Stream, ids)
 	if err != nil {
 		return fmt.Errorf("retry: the jobs were sent back, but removing their dead letters from %s failed (remove them with redis-cli XDEL %s <ID>): %w",
 			dead, dead, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -17,20 +18,23 @@ const seedHelp = `Inserts N sample job postings (varied titles, companies, sites
 descriptions), status pending_review, with COPY in chunks of 10,000: fast
 enough for benchmarks. A running relay picks them up at once.`
 
-func seedCmd(a *app, args []string) error {
-	var (
-		dc   dbConfig
-		n    int
-		seed int
-	)
+type seedCommand struct {
+	dc   dbConfig
+	n    int
+	seed int
+}
+
+func (c *seedCommand) parseFlags(a *app, args []string) error {
 	s := newSettings("seed", a.env)
-	dc.register(s)
-	s.add(intSetting(&n, "", "n", 1000, 1, 100_000_000, "number of jobs to insert"))
-	s.add(intSetting(&seed, "", "seed", 0, 0, 1<<31, "random seed; 0 picks one"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay seed -n N [flags]", seedHelp); err != nil {
-		return err
-	}
-	pool, err := db.Open(a.ctx, dc.DatabaseURL, 2)
+	s.bind(c.dc.bindings()...)
+	s.bind(&binding{flag: "n", ptr: &c.n, def: 1000, meta: "N", help: "number of jobs to insert", check: intRange(1, 100_000_000)},
+		&binding{flag: "seed", ptr: &c.seed, def: 0, meta: "N", help: "random seed; 0 picks one", check: intRange(0, 1<<31)})
+	return a.parseNoArgs(s, args, "jobrelay seed -n N [flags]", seedHelp)
+}
+
+func (c *seedCommand) run(ctx context.Context, a *app) error {
+	dc, n, seed := c.dc, c.n, c.seed
+	pool, err := db.Open(ctx, dc.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}
@@ -50,11 +54,11 @@ func seedCmd(a *app, args []string) error {
 	start := time.Now()
 	done := 0
 	for done < n {
-		if err := a.ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("seed: interrupted after %d jobs", done)
 		}
 		k := min(chunk, n-done)
-		inserted, err := db.InsertJobs(a.ctx, pool, sample.Jobs(rng, k))
+		inserted, err := db.InsertJobs(ctx, pool, sample.Jobs(rng, k))
 		if err != nil {
 			return fmt.Errorf("seed: after %d jobs: %w", done, err)
 		}

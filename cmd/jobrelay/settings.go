@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -13,6 +16,9 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/relay"
 )
 
 // usageError is a bad command line or configuration value: one line for the
@@ -53,42 +59,48 @@ func loadEnv(getenv func(string) (string, bool), path string) (*env, error) {
 
 // lookup finds a variable. An empty value counts as unset (compose passes
 // "${VAR:-}" as an empty string), except for the settings where empty has
-// a meaning of its own (see lookupRaw).
-func (e *env) lookup(name string) (string, bool) {
-	if v, ok := e.getenv(name); ok && strings.TrimSpace(v) != "" {
+// a meaning of its own (raw).
+func (e *env) lookup(name string, raw bool) (string, bool) {
+	if v, ok := e.getenv(name); ok && (raw || strings.TrimSpace(v) != "") {
 		return v, true
 	}
-	if v, ok := e.file[name]; ok && strings.TrimSpace(v) != "" {
+	if v, ok := e.file[name]; ok && (raw || strings.TrimSpace(v) != "") {
 		return v, true
 	}
 	return "", false
 }
 
-// lookupRaw finds a variable, empty or not.
-func (e *env) lookupRaw(name string) (string, bool) {
-	if v, ok := e.getenv(name); ok {
-		return v, true
-	}
-	v, ok := e.file[name]
-	return v, ok
+// binding ties an environment variable and a flag to a field: of
+// relay.Config or consumer.Config, whose validate owns the field's bounds,
+// or of the CLI's own settings (URLs, logging, the metrics listener).
+// The value is parsed by the field's type. For a Config field, 0 means
+// what -1 means in the Config (disabled, or none), and the default is the
+// Config's constant.
+type binding struct {
+	env     string // environment variable; empty for flag-only settings
+	flag    string // flag name, without dashes; empty for variable-only settings
+	field   string // the Config field, whose *ConfigError is reported under env; empty for CLI settings
+	ptr     any    // *string, *int, *int64, *bool, *time.Duration or *slog.Level
+	def     any    // the default, shown in --help and the docs; nil when it has none of its own
+	defText string // the default in words, when def is nil
+	meta    string // the value's placeholder in --help
+	help    string
+
+	check        func(string) error  // more checks of a CLI setting's text
+	secret       func(string) string // hides secrets of a value in error messages
+	emptyIsValue bool                // an empty variable is a value ("" disables), not "unset"
+	minutesOf    string              // the value is in minutes, read only when this variable is unset
+
+	value  string // the text in effect
+	source string // "flag", "env" or "default"
 }
 
-// settings are a command's flags, each backed by an environment variable
-// and a default: flag, then environment, then .env, then default.
+// settings are a command's bindings: flag, then environment, then .env,
+// then default.
 type settings struct {
-	fs      *flag.FlagSet
-	env     *env
-	entries []*setting
-}
-
-type setting struct {
-	env, flag, usage, def, meta string
-	boolean                     bool                // a flag that needs no value
-	emptyIsValue                bool                // an empty variable is a value, not "unset"
-	redact                      func(string) string // hides secrets in error messages
-	parse                       func(string) error  // sets the typed value
-	value                       string              // the text in effect
-	source                      string              // "flag", "env", "default"
+	fs       *flag.FlagSet
+	env      *env
+	bindings []*binding
 }
 
 func newSettings(name string, e *env) *settings {
@@ -97,132 +109,257 @@ func newSettings(name string, e *env) *settings {
 	return &settings{fs: fs, env: e}
 }
 
-// add registers a setting. env may be empty for flag-only settings.
-func (s *settings) add(st *setting) {
-	st.value, st.source = st.def, "default"
-	if st.env != "" {
-		lookup := s.env.lookup
-		if st.emptyIsValue {
-			lookup = s.env.lookupRaw
+// bind registers bindings.
+func (s *settings) bind(bs ...*binding) {
+	for _, b := range bs {
+		b.source = "default"
+		b.value = b.defaultText()
+		if b.env != "" {
+			if v, ok := s.env.lookup(b.env, b.emptyIsValue); ok {
+				b.value, b.source = v, "env"
+			}
 		}
-		if v, ok := lookup(st.env); ok {
-			st.value, st.source = v, "env"
+		s.bindings = append(s.bindings, b)
+		if b.flag == "" {
+			continue
 		}
-	}
-	s.entries = append(s.entries, st)
-	set := func(v string) error {
-		st.value, st.source = v, "flag"
-		return nil
-	}
-	if st.boolean {
-		s.fs.BoolFunc(st.flag, st.usage, set) // --once, or --once=false
-	} else {
-		s.fs.Func(st.flag, st.usage, set)
+		set := func(v string) error {
+			b.value, b.source = v, "flag"
+			return nil
+		}
+		if _, ok := b.ptr.(*bool); ok {
+			s.fs.BoolFunc(b.flag, b.help, set) // --once, or --once=false
+		} else {
+			s.fs.Func(b.flag, b.help, set)
+		}
 	}
 }
 
-// parse reads the command line, then turns every setting into its value.
-// The first bad value is reported naming its flag or variable.
+// defaultText is the default as a value would be written.
+func (b *binding) defaultText() string {
+	switch d := b.def.(type) {
+	case nil:
+		return ""
+	case time.Duration:
+		return shortDuration(d)
+	default:
+		return fmt.Sprint(d)
+	}
+}
+
+// shortDuration writes 5m rather than 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// parse reads the command line, flags and arguments in any order ("migrate
+// up --database-url URL"), then turns every binding into its value. The
+// first bad value is reported naming its flag or variable. It returns the
+// arguments.
 func (s *settings) parse(args []string) ([]string, error) {
-	if err := s.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usagef("%s: %v (see --help)", s.fs.Name(), err)
-	}
-	for _, st := range s.entries {
-		if err := st.parse(strings.TrimSpace(st.value)); err != nil {
-			shown := st.value
-			if st.redact != nil {
-				shown = st.redact(shown)
+	var positional []string
+	for {
+		if err := s.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
 			}
-			return nil, usagef("%s: %v, got %q", st.name(), err, shown)
+			return nil, usagef("%s: %v (see --help)", s.fs.Name(), err)
+		}
+		rest := s.fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	for _, b := range s.bindings {
+		if b.minutesOf != "" && b.source != "default" && s.set(b.minutesOf) {
+			b.source = "default" // the variable it stands in for is set
 		}
 	}
-	return s.fs.Args(), nil
+	for _, b := range s.bindings {
+		if err := b.parse(); err != nil {
+			return nil, usagef("%s: %v, got %q", b.name(), err, b.shown())
+		}
+	}
+	return positional, nil
+}
+
+// set reports whether the binding of a variable was given a value.
+func (s *settings) set(env string) bool {
+	for _, b := range s.bindings {
+		if b.env == env && b.source != "default" {
+			return true
+		}
+	}
+	return false
+}
+
+// parse sets the field from the binding's text.
+func (b *binding) parse() error {
+	if b.source == "default" && (b.def == nil || b.minutesOf != "") {
+		return nil // the Config's default (withDefaults), or nothing
+	}
+	v := strings.TrimSpace(b.value)
+	if b.check != nil {
+		if err := b.check(v); err != nil {
+			return err
+		}
+	}
+	// For a Config field, 0 means what -1 means in the Config.
+	none := func(isZero bool) bool { return isZero && b.field != "" }
+	switch p := b.ptr.(type) {
+	case *string:
+		if v == "" && !b.emptyIsValue && b.def != nil && b.def != "" {
+			return errors.New("must not be empty")
+		}
+		*p = v
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return errors.New("must be a whole number")
+		}
+		if none(n == 0) {
+			n = -1
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return errors.New("must be a whole number")
+		}
+		if none(n == 0) {
+			n = -1
+		}
+		*p = n
+	case *bool:
+		t, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("must be true or false")
+		}
+		*p = t
+	case *time.Duration:
+		d, err := b.duration(v)
+		if err != nil {
+			return err
+		}
+		if none(d == 0) {
+			d = -1
+		}
+		*p = d
+	case *slog.Level:
+		if p.UnmarshalText([]byte(v)) != nil {
+			return errors.New("must be debug, info, warn or error")
+		}
+	default:
+		panic(fmt.Sprintf("binding %s: unsupported field type %T", b.name(), b.ptr))
+	}
+	return nil
+}
+
+// duration reads a Go duration, or a number of minutes for minutesOf.
+func (b *binding) duration(v string) (time.Duration, error) {
+	if b.minutesOf == "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, errors.New(`must be a duration such as "500ms", "30s" or "5m"`)
+		}
+		return d, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > float64(math.MaxInt64)/float64(time.Minute) {
+		return 0, errors.New("must be a number of minutes")
+	}
+	return time.Duration(f * float64(time.Minute)), nil
 }
 
 // name says where a value came from, for error messages.
-func (st *setting) name() string {
-	switch {
-	case st.source == "flag" || st.env == "":
-		return "--" + st.flag
-	default:
-		return st.env
+func (b *binding) name() string {
+	if b.source == "flag" || b.env == "" {
+		return "--" + b.flag
 	}
+	return b.env
+}
+
+// shown is the value as an error message may show it.
+func (b *binding) shown() string {
+	if b.secret != nil {
+		return b.secret(b.value)
+	}
+	return b.value
+}
+
+// configError reports a *relay.ConfigError or *consumer.ConfigError under
+// the variable or flag bound to its field, as a usage error; other errors
+// are returned as they are.
+func (s *settings) configError(err error) error {
+	var field string
+	var rerr *relay.ConfigError
+	var cerr *consumer.ConfigError
+	switch {
+	case errors.As(err, &rerr):
+		field = rerr.Field
+	case errors.As(err, &cerr):
+		field = cerr.Field
+	default:
+		return err
+	}
+	var bound *binding
+	for _, b := range s.bindings {
+		if b.field != field {
+			continue
+		}
+		if bound == nil || bound.source == "default" && b.source != "default" {
+			bound = b
+		}
+	}
+	if bound == nil {
+		return usagef("%v", err)
+	}
+	if bound.source == "default" {
+		return usagef("%s: %v", bound.name(), err)
+	}
+	return usagef("%s: %v, got %q", bound.name(), err, bound.shown())
 }
 
 // help writes the command's flags and variables.
 func (s *settings) help(w io.Writer) {
-	entries := append([]*setting(nil), s.entries...)
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].flag < entries[j].flag })
+	bs := append([]*binding(nil), s.bindings...)
+	key := func(b *binding) string { // a variable without a flag sorts by its name
+		return cmp.Or(b.flag, strings.ReplaceAll(strings.ToLower(b.env), "_", "-"))
+	}
+	sort.SliceStable(bs, func(i, j int) bool { return key(bs[i]) < key(bs[j]) })
 	fmt.Fprintln(w, "Flags (each also read from the environment variable shown, or ./.env; flags win):")
-	for _, st := range entries {
-		left := "  --" + st.flag
-		if st.meta != "" {
-			left += " " + st.meta
+	for _, b := range bs {
+		left := "  --" + b.flag
+		if b.flag == "" {
+			left = "  (no flag)"
+		}
+		if b.meta != "" {
+			left += " " + b.meta
 		}
 		var extra []string
-		if st.env != "" {
-			extra = append(extra, "env "+st.env)
+		if b.env != "" {
+			extra = append(extra, "env "+b.env)
 		}
-		if st.def != "" {
-			extra = append(extra, "default "+st.def)
+		if d := cmp.Or(b.defaultText(), b.defText); d != "" && b.minutesOf == "" {
+			extra = append(extra, "default "+d)
 		}
-		line := st.usage
+		line := b.help
 		if len(extra) > 0 {
 			line += " (" + strings.Join(extra, ", ") + ")"
 		}
 		fmt.Fprintf(w, "%-30s %s\n", left, line)
 	}
-}
-
-// Setting constructors: each parses and checks its text into p.
-
-func stringSetting(p *string, env, flagName, def, meta, usage string, check func(string) error) *setting {
-	return &setting{env: env, flag: flagName, def: def, meta: meta, usage: usage, parse: func(v string) error {
-		if check != nil {
-			if err := check(v); err != nil {
-				return err
-			}
-		}
-		*p = v
-		return nil
-	}}
-}
-
-func intSetting(p *int, env, flagName string, def, lo, hi int, usage string) *setting {
-	return &setting{env: env, flag: flagName, def: strconv.Itoa(def), meta: "N", usage: usage, parse: func(v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < lo || n > hi {
-			return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
-		}
-		*p = n
-		return nil
-	}}
-}
-
-func durationSetting(p *time.Duration, env, flagName string, def, lo time.Duration, usage string) *setting {
-	return &setting{env: env, flag: flagName, def: def.String(), meta: "DURATION", usage: usage, parse: func(v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return errors.New(`must be a duration such as "500ms", "30s" or "5m"`)
-		}
-		if d < lo {
-			return fmt.Errorf("must be at least %s", lo)
-		}
-		*p = d
-		return nil
-	}}
-}
-
-func boolSetting(p *bool, env, flagName string, def bool, usage string) *setting {
-	return &setting{env: env, flag: flagName, def: strconv.FormatBool(def), boolean: true, usage: usage, parse: func(v string) error {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return errors.New("must be true or false")
-		}
-		*p = b
-		return nil
-	}}
 }

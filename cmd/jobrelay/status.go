@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,27 +53,31 @@ type statusOptions struct {
 	MaxDeadLetters int
 }
 
-func statusCmd(a *app, args []string) error {
-	var (
-		common commonConfig
-		opts   statusOptions
-	)
+type statusCommand struct {
+	common commonConfig
+	opts   statusOptions
+}
+
+func (c *statusCommand) parseFlags(a *app, args []string) error {
 	s := newSettings("status", a.env)
-	common.register(s)
-	s.add(boolSetting(&opts.JSON, "", "json", false, "print JSON"))
-	s.add(boolSetting(&opts.Check, "", "check", false, "exit 1 if unhealthy (see the thresholds)"))
-	s.add(intSetting(&opts.MaxLag, "", "max-lag", 10_000, 0, 1<<40, "--check: most entries a group may leave unread"))
-	s.add(durationSetting(&opts.MaxPendingAge, "", "max-pending-age", 15*time.Minute, 0, "--check: oldest age a pending job may reach"))
-	s.add(intSetting(&opts.MaxDeadLetters, "", "max-dead-letters", 0, 0, 1<<40, "--check: most dead letters tolerated"))
-	if _, err := a.parseOrHelp(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp); err != nil {
-		return err
-	}
-	cl, err := openClients(a.ctx, &common, 2)
+	opts := &c.opts
+	s.bind(c.common.bindings()...)
+	s.bind(&binding{flag: "json", ptr: &opts.JSON, def: false, help: "print JSON"},
+		&binding{flag: "check", ptr: &opts.Check, def: false, help: "exit 1 if unhealthy (see the thresholds)"},
+		&binding{flag: "max-lag", ptr: &opts.MaxLag, def: 10_000, meta: "N", help: "--check: most entries a group may leave unread", check: intRange(0, 1<<40)},
+		&binding{flag: "max-pending-age", ptr: &opts.MaxPendingAge, def: 15 * time.Minute, meta: "DURATION", help: "--check: oldest age a pending job may reach", check: durationAtLeast(0)},
+		&binding{flag: "max-dead-letters", ptr: &opts.MaxDeadLetters, def: 0, meta: "N", help: "--check: most dead letters tolerated", check: intRange(0, 1<<40)})
+	return a.parseNoArgs(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp)
+}
+
+func (c *statusCommand) run(ctx context.Context, a *app) error {
+	common, opts := c.common, c.opts
+	cl, err := openClients(ctx, &common, 2)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	snap, err := inspect.Take(a.ctx, cl.pool, cl.rdb, inspect.Options{Stream: common.Stream, Counts: true})
+	snap, err := inspect.Take(ctx, cl.pool, cl.rdb, inspect.Options{Stream: common.Stream, Counts: true})
 	if err != nil {
 		if opts.Check {
 			fmt.Fprintln(a.stdout, "UNHEALTHY: cannot read the pipeline:", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -34,11 +35,13 @@ func versionString() string {
 	return fmt.Sprintf("%s (commit %s, %s)", version, c, runtime.Version())
 }
 
-func versionCmd(a *app, args []string) error {
-	s := newSettings("version", a.env)
-	if _, err := a.parseOrHelp(s, args, "jobrelay version", "Prints the version, the commit and the Go version it was built with."); err != nil {
-		return err
-	}
+type versionCommand struct{}
+
+func (c *versionCommand) parseFlags(a *app, args []string) error {
+	return a.parseNoArgs(newSettings("version", a.env), args, "jobrelay version", "Prints the version, the commit and the Go version it was built with.")
+}
+
+func (c *versionCommand) run(_ context.Context, a *app) error {
 	_, err := fmt.Fprintln(a.stdout, "jobrelay", versionString())
 	return err
 }
