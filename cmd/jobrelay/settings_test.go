@@ -121,29 +121,29 @@ func TestRunLogsReadWell(t *testing.T) {
 	env := append(withoutVar(pl.env, "DATABASE_URL"), "DATABASE_URL="+empty.URL, "LOG_LEVEL=debug")
 
 	p := start(t, t.TempDir(), env, "run")
-	require.Eventually(t, func() bool { return len(p.logged("relay: started")) == 1 || exited(p) }, time.Minute, 5*time.Millisecond)
-	p.signal(syscall.SIGTERM)
-	require.Zero(t, p.wait(time.Minute))
-	for line := range strings.Lines(p.output()) {
+	require.Eventually(t, func() bool { return len(p.Logged("relay: started")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
+	p.Signal(syscall.SIGTERM)
+	require.Zero(t, p.Wait(time.Minute))
+	for line := range strings.Lines(p.Output()) {
 		dup, err := duplicateKeys([]byte(line))
 		require.NoError(t, err, line)
 		require.Empty(t, dup, "a key twice in %s", line)
 	}
-	started := p.logged("jobrelay run: starting")
+	started := p.Logged("jobrelay run: starting")
 	require.Len(t, started, 1)
 	require.Equal(t, "5m0s", started[0]["poll_interval"])
 	require.Equal(t, "30s", started[0]["shutdown_timeout"])
 	require.Equal(t, "job_review_workers", started[0]["group"])
-	migrated := p.logged("now at version")
-	require.Len(t, migrated, 1, p.output())
+	migrated := p.Logged("now at version")
+	require.Len(t, migrated, 1, p.Output())
 	require.Equal(t, "jobrelay: applied 4 migrations, now at version 4", migrated[0]["msg"])
 
 	// Once applied, the line says there was nothing to do.
 	p = start(t, t.TempDir(), env, "run")
-	require.Eventually(t, func() bool { return len(p.logged("relay: started")) == 1 || exited(p) }, time.Minute, 5*time.Millisecond)
-	p.signal(syscall.SIGTERM)
-	require.Zero(t, p.wait(time.Minute))
-	require.Len(t, p.logged("jobrelay: schema up to date at version 4"), 1, p.output())
+	require.Eventually(t, func() bool { return len(p.Logged("relay: started")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
+	p.Signal(syscall.SIGTERM)
+	require.Zero(t, p.Wait(time.Minute))
+	require.Len(t, p.Logged("jobrelay: schema up to date at version 4"), 1, p.Output())
 }
 
 // duplicateKeys returns the keys that an object of the JSON text repeats
