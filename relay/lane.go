@@ -232,6 +232,11 @@ func (l *lane) rollback(ctx context.Context) {
 	if l.conn == nil {
 		return
 	}
+	// The cycle's deadline may be what ended it: the ROLLBACK gets a
+	// deadline of its own, so the row locks go now, not whenever
+	// PostgreSQL notices a closed connection.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := db.Rollback(ctx, l.conn); err != nil {
 		l.r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
 		l.closeConn()
