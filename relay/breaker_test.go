@@ -1,0 +1,50 @@
+package relay
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+// Found by the breaker: one in_review row whose way back to pending_review
+// the database refuses (an application trigger) fails the reaper's whole
+// UPDATE, every pass, so no lost job of the stream is ever re-enqueued,
+// while Ready says nothing. Expected: the row is isolated (marked failed
+// with the database's error, or left alone and reported) and the other
+// lost jobs go back to pending_review.
+func TestBreakerOneRowTheReaperCannotUpdateWedgesTheReaper(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	cfg := b.cfg
+	cfg.ReenqueueAfter = 10 * time.Minute
+	r := b.newRelay(t, cfg)
+
+	b.seed(t, 50)
+	n, err := r.Drain(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 50, n)
+	// Redis lost the stream an hour after publishing.
+	b.exec(t, `UPDATE jobs SET enqueued_at = enqueued_at - interval '1 hour'`)
+	require.NoError(t, b.rdb.Del(ctx, b.stream).Err())
+
+	bad := b.pickJob(t, 17)
+	b.sql(t, `
+CREATE FUNCTION noreap() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = '`+bad+`' AND OLD.status = 'in_review' AND NEW.status = 'pending_review' THEN
+        RAISE EXCEPTION 'job % may not go back', NEW.id;
+    END IF;
+    RETURN NEW;
+END $$`)
+	b.sql(t, `CREATE TRIGGER noreap BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION noreap()`)
+
+	for range 3 {
+		_ = r.reap(ctx) // passes on the poll tick
+	}
+	require.Equal(t, 49, b.countWhere(t, `status = 'pending_review'`),
+		"the 49 lost jobs the database lets go back are re-enqueued despite one refused row")
+}
