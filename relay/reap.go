@@ -90,9 +90,10 @@ func (r *Relay) reap(ctx context.Context) error {
 				}
 			}
 		}
+		lost = r.withoutRefused(lost)
 		if len(lost) > 0 {
 			found += len(lost)
-			n, err := db.Reenqueue(ctx, r.pool, lost)
+			n, err := r.reenqueue(ctx, lost)
 			if err != nil {
 				return err
 			}
@@ -132,4 +133,48 @@ func (r *Relay) logReaped(ctx context.Context, found, untracked, reenqueued int,
 	}
 	attrs = append(attrs, slog.Any("job_ids", examples))
 	r.log.LogAttrs(ctx, slog.LevelWarn, "relay: reaper re-enqueued jobs whose stream entry was lost or never recorded", attrs...)
+}
+
+// reenqueue sends lost jobs back to pending_review and returns the IDs it
+// changed. A row the database refuses to send back (a trigger or
+// constraint the application added, a last_error column too narrow for
+// the reaper's text) must not keep every other lost job in_review: the
+// batch is split in halves down to the rows that fail, which are left
+// in_review, reported once each at Error, and passed over by this
+// process's reaper from then on (status --check reports in_review jobs
+// that stay too long).
+func (r *Relay) reenqueue(ctx context.Context, lost []db.Published) ([]string, error) {
+	var changed []string
+	err := bisect(lost, func(part []db.Published) error {
+		n, err := db.Reenqueue(ctx, r.pool, part)
+		changed = append(changed, n...)
+		return err
+	}, func(j db.Published, err error) {
+		r.reapRefused.Lock()
+		if r.reapRefused.ids == nil {
+			r.reapRefused.ids = map[string]bool{}
+		}
+		r.reapRefused.ids[j.ID] = true
+		r.reapRefused.Unlock()
+		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+		r.log.ErrorContext(ctx, "relay: the database refuses to send a lost job back to pending_review; the reaper leaves it in_review",
+			slog.String("job_id", j.ID), slog.String("task_id", j.StreamID), slog.String("err", pgText(err)))
+	})
+	return changed, err
+}
+
+// withoutRefused drops the jobs the reaper was refused before.
+func (r *Relay) withoutRefused(jobs []db.Published) []db.Published {
+	r.reapRefused.Lock()
+	defer r.reapRefused.Unlock()
+	if len(r.reapRefused.ids) == 0 {
+		return jobs
+	}
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		if !r.reapRefused.ids[j.ID] {
+			out = append(out, j)
+		}
+	}
+	return out
 }

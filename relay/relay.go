@@ -54,6 +54,12 @@ type Relay struct {
 
 	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
 
+	// reapRefused holds the lost jobs the database refused to send back
+	// to pending_review; the reaper passes over them.
+	reapRefused struct {
+		sync.Mutex
+		ids map[string]bool
+	}
 	skip struct {
 		sync.Mutex
 		ids []string // jobs left alone: no update of them succeeds (see isolate.go)

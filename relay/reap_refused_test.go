@@ -9,13 +9,12 @@ import (
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
-// Found by the breaker: one in_review row whose way back to pending_review
-// the database refuses (an application trigger) fails the reaper's whole
-// UPDATE, every pass, so no lost job of the stream is ever re-enqueued,
-// while Ready says nothing. Expected: the row is isolated (marked failed
-// with the database's error, or left alone and reported) and the other
-// lost jobs go back to pending_review.
-func TestBreakerOneRowTheReaperCannotUpdateWedgesTheReaper(t *testing.T) {
+// TestARowTheReaperCannotSendBackIsIsolated: one in_review row whose way
+// back to pending_review the database refuses (an application trigger)
+// used to fail the reaper's whole UPDATE, every pass, so no lost job of
+// the stream was ever re-enqueued. The row is isolated, reported once, and
+// the other lost jobs go back to pending_review.
+func TestARowTheReaperCannotSendBackIsIsolated(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	b := setup(t)
@@ -43,8 +42,10 @@ END $$`)
 	b.sql(t, `CREATE TRIGGER noreap BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION noreap()`)
 
 	for range 3 {
-		_ = r.reap(ctx) // passes on the poll tick
+		require.NoError(t, r.reap(ctx)) // passes on the poll tick
 	}
 	require.Equal(t, 49, b.countWhere(t, `status = 'pending_review'`),
 		"the 49 lost jobs the database lets go back are re-enqueued despite one refused row")
+	require.Equal(t, 1, b.countWhere(t, `status = 'in_review'`))
+	require.Len(t, b.logger.Matching("refuses to send a lost job back"), 1, "reported once, not every pass")
 }
