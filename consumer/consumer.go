@@ -142,6 +142,10 @@ type Consumer struct {
 	abort     chan struct{}
 	abortOnce sync.Once
 	trimmedAt atomic.Int64 // unix nanoseconds of the last trim
+	// verifyBefore is the entry time (Unix ms) before which a new entry's
+	// job status is checked before its first delivery (see
+	// verifyEntriesBefore).
+	verifyBefore atomic.Int64
 	trimLog   stream.TrimLog
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.

@@ -40,6 +40,7 @@ func (c *Consumer) ensureGroupRetrying(ctx context.Context) bool {
 			r.OK(ctx)
 			if created {
 				c.log.InfoContext(ctx, "consumer: created consumer group", slog.String("group", c.cfg.Group))
+				c.verifyEntriesBefore()
 			}
 			return true
 		}
@@ -57,7 +58,33 @@ func isNoGroup(err error) bool { return redis.HasErrorPrefix(err, "NOGROUP") }
 func (c *Consumer) recoverGroup(ctx context.Context) {
 	c.log.WarnContext(ctx, "consumer: consumer group missing (Redis restarted empty, flushed, or the stream was deleted); recreating it",
 		slog.String("group", c.cfg.Group))
+	c.verifyEntriesBefore()
 	c.ensureGroupRetrying(ctx)
+}
+
+// verifyMargin covers the difference between this host's clock and the
+// Redis server's, which stamps entry IDs.
+const verifyMargin = time.Minute
+
+// verifyEntriesBefore makes the status of every job whose entry was added
+// before now (and verifyMargin more) checked before its first delivery. A
+// group created or recreated while the stream already held entries (an
+// operator's XGROUP DESTROY, a stream that outlived its group) reads them
+// from the start: their jobs may be long reviewed, and the handler must
+// not run again for them.
+func (c *Consumer) verifyEntriesBefore() {
+	c.verifyBefore.Store(time.Now().Add(verifyMargin).UnixMilli())
+}
+
+// needsCheck says whether a new entry's job may be finished already: a
+// later attempt's (a late success of an earlier one may have reviewed it),
+// or one added before the group was (re)created.
+func (c *Consumer) needsCheck(msg redis.XMessage) bool {
+	if a, _ := msg.Values[stream.FieldAttempt].(string); a != "1" {
+		return true
+	}
+	id, ok := stream.ParseID(msg.ID)
+	return !ok || int64(id.MS) < c.verifyBefore.Load()
 }
 
 // readLoop reads new entries for idle handlers until ctx is done.
@@ -108,11 +135,10 @@ func (c *Consumer) readLoop(ctx context.Context) {
 		}
 		var republished []stream.Claimed
 		for _, msg := range msgs {
-			// A first attempt's new entry was never delivered before, so
-			// its job cannot be finished already: no status check needed.
-			// A later attempt's (reaper, retry) can: a late success of an
-			// earlier attempt may have reviewed the job meanwhile.
-			if a, _ := msg.Values[stream.FieldAttempt].(string); a != "1" {
+			// A first attempt's entry added since the group was created
+			// was never delivered before, so its job cannot be finished
+			// already: no status check needed. Others may (needsCheck).
+			if c.needsCheck(msg) {
 				republished = append(republished, stream.Claimed{Message: msg, Deliveries: 1})
 				continue
 			}

@@ -3,22 +3,19 @@ package consumer
 import (
 	"context"
 	"testing"
-	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
-// Found by the breaker: when the group is lost while the stream survives
-// (an operator's XGROUP DESTROY, or a Redis restored from a snapshot older
-// than the group's last read), the recreated group reads the stream from 0,
-// and every attempt-1 entry still in it is "new": the handler runs again
-// for jobs that are long reviewed (readLoop skips the status check for
-// attempt 1). The contract: never call the handler for a job already
-// reviewed.
-func TestBreakerARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
+// TestARecreatedGroupDoesNotReviewReviewedJobsAgain: when the group is lost
+// while the stream survives (an operator's XGROUP DESTROY), the recreated
+// group reads the stream from 0, and every attempt-1 entry still in it is
+// new to it. The handler must not run again for jobs already reviewed.
+func TestARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := testenv.Context(t)
@@ -32,8 +29,10 @@ func TestBreakerARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
 	require.Equal(t, 10, seen.total())
 
 	require.NoError(t, b.rdb.XGroupDestroy(ctx, b.stream, GroupDefault).Err())
-	b.start(t, cfg)
-	time.Sleep(2 * time.Second)
+	c, _ := b.start(t, cfg)
+	eventually(t, func() bool {
+		return testutil.ToFloat64(c.m.Jobs.WithLabelValues("skipped")) == 10 && b.pending(t, GroupDefault) == 0
+	}, "every entry read again and acknowledged without the handler")
 	for _, id := range ids {
 		require.Equal(t, 1, seen.get(id), "the handler ran again for job %s, already reviewed", id)
 	}
