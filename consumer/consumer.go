@@ -146,7 +146,7 @@ type Consumer struct {
 	// job status is checked before its first delivery (see
 	// verifyEntriesBefore).
 	verifyBefore atomic.Int64
-	trimLog   stream.TrimLog
+	trimLog      stream.TrimLog
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context
