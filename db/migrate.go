@@ -90,9 +90,28 @@ func MigrateUp(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (Mi
 // in_review jobs of the entry their consumers are working on.
 const BookkeepingVersion = 3
 
+// StreamVersion is the migration that records the stream each job was
+// published to. Rolling it back makes every deployment's reaper treat the
+// in_review jobs of the others as its own.
+const StreamVersion = 4
+
+// guardedRollbacks says, for each migration that must not be rolled back
+// while jobs are in_review, what it would do to them.
+var guardedRollbacks = []struct {
+	version int64
+	name    string
+	harm    string
+}{
+	{StreamVersion, "job stream", "drops the stream they were published to, so the reaper of every deployment on this database would re-enqueue them"},
+	{BookkeepingVersion, "relay bookkeeping", "drops their stream_id and enqueued_at, so they would be published again and may be reviewed twice"},
+}
+
 // InReviewError is why CheckRollback refuses: jobs are in_review.
 type InReviewError struct {
-	InReview int64 // jobs in_review
+	InReview int64  // jobs in_review
+	Version  int64  // the migration that would be rolled back
+	Name     string // its name
+	Harm     string // what rolling it back would do to them
 }
 
 // Error implements error.
@@ -101,24 +120,27 @@ func (e *InReviewError) Error() string {
 	if e.InReview == 1 {
 		jobs = "1 job is"
 	}
-	return fmt.Sprintf("%s in_review: rolling back migration %d (relay bookkeeping) drops their stream_id and enqueued_at, "+
-		"so they would be published again and may be reviewed twice; let the consumers finish them (jobrelay status), or pass --force",
-		jobs, BookkeepingVersion)
+	return fmt.Sprintf("%s in_review: rolling back migration %d (%s) %s; let the consumers finish them (jobrelay status), or pass --force",
+		jobs, e.Version, e.Name, e.Harm)
 }
 
 // CheckRollback returns an *InReviewError if rolling the schema back from
-// version from to version to would undo the bookkeeping migration while
-// jobs are in_review. It does not lock: run it with the relays stopped.
+// version from to version to would undo the bookkeeping or the stream
+// migration while jobs are in_review. It does not lock: run it with the
+// relays stopped.
 func CheckRollback(ctx context.Context, q DBTX, from, to int64) error {
-	if from < BookkeepingVersion || to >= BookkeepingVersion {
+	for _, g := range guardedRollbacks {
+		if from < g.version || to >= g.version {
+			continue
+		}
+		var n int64
+		if err := q.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'in_review'`).Scan(&n); err != nil {
+			return fmt.Errorf("count in_review jobs: %w", err)
+		}
+		if n > 0 {
+			return &InReviewError{InReview: n, Version: g.version, Name: g.name, Harm: g.harm}
+		}
 		return nil
-	}
-	var n int64
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'in_review'`).Scan(&n); err != nil {
-		return fmt.Errorf("count in_review jobs: %w", err)
-	}
-	if n > 0 {
-		return &InReviewError{InReview: n}
 	}
 	return nil
 }

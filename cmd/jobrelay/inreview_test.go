@@ -39,11 +39,13 @@ INSERT INTO jobs (title) VALUES ('waiting')`)
 		require.Equal(t, before, version(), "nothing rolled back")
 	}
 
-	// Rolling back past the bookkeeping migration is refused, whichever
-	// way it is asked for.
+	// Rolling back the stream or the bookkeeping migration is refused,
+	// whichever way it is asked for.
+	refused("down")
+	refused("down-to", "3")
 	refused("down-to", "2")
 	refused("down-to", "0")
-	code, stdout, stderr := runInProcess(t, env, "migrate", "down-to", "3")
+	code, stdout, stderr := runInProcess(t, env, "migrate", "down", "--force")
 	require.Zero(t, code, stderr)
 	require.Contains(t, stdout, "database version: 3")
 	refused("down")

@@ -25,9 +25,10 @@ same files run with "goose -dir goose postgres "$DATABASE_URL" up"):
 Migrations of one schema take turns under an advisory lock, so several
 replicas may run "migrate up" at once.
 
-Rolling back migration 3 (the relay's bookkeeping) while jobs are in_review
-is refused (exit 2): it would forget their stream entries, and they would
-be published again. Stop the relays, let the consumers finish, or pass
+Rolling back migration 3 (the relay's bookkeeping) or 4 (the stream of
+each job) while jobs are in_review is refused (exit 2): it would forget
+their stream entries, or which deployment's they are, and they would be
+published again. Stop the relays, let the consumers finish, or pass
 --force.`
 
 type migrateCommand struct {
