@@ -132,3 +132,21 @@ func TestALateSuccessAfterSIGSTOPWins(t *testing.T) {
 	require.Nil(t, lastError)
 	require.Eventually(t, func() bool { return rdb.XLen(ctx, pl.stream+":dead").Val() == 0 }, time.Minute, 5*time.Millisecond)
 }
+
+// TestStatusCheckFlagsJobsInReviewForTooLong: jobs nothing finishes (no
+// consumer, a reaper the database refuses, a stream whose deployment is
+// gone) must not leave status --check healthy.
+func TestStatusCheckFlagsJobsInReviewForTooLong(t *testing.T) {
+	t.Parallel()
+	pl := newPipeline(t)
+	ctx := ctxT(t)
+	cli := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
+	_, err := pl.schema.Pool.Exec(ctx, `
+INSERT INTO jobs (title, status, stream_id, enqueued_at, stream) VALUES ('gone', 'in_review', '1-1', now() - interval '2 hours', 'other_stream')`)
+	require.NoError(t, err)
+	code, stdout, _ := runInProcess(t, cli, "status", "--check")
+	require.Equal(t, 1, code, stdout)
+	require.Contains(t, stdout, "the oldest in_review job has waited 2h0m")
+	code, stdout, _ = runInProcess(t, cli, "status", "--check", "--max-in-review-age", "3h")
+	require.Zero(t, code, stdout)
+}

@@ -27,6 +27,9 @@ stream's length. --json prints the same for scripts.
 
 --check exits 1 (after saying why) when a group lags by more than
 --max-lag entries, the oldest pending job is older than --max-pending-age,
+a job has been in_review for longer than --max-in-review-age (nothing is
+finishing it: no consumer, a reaper refused, another stream's deployment
+gone),
 the dead-letter stream holds more than --max-dead-letters entries, or a
 component reports a problem (a consumer that cannot record its results):
 for cron and container health checks. It exits 2 when a server cannot be
@@ -50,6 +53,7 @@ type statusOptions struct {
 	Check          bool
 	MaxLag         int
 	MaxPendingAge  time.Duration
+	MaxInReviewAge time.Duration
 	MaxDeadLetters int
 }
 
@@ -66,6 +70,7 @@ func (c *statusCommand) parseFlags(a *app, args []string) error {
 		&binding{flag: "check", ptr: &opts.Check, def: false, help: "exit 1 if unhealthy (see the thresholds)"},
 		&binding{flag: "max-lag", ptr: &opts.MaxLag, def: 10_000, meta: "N", help: "--check: most entries a group may leave unread", check: intRange(0, 1<<40)},
 		&binding{flag: "max-pending-age", ptr: &opts.MaxPendingAge, def: 15 * time.Minute, meta: "DURATION", help: "--check: oldest age a pending job may reach", check: durationAtLeast(0)},
+		&binding{flag: "max-in-review-age", ptr: &opts.MaxInReviewAge, def: time.Hour, meta: "DURATION", help: "--check: longest a job may stay in_review (retries with backoff included)", check: durationAtLeast(0)},
 		&binding{flag: "max-dead-letters", ptr: &opts.MaxDeadLetters, def: 0, meta: "N", help: "--check: most dead letters tolerated", check: intRange(0, 1<<40)})
 	return a.parseNoArgs(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp)
 }
@@ -124,6 +129,12 @@ func checkHealth(s *inspect.Snapshot, o *statusOptions) []string {
 	}
 	if age := time.Duration(s.Backlog.OldestPendingAgeSecs * float64(time.Second)); s.Backlog.Pending > 0 && age > o.MaxPendingAge {
 		problems = append(problems, fmt.Sprintf("the oldest pending job waits for %s (--max-pending-age %s)", age.Round(time.Second), o.MaxPendingAge))
+	}
+	if !s.Backlog.OldestInReviewAt.IsZero() && s.Backlog.InReview > 0 {
+		if age := s.TakenAt.Sub(s.Backlog.OldestInReviewAt); age > o.MaxInReviewAge {
+			problems = append(problems, fmt.Sprintf("the oldest in_review job has waited %s for its review (--max-in-review-age %s): are consumers running, and is the reaper able to re-enqueue it?",
+				age.Round(time.Second), o.MaxInReviewAge))
+		}
 	}
 	if s.DeadLetters > int64(o.MaxDeadLetters) {
 		problems = append(problems, fmt.Sprintf("%d dead letters in %s (--max-dead-letters %d); see them with redis-cli XRANGE %s - +, retry with jobrelay retry --failed",
