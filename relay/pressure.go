@@ -61,13 +61,14 @@ type pauseInfo struct {
 	since    time.Time
 	progress time.Time // last progress
 	reason   string
+	memory   bool // held back by Redis memory, not by lag
 }
 
 // progressed records progress of the pause. Called with the lock held.
 func (ps *pressureState) progressed() {
 	ps.best = ps.last
 	if p := ps.pause.Load(); p != nil {
-		ps.pause.Store(&pauseInfo{since: p.since, progress: time.Now(), reason: p.reason})
+		ps.pause.Store(&pauseInfo{since: p.since, progress: time.Now(), reason: p.reason, memory: p.memory})
 	}
 }
 
@@ -184,7 +185,9 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 	} else if room <= 0 {
 		ps.paused, ps.best = true, ps.last
 		reason := r.pauseReason()
-		ps.pause.Store(&pauseInfo{since: time.Now(), progress: time.Now(), reason: reason})
+		lag := ps.last.Lag + ps.accounted
+		ps.pause.Store(&pauseInfo{since: time.Now(), progress: time.Now(), reason: reason,
+			memory: r.cfg.MaxStreamLag < 0 || lag < r.cfg.MaxStreamLag})
 		r.cfg.Metrics.Paused.Set(1)
 		r.cfg.Metrics.BackpressurePauses.Inc()
 		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",

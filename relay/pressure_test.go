@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -272,10 +273,49 @@ func TestPausedRelayThatCannotResumeIsNotReady(t *testing.T) {
 	err := r.Ready()
 	require.ErrorContains(t, err, "relay: paused for")
 	require.ErrorContains(t, err, "without progress")
+	// The gauge says so; a Redis at maxmemory would refuse a health
+	// report, so none is written (status --check reads Redis memory).
+	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Stalled) == 1 }, 30*time.Second, 5*time.Millisecond)
 
 	for i := range 64 {
 		require.NoError(t, admin.Del(ctx, "ballast:"+strconv.Itoa(i)).Err())
 	}
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 10 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return r.Ready() == nil }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Stalled) == 0 }, 30*time.Second, 5*time.Millisecond)
+}
+
+// TestAStalledRelayReportsItToOtherProcesses: a relay held back for good
+// by a group that reads nothing says so where status --check, in another
+// process, reads it, and clears it once it progresses.
+func TestAStalledRelayReportsItToOtherProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.seed(t, 100)
+	require.NoError(t, b.rdb.XGroupCreateMkStream(ctx, b.stream, "stalled", "0").Err())
+	cfg := b.cfg
+	cfg.MaxStreamLag = 50
+	cfg.pressureInterval = time.Millisecond
+	cfg.stalledAfter = 100 * time.Millisecond
+	r := b.newRelay(t, cfg)
+	startRelay(t, r)
+
+	reports := func() []stream.HealthReport {
+		got, err := stream.Problems(ctx, b.rdb, b.stream, time.Now(), stream.HealthStaleAfter)
+		require.NoError(t, err)
+		return got
+	}
+	require.Eventually(t, func() bool {
+		got := reports()
+		return len(got) == 1 && strings.HasPrefix(got[0].Component, "relay ") &&
+			strings.Contains(got[0].Problem, "group stalled is 50 entries behind") &&
+			counterValue(t, r.cfg.Metrics.Stalled) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+
+	// The group reads: the relay resumes and the report goes.
+	require.Eventually(t, func() bool {
+		require.NoError(t, b.rdb.XGroupSetID(ctx, b.stream, "stalled", "$").Err()) // read all so far
+		return len(reports()) == 0 && counterValue(t, r.cfg.Metrics.Stalled) == 0 && b.backlog(t).Pending == 0
+	}, 30*time.Second, 5*time.Millisecond)
 }

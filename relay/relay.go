@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Relay publishes pending jobs to the stream. Create it with New.
@@ -134,6 +136,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if !r.cfg.PollOnly {
 		wg.Go(func() { r.listen(ctx, wake) })
 	}
+	wg.Go(func() { r.healthLoop(ctx) })
 
 	r.log.InfoContext(ctx, "relay: started", slog.String("stream", r.cfg.Stream),
 		slog.Int("batch_size", r.cfg.BatchSize), slog.Duration("poll_interval", r.cfg.PollInterval),
@@ -264,5 +267,46 @@ func signal(wake chan<- struct{}) {
 	select {
 	case wake <- struct{}{}:
 	default:
+	}
+}
+
+// healthLoop keeps the stalled gauge and this relay's health report in
+// Redis up to date until ctx is done, then clears the report: a relay
+// paused without progress is seen by `jobrelay status --check`, which
+// runs in another process.
+func (r *Relay) healthLoop(ctx context.Context) {
+	host, _ := os.Hostname()
+	rep := &stream.HealthReporter{Client: r.rdb, Stream: r.cfg.Stream,
+		Component: fmt.Sprintf("relay %s-%d", host, os.Getpid())}
+	ticker := time.NewTicker(min(r.cfg.stalledAfter, stream.HealthRefresh/2))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := rep.Update(cctx, "", time.Time{}); err != nil {
+				r.log.WarnContext(cctx, "relay: clearing its health report failed; readers ignore it once stale",
+					slog.String("err", err.Error()))
+			}
+			return
+		case <-ticker.C:
+		}
+		var problem string
+		var since time.Time
+		if err := r.stalled(); err != nil {
+			r.cfg.Metrics.Stalled.Set(1)
+			// A Redis held at its maxmemory refuses the report, and would
+			// be pushed further by it: status --check reads Redis memory
+			// itself.
+			if p := r.pressure.pause.Load(); p != nil && !p.memory {
+				problem, since = err.Error(), p.since
+			}
+		} else {
+			r.cfg.Metrics.Stalled.Set(0)
+		}
+		if err := rep.Update(ctx, problem, since); err != nil && ctx.Err() == nil {
+			r.log.DebugContext(ctx, "relay: reporting its health failed", slog.String("err", err.Error()))
+		}
 	}
 }

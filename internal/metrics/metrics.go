@@ -22,6 +22,7 @@ type Relay struct {
 	Paused             prometheus.Gauge
 	Listening          prometheus.Gauge
 	JobsSkipped        prometheus.Gauge
+	Stalled            prometheus.Gauge
 	Trimmed            prometheus.Counter
 }
 
@@ -74,6 +75,10 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_skipped",
 			Help: "pending_review jobs this relay process leaves alone because the database refuses every update of them, even marking them failed; each is named in an Error log line.",
 		}),
+		Stalled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "stalled",
+			Help: "1 while the relay is paused by backpressure and nothing progresses (no group reads, no memory freed, nothing trimmed); /readyz and jobrelay status --check say why.",
+		}),
 		Trimmed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "trimmed_entries_total",
 			Help: "Entries the relay trimmed from the stream after every group was done with them.",
@@ -87,7 +92,7 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 	}
 	if reg != nil {
 		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
-			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Trimmed)
+			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Stalled, m.Trimmed)
 	}
 	return m
 }
