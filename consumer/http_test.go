@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -41,7 +42,9 @@ func TestHTTPHandlerDoesNotFollowRedirects(t *testing.T) {
 			err := HTTPHandler(review.URL+"/review", nil).Handle(testenv.Context(t), sampleJob)
 			require.Error(t, err, "a redirect is not a review")
 			require.ErrorContains(t, err, strconv.Itoa(code))
-			require.ErrorContains(t, err, location)
+			// The Location, with its path past the first segment masked
+			// as the handler's own URL is (it may carry a token).
+			require.ErrorContains(t, err, strings.TrimSuffix(location, "review")+"xxxxx")
 			require.False(t, IsTransient(err), "a redirect counts as a failed delivery")
 			require.Zero(t, targetCalls.Load(), "the redirect target is never called")
 		})
@@ -71,6 +74,6 @@ func TestARedirectIsNotAReview(t *testing.T) {
 	var lastError string
 	require.NoError(t, b.schema.Pool.QueryRow(ctx, `SELECT last_error FROM jobs WHERE id = $1`, ids[0]).Scan(&lastError))
 	require.Contains(t, lastError, "303")
-	require.Contains(t, lastError, location)
+	require.Contains(t, lastError, strings.TrimSuffix(location, "review")+"xxxxx")
 	require.Zero(t, targetCalls.Load())
 }

@@ -12,7 +12,9 @@ import (
 // What a handler spec may hold that must never reach a log, last_error, a
 // dead letter or a metric: tokens in an exec command (VAR=value
 // assignments, "--token value", "-H 'Authorization: Bearer value'") and in
-// an http URL (the userinfo, query values). Handlers therefore show
+// an http URL (the userinfo, query values, and the path past its first
+// segment: webhook URLs such as Slack's /services/T…/B…/<secret> carry
+// their token there). Handlers therefore show
 // themselves, and build their errors, only from a redacted form of their
 // spec (RedactSpec), and mask the secrets they can find in what the
 // command or the service writes back (stderr, stdout, a response body),
@@ -29,8 +31,8 @@ const minScrubLen = 6
 
 // RedactSpec returns a handler spec (as ParseHandler takes it) in a form
 // that may be logged: for "http:URL", the URL with every query value, the
-// userinfo's password (or its user name, when alone: a token) and the
-// fragment masked; for "exec:CMD", the values of leading VAR=value
+// userinfo's password (or its user name, when alone: a token), the path
+// past its first segment and the fragment masked; for "exec:CMD", the values of leading VAR=value
 // assignments masked, the program name, and only the number of the other
 // arguments, any of which may be a secret. An unknown spec shows its
 // first word only.
@@ -60,6 +62,9 @@ func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL, hidden)"
+	}
+	if rest := pathSecret(u.Path); rest != "" {
+		u.Path, u.RawPath = strings.TrimSuffix(u.Path, rest)+secretMask, ""
 	}
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {
@@ -112,6 +117,10 @@ func urlSecrets(raw string) []string {
 			out = append(out, u.User.Username())
 		}
 	}
+	if rest := pathSecret(u.Path); rest != "" {
+		out = append(out, rest)
+		out = append(out, strings.Split(rest, "/")...)
+	}
 	for p := range strings.SplitSeq(u.RawQuery, "&") {
 		_, v, ok := strings.Cut(p, "=")
 		if !ok {
@@ -123,6 +132,16 @@ func urlSecrets(raw string) []string {
 		}
 	}
 	return append(out, u.Fragment)
+}
+
+// pathSecret is the part of a URL path that redactURL masks: all past its
+// first segment ("/services/T0/B0/token" keeps "/services/").
+func pathSecret(path string) string {
+	_, rest, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || rest == "" {
+		return ""
+	}
+	return rest
 }
 
 // envAssignment matches a shell variable assignment, "NAME=value".

@@ -28,6 +28,7 @@ var handlerSecrets = []string{
 	"querysecret6",  // http: ?token=
 	"querysecret7",  // http: ?api_key=
 	"usersecret8",   // http: a token as the userinfo's user name
+	"pathsecret9",   // http: a webhook's token in the path
 }
 
 const secretExecSpec = `exec:API_TOKEN=envsecret1 sh -c 'echo "token=$API_TOKEN args=$*" >&2; echo "out $*"; exit 1' review ` +
@@ -52,6 +53,7 @@ func TestHandlerSpecsAreRedacted(t *testing.T) {
 		secretHTTPSpec("review.internal:8443"),
 		"https://usersecret8@review.internal/v1?token=querysecret6",
 		"http:https://review.internal/v1?querysecret7", // a bare token as the query
+		"http:https://hooks.example.com/services/T000/B000/pathsecret9", // a webhook
 	}
 	for _, spec := range specs {
 		shown := RedactSpec(spec)
@@ -67,6 +69,8 @@ func TestHandlerSpecsAreRedacted(t *testing.T) {
 	require.Equal(t, "http:http://reviewer:xxxxx@review.internal:8443/review?token=xxxxx&api_key=xxxxx",
 		RedactSpec(secretHTTPSpec("review.internal:8443")))
 	require.Equal(t, "log", RedactSpec("log"))
+	require.Equal(t, "http:https://hooks.example.com/services/xxxxx",
+		RedactSpec("http:https://hooks.example.com/services/T000/B000/pathsecret9"))
 
 	// Specs that are refused do not quote their secrets either.
 	for _, spec := range []string{
