@@ -202,10 +202,23 @@ type result struct {
 
 // New returns a consumer that records outcomes through pool and reads
 // with rdb. It does not close them.
+//
+// rdb must honour context deadlines: a *redis.Client (or ClusterClient,
+// Ring) must be created with Options.ContextTimeoutEnabled set, or New
+// fails, because the consumer bounds its Redis calls, and its shutdown by
+// ShutdownTimeout, with contexts. New registers the consumer's metrics on
+// cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
+	}
+	if err := stream.CheckClient(rdb); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	m, err := metrics.NewConsumer(c.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
 	}
 	slots := make(chan struct{}, c.Concurrency)
 	for range c.Concurrency {
@@ -219,7 +232,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 		pool:         pool,
 		rdb:          rdb,
 		log:          c.Logger.With(slog.String("consumer", c.Name)),
-		m:            c.Metrics,
+		m:            m,
 		slots:        slots,
 		work:         make(chan *delivery),
 		results:      make(chan *result, 2*c.Concurrency),

@@ -65,7 +65,7 @@ func TestReaperReenqueuesLostEntriesOnly(t *testing.T) {
 		require.Equal(t, db.StatusPendingReview, row.Status)
 		require.EqualValues(t, 1, row.Attempts, "the next claim counts the new attempt")
 	}
-	require.EqualValues(t, 30, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 30, counterValue(t, r.m.JobsReaped))
 
 	// They flow again, as attempt 2, into the new stream.
 	n, err = r.Drain(ctx)
@@ -99,7 +99,7 @@ func TestBackpressureOnGroupLag(t *testing.T) {
 		require.NoError(t, err)
 		return n
 	}
-	paused := func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }
+	paused := func() bool { return counterValue(t, r.m.Paused) == 1 }
 	require.Eventually(t, paused, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 50, published(), "a claim takes only the room left under MAX_STREAM_LAG (50)")
 
@@ -117,7 +117,7 @@ func TestBackpressureOnGroupLag(t *testing.T) {
 		return backlog.Pending == 0
 	}, 30*time.Second, time.Millisecond)
 
-	pauses := counterValue(t, r.cfg.Metrics.BackpressurePauses)
+	pauses := counterValue(t, r.m.BackpressurePauses)
 	require.GreaterOrEqual(t, pauses, 1.0)
 	require.Len(t, b.logger.Matching("relay: pausing"), int(pauses), "one line per pause, not per check")
 	require.Len(t, b.logger.Matching("consumers caught up; resuming"), int(pauses))
@@ -143,7 +143,7 @@ func TestBackpressureOnRedisMemory(t *testing.T) {
 	cfg.pressureInterval = time.Millisecond
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	backlog, err := db.ReadBacklog(ctx, b.schema.Pool)
 	require.NoError(t, err)
 	require.EqualValues(t, 10, backlog.Pending, "the backlog waits in PostgreSQL")
@@ -177,7 +177,7 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 		return backlog.InReview
 	}
 	// Down at start: the relay retries.
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")) >= 2 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("publish")) >= 2 },
 		30*time.Second, time.Millisecond)
 	require.Zero(t, inReview())
 	srv.Start()
@@ -186,7 +186,7 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 	// Down mid-run: new jobs wait, then flow.
 	srv.Stop()
 	b.seed(t, 20)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")) >= 4 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("publish")) >= 4 },
 		30*time.Second, time.Millisecond)
 	srv.Start()
 	require.Eventually(t, func() bool { return inReview() == 70 }, 30*time.Second, 5*time.Millisecond)
@@ -218,7 +218,7 @@ func TestPostgresDownAtStartAndMidRun(t *testing.T) {
 	}
 	startRelay()
 	b.seed(t, 40)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("claim")) >= 3 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("claim")) >= 3 },
 		30*time.Second, time.Millisecond)
 	require.Error(t, r.Ready(), "not ready without its LISTEN connection")
 

@@ -64,7 +64,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
 	start := time.Now()
-	m := r.cfg.Metrics
+	m := r.m
 	r.log.WarnContext(ctx, "relay: a row's data failed the cycle; isolating it", slog.String("err", cause.Error()))
 	fail := func(kind string, err error) (cycleResult, error) {
 		m.Errors.WithLabelValues(kind).Inc()
@@ -290,6 +290,6 @@ func (r *Relay) leaveAlone(ids []string) (fresh map[string]bool) {
 			fresh[id] = true
 		}
 	}
-	r.cfg.Metrics.JobsSkipped.Set(float64(len(r.skip.ids)))
+	r.m.JobsSkipped.Set(float64(len(r.skip.ids)))
 	return fresh
 }

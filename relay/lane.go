@@ -66,7 +66,7 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 	defer cancel()
 	defer room.release()
 	start := time.Now()
-	m := r.cfg.Metrics
+	m := r.m
 	defer func() {
 		switch {
 		case err != nil:

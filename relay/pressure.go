@@ -177,7 +177,7 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 		}
 		ps.paused = false
 		since := ps.pause.Swap(nil).since
-		r.cfg.Metrics.Paused.Set(0)
+		r.m.Paused.Set(0)
 		r.log.InfoContext(ctx, "relay: consumers caught up; resuming",
 			slog.Int64("lag", ps.last.Lag), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Duration("paused_for", time.Since(since)))
@@ -185,8 +185,8 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 		ps.paused, ps.best = true, ps.last
 		reason := r.pauseReason()
 		ps.pause.Store(&pauseInfo{since: time.Now(), progress: time.Now(), reason: reason})
-		r.cfg.Metrics.Paused.Set(1)
-		r.cfg.Metrics.BackpressurePauses.Inc()
+		r.m.Paused.Set(1)
+		r.m.BackpressurePauses.Inc()
 		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
 			slog.Int64("lag", ps.last.Lag+ps.accounted), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Int64("maxmemory", ps.last.MaxMemory))
@@ -225,7 +225,7 @@ func (r *Relay) readPressure(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
+		r.m.Errors.WithLabelValues("pressure").Inc()
 		return fmt.Errorf("check backpressure: %w", err)
 	}
 	ps.last, ps.readAt, ps.accounted = p, time.Now(), ps.inflight
@@ -330,14 +330,14 @@ func (r *Relay) trimLocked(ctx context.Context) int64 {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			r.cfg.Metrics.Errors.WithLabelValues("trim").Inc()
+			r.m.Errors.WithLabelValues("trim").Inc()
 			ps.trimLog.Failed(ctx, r.log, "relay", err)
 		}
 		return 0
 	}
 	ps.trimLog.OK(ctx, r.log, "relay")
 	if n > 0 {
-		r.cfg.Metrics.Trimmed.Add(float64(n))
+		r.m.Trimmed.Add(float64(n))
 		r.log.DebugContext(ctx, "relay: trimmed the stream", slog.Int64("num_trimmed", n))
 	}
 	return n

@@ -85,7 +85,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 	// No consumer group: nothing is ever read, the lag is the stream's
 	// length. Two lanes claim side by side, yet the stream stops at the
 	// bound, not a batch or two past it.
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 250 }, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 250, b.xlen(t))
 	backlog := b.backlog(t)
@@ -99,7 +99,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 		return r.pressure.readAt.Sub(since) > 50*time.Millisecond
 	}, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 250, b.xlen(t))
-	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.BackpressurePauses))
+	require.EqualValues(t, 1, counterValue(t, r.m.BackpressurePauses))
 }
 
 func TestBackpressureCountsEveryGroup(t *testing.T) {
@@ -117,7 +117,7 @@ func TestBackpressureCountsEveryGroup(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 150 }, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 150, b.xlen(t), "the stalled group bounds the stream, though jobrelay's own group keeps up")
 	require.EqualValues(t, 450, b.backlog(t).Pending)
@@ -158,8 +158,8 @@ SELECT repeat('x', 4000), 'Acme', 'otta', 'https://example.com/' || g FROM gener
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == jobs }, 20*time.Second, 5*time.Millisecond,
 		"the relay trims what the consumers are done with, and resumes")
 	require.Less(t, b.xlen(t), int64(jobs), "trimmed")
-	require.Positive(t, counterValue(t, r.cfg.Metrics.Trimmed))
-	require.Zero(t, counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")), "never over maxmemory (OOM)")
+	require.Positive(t, counterValue(t, r.m.Trimmed))
+	require.Zero(t, counterValue(t, r.m.Errors.WithLabelValues("publish")), "never over maxmemory (OOM)")
 	require.Equal(t, jobs, b.requireExactlyOnceOrTrimmed(t))
 }
 
@@ -195,7 +195,7 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 	admin := srv.Client()
 	// The relay's user may do anything but XTRIM, also from scripts.
 	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "relay", "on", ">secret", "~*", "&*", "+@all", "-xtrim").Err())
-	b.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "relay", Password: "secret"})
+	b.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "relay", Password: "secret", ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = b.rdb.Close() })
 
 	// Consumers have read and acknowledged 2000 entries: trimmable, and
@@ -224,7 +224,7 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	trimErrors := func() float64 { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("trim")) }
+	trimErrors := func() float64 { return counterValue(t, r.m.Errors.WithLabelValues("trim")) }
 	require.Eventually(t, func() bool { return trimErrors() >= 3 }, 30*time.Second, time.Millisecond)
 	refused := b.logger.Matching("relay: trimming the stream failed")
 	require.Len(t, refused, 1, "one line when trimming starts failing, not one per attempt")
@@ -267,7 +267,7 @@ func TestPausedRelayThatCannotResumeIsNotReady(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return r.Ready() != nil }, 30*time.Second, time.Millisecond)
 	err := r.Ready()
 	require.ErrorContains(t, err, "relay: paused for")

@@ -97,7 +97,7 @@ func (r *Relay) reap(ctx context.Context) error {
 				return err
 			}
 			changed = append(changed, n...)
-			r.cfg.Metrics.JobsReaped.Add(float64(len(n)))
+			r.m.JobsReaped.Add(float64(len(n)))
 			for _, id := range n {
 				if len(examples) < reapLogExamples {
 					examples = append(examples, id)

@@ -38,6 +38,8 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
+	"github.com/jobrelay/jobrelay/internal/metrics"
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Relay publishes pending jobs to the stream. Create it with New.
@@ -48,6 +50,7 @@ type Relay struct {
 	connCfg   *pgx.ConnConfig // for the relay's cycle connection
 	listenCfg *pgx.ConnConfig // for its LISTEN connection
 	log       *slog.Logger
+	m         *metrics.Relay
 
 	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
 	reapFrom db.Published // where the reaper's scan resumes; owned by Run
@@ -73,10 +76,23 @@ type Relay struct {
 // publishes them with rdb. The relay opens connections of its own (for
 // cycles, and for LISTEN) with pool's configuration; it does not close pool
 // or rdb.
+//
+// rdb must honour context deadlines: a *redis.Client (or ClusterClient,
+// Ring) must be created with Options.ContextTimeoutEnabled set, or New
+// fails, because the relay bounds each cycle's Redis calls by CycleTimeout
+// while it holds row locks. New registers the relay's metrics on
+// cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	if err := stream.CheckClient(rdb); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	m, err := metrics.NewRelay(c.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	connCfg := pool.Config().ConnConfig.Copy()
 	// A relay that hangs or vanishes mid-cycle must not keep its row locks:
@@ -96,6 +112,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 		connCfg:   connCfg,
 		listenCfg: listenCfg,
 		log:       c.Logger,
+		m:         m,
 	}
 	for range c.Workers {
 		r.lanes = append(r.lanes, &lane{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
@@ -142,7 +159,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.cfg.PollOnly {
 		poll.Reset(0)
 	} else if err := r.reap(ctx); err != nil && ctx.Err() == nil {
-		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+		r.m.Errors.WithLabelValues("reap").Inc()
 		r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 	}
 	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError,
@@ -155,7 +172,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-poll.C:
 			poll.Reset(backoff.Jitter(r.cfg.PollInterval))
 			if err := r.reap(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+				r.m.Errors.WithLabelValues("reap").Inc()
 				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 			}
 			r.trim(ctx)

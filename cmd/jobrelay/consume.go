@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/jobrelay/jobrelay/consumer"
-	"github.com/jobrelay/jobrelay/internal/metrics"
 )
 
 const consumeHelp = `Runs a consumer of the review group: reads jobs from the stream, runs the
@@ -52,7 +51,7 @@ func consumeCmd(a *app, args []string) error {
 
 	obs := newObservability()
 	cfg := cc.config(common.Stream, handler, logger)
-	cfg.Metrics = metrics.NewConsumer(obs.reg)
+	cfg.Registerer = obs.reg
 	c, err := consumer.New(cl.pool, cl.rdb, cfg)
 	if err != nil {
 		return usagef("%v", err)

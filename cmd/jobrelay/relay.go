@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
@@ -44,7 +43,7 @@ func relayCmd(a *app, args []string) error {
 
 	obs := newObservability()
 	cfg := rc.config(common.Stream, logger)
-	cfg.Metrics = metrics.NewRelay(obs.reg)
+	cfg.Registerer = obs.reg
 	r, err := relay.New(cl.pool, cl.rdb, cfg)
 	if err != nil {
 		return usagef("%v", err)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/jobrelay/jobrelay/consumer"
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
@@ -45,13 +44,13 @@ func runCmd(a *app, args []string) error {
 
 	obs := newObservability()
 	rcfg := rc.config(common.Stream, logger)
-	rcfg.Metrics = metrics.NewRelay(obs.reg)
+	rcfg.Registerer = obs.reg
 	r, err := relay.New(cl.pool, cl.rdb, rcfg)
 	if err != nil {
 		return usagef("%v", err)
 	}
 	ccfg := cc.config(common.Stream, handler, logger)
-	ccfg.Metrics = metrics.NewConsumer(obs.reg)
+	ccfg.Registerer = obs.reg
 	c, err := consumer.New(cl.pool, cl.rdb, ccfg)
 	if err != nil {
 		return usagef("%v", err)
