@@ -534,7 +534,7 @@ func quoteShort(s string) string {
 // their results to be recorded, so no job gets finished. It is the
 // consumer's check for /readyz. The consumer also shows the problem in the
 // jobrelay_consumer_recorder_stalled gauge, and reports it to Redis for
-// `jobrelay status --check` (see stream.HealthReporter).
+// `jobrelay status --check` and inspect.Snapshot.Health.
 func (c *Consumer) Ready() error {
 	if problem, _ := c.stall(time.Now()); problem != "" {
 		return errors.New(problem)

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 	"github.com/jobrelay/jobrelay/relay"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
