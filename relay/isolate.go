@@ -22,7 +22,7 @@ import (
 // retry of that cycle, and the jobs behind it would wait for good. When a
 // cycle fails with such an error (db.RowError; never a lost connection, a
 // timeout or a Redis error, which are retried with backoff as before), the
-// lane runs one isolating cycle over the same rows: it claims them again in
+// worker runs one isolating cycle over the same rows: it claims them again in
 // a transaction that checks deferred constraints at each statement, reads
 // them, publishes them (idempotently: the entries the failed cycle added
 // are reused) and marks them in_review, each step bisecting the batch in
@@ -59,8 +59,8 @@ type rowFailure struct {
 // isolate runs the isolating cycle after a cycle failed with cause, over
 // the jobs in only, or over a new claim if only is nil (the claim itself
 // failed).
-func (l *lane) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
-	r := l.r
+func (w *worker) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
+	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
 	start := time.Now()
@@ -68,11 +68,11 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	r.log.WarnContext(ctx, "relay: a row's data failed the cycle; isolating it", slog.String("err", cause.Error()))
 	fail := func(kind string, err error) (cycleResult, error) {
 		m.Errors.WithLabelValues(kind).Inc()
-		l.rollback(ctx)
+		w.rollback(ctx)
 		return cycleResult{}, err
 	}
 
-	conn, err := l.cycleConn(ctx)
+	conn, err := w.cycleConn(ctx)
 	if err != nil {
 		return fail("claim", err)
 	}
@@ -83,7 +83,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	}
 	c.full = len(ids) == limit
 	if len(ids) == 0 { // another relay took them meanwhile
-		l.rollback(ctx)
+		w.rollback(ctx)
 		return c, nil
 	}
 	c.claimed = len(ids)
@@ -107,14 +107,14 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	for i := range failedIDs {
 		bad = append(bad, rowFailure{failedIDs[i], failedErrs[i]})
 	}
-	var pub stream.Published
+	var pub stream.PublishResult
 	if len(publishable) > 0 {
 		pub, err = stream.Publish(ctx, r.rdb, &stream.PublishParams{
 			Stream:     r.cfg.Stream,
 			DedupTTL:   r.cfg.DedupTTL,
 			EnqueuedAt: enqueuedAt,
 			Jobs:       publishable,
-			Forget:     l.forget,
+			Forget:     w.committed,
 		})
 		if only == nil { // new rows; the failed cycle's are counted already
 			room.published(len(publishable), size)
@@ -122,7 +122,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 		if err != nil {
 			return fail("publish", err)
 		}
-		l.forget = stream.Forget{} // applied
+		w.committed = stream.DedupRecords{} // applied
 	}
 
 	// Mark in_review, setting aside the rows that refuse it.
@@ -162,7 +162,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 		return fail("commit", err)
 	}
 	// Pass over the rows left alone from now on: before the COMMIT
-	// releases them, so that no other lane claims one meanwhile. (A claim
+	// releases them, so that no other worker claims one meanwhile. (A claim
 	// that read the list just before can still take one; it isolates it
 	// again, once, and reports nothing new.)
 	aloneIDs := make([]string, len(alone))
@@ -189,10 +189,10 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	}
 	var relayed []db.Job
 	var streamIDs, strays []string
-	var forget stream.Forget
+	var records stream.DedupRecords
 	for i := range publishable {
-		if !isAlone[publishable[i].ID] && i < len(pub.Forget.Fields) {
-			forget.Fields = append(forget.Fields, pub.Forget.Fields[i])
+		if !isAlone[publishable[i].ID] && i < len(pub.Records.Fields) {
+			records.Fields = append(records.Fields, pub.Records.Fields[i])
 		}
 		if refused[i] || isAlone[publishable[i].ID] {
 			strays = append(strays, pub.StreamIDs[i])
@@ -201,7 +201,7 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 			streamIDs = append(streamIDs, pub.StreamIDs[i])
 		}
 	}
-	l.forget = forget
+	w.committed = records
 	if len(strays) > 0 {
 		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
 			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",

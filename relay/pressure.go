@@ -16,11 +16,11 @@ import (
 // the backlog then waits in PostgreSQL, where it is durable, instead of
 // filling Redis.
 //
-// Bounds. Before each claim a lane reserves room for its batch: at most
+// Bounds. Before each claim a worker reserves room for its batch: at most
 // BatchSize, at most MaxStreamLag minus the lag, at most the entries the
 // memory left under MaxMemoryRatio is estimated to hold. Room reserved is
 // counted against the limits until the next reading of the pressure sees
-// the entries in the stream, so lanes claiming side by side never pass a
+// the entries in the stream, so workers claiming side by side never pass a
 // bound between two readings. The relay reads the pressure before every
 // claim once it is past half of a limit, and otherwise at least every
 // pressureInterval. Across replicas each relay knows only its own
@@ -78,7 +78,7 @@ const entrySizeGuess = 512
 // pressureOn says whether any limit is set.
 func (r *Relay) pressureOn() bool { return r.cfg.MaxStreamLag != -1 || r.cfg.MaxMemoryRatio != -1 }
 
-// reservation is the room a lane holds for its batch (see pressureState).
+// reservation is the room a worker holds for its batch (see pressureState).
 type reservation struct {
 	r    *Relay // nil without backpressure: nothing to account for
 	held int    // the batch's size limit, less what was given back or published
@@ -147,7 +147,7 @@ func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
 }
 
 // tryReserve reserves room for a batch, or pauses the relay if there is
-// none. Lanes share the state: the change to paused and back is logged
+// none. Workers share the state: the change to paused and back is logged
 // once.
 func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 	ps := &r.pressure

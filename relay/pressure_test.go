@@ -83,7 +83,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 	startRelay(t, r)
 
 	// No consumer group: nothing is ever read, the lag is the stream's
-	// length. Two lanes claim side by side, yet the stream stops at the
+	// length. Two workers claim side by side, yet the stream stops at the
 	// bound, not a batch or two past it.
 	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 250 }, 30*time.Second, time.Millisecond)

@@ -64,12 +64,12 @@ func (r *Relay) reap(ctx context.Context) error {
 			return err
 		}
 		if len(jobs) == 0 {
-			r.reapFrom = db.Published{}
+			r.reapFrom = db.InReviewJob{}
 			break
 		}
-		var lost []db.Published
+		var lost []db.InReviewJob
 		var ids []string
-		var tracked []db.Published
+		var tracked []db.InReviewJob
 		for _, j := range jobs {
 			if j.StreamID == "" {
 				lost = append(lost, j)
@@ -107,7 +107,7 @@ func (r *Relay) reap(ctx context.Context) error {
 		params.After = jobs[len(jobs)-1]
 		r.reapFrom = params.After
 		if len(jobs) < reapBatchSize {
-			r.reapFrom = db.Published{}
+			r.reapFrom = db.InReviewJob{}
 			break
 		}
 	}

@@ -52,10 +52,10 @@ type Relay struct {
 	log       *slog.Logger
 	m         *metrics.Relay
 
-	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
-	reapFrom db.Published // where the reaper's scan resumes; owned by Run
+	workers  []*worker      // Config.Workers of them; workers[0] runs alone when there is no backlog
+	reapFrom db.InReviewJob // where the reaper's scan resumes; owned by Run
 
-	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
+	pressure pressureState // backpressure, shared by the workers (see pressure.go)
 
 	skip struct {
 		sync.Mutex
@@ -115,7 +115,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 		m:         m,
 	}
 	for range c.Workers {
-		r.lanes = append(r.lanes, &lane{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
+		r.workers = append(r.workers, &worker{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
 	}
 	return r, nil
 }
@@ -177,7 +177,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			r.trim(ctx)
 		}
-		_, err := r.drain(ctx, false)
+		_, err := r.drain(ctx, untilShort)
 		if err == nil || ctx.Err() != nil {
 			retry.OK(ctx)
 			continue
@@ -226,22 +226,23 @@ func (d *DrainResult) merge(o DrainResult) {
 // DrainReport is Drain, saying which jobs it could not relay.
 func (r *Relay) DrainReport(ctx context.Context) (DrainResult, error) {
 	defer r.closeConns()
-	return r.drain(ctx, true)
+	return r.drain(ctx, untilEmpty)
 }
 
 func (r *Relay) closeConns() {
-	for _, l := range r.lanes {
-		l.closeConn()
+	for _, w := range r.workers {
+		w.closeConn()
 	}
 }
 
-// drain runs cycles while there is work: until a batch comes back short
-// (or, with untilEmpty, empty). Full batches are followed at once by the
-// next cycle. A single lane runs the first cycle; if its batch was full
-// there is a backlog, and every lane drains it side by side, so that one
-// lane commits in PostgreSQL while another publishes to Redis.
-func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error) {
-	total, more, err := r.lanes[0].drain(ctx, untilEmpty, 1)
+// drain runs cycles while there is work, until mode says to stop. Full
+// batches are followed at once by the next cycle. A single worker runs the first cycle; if its batch was full
+// there is a backlog, and every worker drains it side by side, so that one
+// worker commits in PostgreSQL while another publishes to Redis.
+func (r *Relay) drain(ctx context.Context, mode drainMode) (DrainResult, error) {
+	var total DrainResult
+	c, more, err := r.workers[0].step(ctx, mode)
+	total.add(c)
 	if err != nil || !more {
 		return total, err
 	}
@@ -250,9 +251,9 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error)
 		mu       sync.Mutex
 		firstErr error
 	)
-	for _, l := range r.lanes {
+	for _, w := range r.workers {
 		wg.Go(func() {
-			res, _, err := l.drain(ctx, untilEmpty, 0)
+			res, err := w.drain(ctx, mode)
 			mu.Lock()
 			defer mu.Unlock()
 			total.merge(res)
@@ -262,10 +263,10 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error)
 		})
 	}
 	wg.Wait()
-	// The extra lanes go idle until the next backlog: delete their last
-	// records now. The first lane's go with its next publish.
-	for _, l := range r.lanes[1:] {
-		l.forgetCommitted(context.WithoutCancel(ctx))
+	// The extra workers go idle until the next backlog: delete their last
+	// records now. The first worker's go with its next publish.
+	for _, w := range r.workers[1:] {
+		w.forgetCommitted(context.WithoutCancel(ctx))
 	}
 	return total, firstErr
 }

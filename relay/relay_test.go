@@ -355,8 +355,8 @@ func TestShutdownMidDrain(t *testing.T) {
 	require.Greater(t, inReview, 0)
 	require.Less(t, inReview, 30_000, "the relay should have stopped mid-drain")
 	require.EqualValues(t, inReview, counterValue(t, r.m.JobsRelayed))
-	for _, l := range r.lanes {
-		require.Nil(t, l.conn, "cycle connection left open")
+	for _, w := range r.workers {
+		require.Nil(t, w.conn, "cycle connection left open")
 	}
 }
 

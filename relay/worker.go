@@ -13,39 +13,61 @@ import (
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
-// lane runs cycles on a PostgreSQL connection of its own, with the relay's
-// timeouts. While one lane waits for Redis, another can commit.
-type lane struct {
-	r      *Relay
-	conn   *pgx.Conn     // opened at its first cycle, replaced when broken
-	jobs   []db.Job      // reused claim buffer
-	forget stream.Forget // dedup records of the lane's last committed batch
+// worker runs cycles on a PostgreSQL connection of its own, with the relay's
+// timeouts. While one worker waits for Redis, another can commit.
+type worker struct {
+	r         *Relay
+	conn      *pgx.Conn           // opened at its first cycle, replaced when broken
+	jobs      []db.Job            // reused claim buffer
+	committed stream.DedupRecords // dedup records of the worker's last committed batch
 }
 
-// drain runs cycles until a batch comes back short (or, with untilEmpty,
-// empty), or after max cycles if max > 0. more says whether the last
-// cycle suggests there is more to do. A batch is full when it claimed all
-// the room it had: backpressure may have given it less than BatchSize.
-func (l *lane) drain(ctx context.Context, untilEmpty bool, max int) (res DrainResult, more bool, err error) {
-	for cycles := 0; ctx.Err() == nil && (max == 0 || cycles < max); cycles++ {
-		room, err := l.r.reserve(ctx)
-		if err != nil {
-			return res, false, err
-		}
-		if room == nil { // ctx is done
-			break
-		}
-		c, err := l.cycle(ctx, room)
+// drainMode says when draining stops.
+type drainMode int
+
+const (
+	// untilShort stops at a batch that is not full: the backlog is gone,
+	// and the next wake-up brings what comes after it (Run).
+	untilShort drainMode = iota
+	// untilEmpty stops only at a cycle that claims nothing (Drain).
+	untilEmpty
+)
+
+// drain runs cycles until mode says to stop, ctx is done, or a cycle fails.
+func (w *worker) drain(ctx context.Context, mode drainMode) (res DrainResult, err error) {
+	for ctx.Err() == nil {
+		c, more, err := w.step(ctx, mode)
 		res.add(c)
 		if err != nil {
-			return res, false, err
+			return res, err
 		}
-		more = c.claimed > 0 && (untilEmpty || c.full)
 		if !more {
 			break
 		}
 	}
-	return res, more, nil
+	return res, nil
+}
+
+// step runs one cycle, unless ctx is done, and says whether mode calls for
+// another. A batch is
+// full when it claimed all the room it had: backpressure may have given it
+// less than BatchSize.
+func (w *worker) step(ctx context.Context, mode drainMode) (c cycleResult, more bool, err error) {
+	if ctx.Err() != nil { // stopping: no new cycle
+		return c, false, nil
+	}
+	room, err := w.r.reserve(ctx)
+	if err != nil {
+		return c, false, err
+	}
+	if room == nil { // ctx is done
+		return c, false, nil
+	}
+	c, err = w.cycle(ctx, room)
+	if err != nil {
+		return c, false, err
+	}
+	return c, c.claimed > 0 && (mode == untilEmpty || c.full), nil
 }
 
 // cycleResult is what one cycle did.
@@ -60,8 +82,8 @@ type cycleResult struct {
 // jobs, and says what it did. It runs to the end even when ctx is cancelled
 // (shutdown), within CycleTimeout. If a row's data fails a statement, it
 // isolates that row (see isolate).
-func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, err error) {
-	r := l.r
+func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult, err error) {
+	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
 	defer room.release()
@@ -78,26 +100,26 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 		}
 	}()
 
-	conn, err := l.cycleConn(ctx)
+	conn, err := w.cycleConn(ctx)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		return c, err
 	}
 	limit := room.held
-	jobs, err := db.BeginClaimExcept(ctx, conn, limit, r.skipped(), l.jobs)
+	jobs, err := db.BeginClaimExcept(ctx, conn, limit, r.skipped(), w.jobs)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
-		l.rollback(ctx)
+		w.rollback(ctx)
 		if db.IsRowError(err) {
-			return l.isolate(parent, room, nil, err)
+			return w.isolate(parent, room, nil, err)
 		}
 		return c, err
 	}
-	l.jobs = jobs
+	w.jobs = jobs
 	room.giveBack(limit - len(jobs))
 	if len(jobs) == 0 {
-		l.rollback(ctx)
-		l.forgetCommitted(ctx)
+		w.rollback(ctx)
+		w.forgetCommitted(ctx)
 		return c, nil
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
@@ -107,23 +129,23 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
 	room.giveBack(len(failedIDs))
 	p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
-	var published stream.Forget
+	var published stream.DedupRecords
 	if len(publishable) > 0 {
 		pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
 			Stream:     r.cfg.Stream,
 			DedupTTL:   r.cfg.DedupTTL,
 			EnqueuedAt: enqueuedAt,
 			Jobs:       publishable,
-			Forget:     l.forget,
+			Forget:     w.committed,
 		})
 		// Even a failed script may have added entries: count them.
 		room.published(len(publishable), size)
 		if err != nil {
 			m.Errors.WithLabelValues("publish").Inc()
-			l.rollback(ctx)
+			w.rollback(ctx)
 			return c, err
 		}
-		l.forget = stream.Forget{} // applied
+		w.committed = stream.DedupRecords{} // applied
 		if r.hooks.afterPublish != nil {
 			r.hooks.afterPublish(ctx, conn)
 		}
@@ -132,17 +154,17 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 			p.IDs[i] = publishable[i].ID
 		}
 		p.StreamIDs = pub.StreamIDs
-		published = pub.Forget
+		published = pub.Records
 	}
 	if err := db.CommitInReview(ctx, conn, &p); err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
-		l.rollback(ctx)
+		w.rollback(ctx)
 		if db.IsRowError(err) {
 			ids := make([]string, len(jobs))
 			for i := range jobs {
 				ids[i] = jobs[i].ID
 			}
-			c, err := l.isolate(parent, room, ids, err)
+			c, err := w.isolate(parent, room, ids, err)
 			c.full = len(jobs) == limit // whatever other relays took meanwhile
 			return c, err
 		}
@@ -151,7 +173,7 @@ func (l *lane) cycle(parent context.Context, room *reservation) (c cycleResult, 
 	// Committed: no claim can publish these (job, attempt) pairs again, so
 	// the next Publish deletes their dedup records. Until a COMMIT is known
 	// to have succeeded, the records stay.
-	l.forget = published
+	w.committed = published
 
 	elapsed := time.Since(start)
 	m.JobsRelayed.Add(float64(len(publishable)))
@@ -213,54 +235,54 @@ func (r *Relay) logJobs(ctx context.Context, jobs []db.Job, ids, failedIDs, fail
 	}
 }
 
-// cycleConn returns the lane's connection, connecting if needed.
-func (l *lane) cycleConn(ctx context.Context) (*pgx.Conn, error) {
-	if l.conn != nil && !l.conn.IsClosed() {
-		return l.conn, nil
+// cycleConn returns the worker's connection, connecting if needed.
+func (w *worker) cycleConn(ctx context.Context) (*pgx.Conn, error) {
+	if w.conn != nil && !w.conn.IsClosed() {
+		return w.conn, nil
 	}
-	conn, err := pgx.ConnectConfig(ctx, l.r.connCfg)
+	conn, err := pgx.ConnectConfig(ctx, w.r.connCfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	l.conn = conn
+	w.conn = conn
 	return conn, nil
 }
 
 // rollback ends a failed cycle's transaction; if that fails too, the
 // connection is closed (PostgreSQL then rolls back) and replaced next cycle.
-func (l *lane) rollback(ctx context.Context) {
-	if l.conn == nil {
+func (w *worker) rollback(ctx context.Context) {
+	if w.conn == nil {
 		return
 	}
-	if err := db.Rollback(ctx, l.conn); err != nil {
-		l.r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
-		l.closeConn()
+	if err := db.Rollback(ctx, w.conn); err != nil {
+		w.r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
+		w.closeConn()
 	}
 }
 
-func (l *lane) closeConn() {
-	if l.conn != nil {
+func (w *worker) closeConn() {
+	if w.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = l.conn.Close(ctx)
-		l.conn = nil
+		_ = w.conn.Close(ctx)
+		w.conn = nil
 	}
 }
 
-// forgetCommitted deletes the dedup records of the lane's last committed
-// batch when the lane goes idle: otherwise the next publish would, and with
+// forgetCommitted deletes the dedup records of the worker's last committed
+// batch when the worker goes idle: otherwise the next publish would, and with
 // no next publish they would wait for DEDUP_TTL. A failure only leaves them
 // to expire.
-func (l *lane) forgetCommitted(ctx context.Context) {
-	if len(l.forget.Fields) == 0 {
+func (w *worker) forgetCommitted(ctx context.Context) {
+	if len(w.committed.Fields) == 0 {
 		return
 	}
-	r := l.r
+	r := w.r
 	if _, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
-		Stream: r.cfg.Stream, DedupTTL: r.cfg.DedupTTL, Forget: l.forget,
+		Stream: r.cfg.Stream, DedupTTL: r.cfg.DedupTTL, Forget: w.committed,
 	}); err != nil {
 		r.log.DebugContext(ctx, "relay: deleting dedup records failed; they expire after DedupTTL", slog.String("err", err.Error()))
 		return
 	}
-	l.forget = stream.Forget{}
+	w.committed = stream.DedupRecords{}
 }
