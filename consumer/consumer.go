@@ -176,13 +176,26 @@ type delivery struct {
 	msg        redis.XMessage
 	job        Job
 	deliveries int64
-	skip       string // if set, acknowledge without calling the handler, for this reason
-	dead       string // if set, dead-letter without calling the handler, for this reason
-	malformed  bool   // the entry names no job: dead-letter it, nothing to mark
+	settled    settlement // how the entry is settled without a handler, if it is
+	reason     string     // why it is settled so: for the log, or the dead letter's error
+	malformed  bool       // the entry names no job: dead-letter it, nothing to mark
 
 	// retry is what earlier failed deliveries of the entry noted, if any.
 	retry stream.RetryRecord
 }
+
+// settlement says whether an entry is settled before any handler sees it,
+// and how.
+type settlement int
+
+const (
+	notSettled        settlement = iota // the handler decides
+	settledAck                          // the job needs no handling: acknowledge the entry only
+	settledDeadLetter                   // dead-letter the entry without calling the handler
+)
+
+// settle settles d as s, for reason.
+func (d *delivery) settle(s settlement, reason string) { d.settled, d.reason = s, reason }
 
 type outcome int
 
@@ -413,13 +426,13 @@ func (c *Consumer) worker(ctx context.Context) {
 // is retried with backoff or dead-lettered (see failed); what the handler
 // says also tells the breaker whether the review service is up.
 func (c *Consumer) handle(ctx context.Context, d *delivery) *result {
-	switch {
-	case d.skip != "":
+	switch d.settled {
+	case settledAck:
 		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: skipped}
-	case d.dead != "":
+	case settledDeadLetter:
 		c.breakerNoVerdict(d.msg.ID)
-		return &result{d: d, outcome: dead, err: errors.New(d.dead)}
+		return &result{d: d, outcome: dead, err: errors.New(d.reason)}
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
 	defer cancel()
@@ -473,13 +486,13 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	attempt, err := strconv.ParseInt(attemptField, 10, 32)
 	switch {
 	case d.job.ID == "":
-		d.dead = "malformed entry: no job_id"
+		d.settle(settledDeadLetter, "malformed entry: no job_id")
 	case db.CheckJobID(d.job.ID) != nil:
-		d.dead = "malformed entry: job_id " + quoteShort(d.job.ID) + " is not a UUID"
+		d.settle(settledDeadLetter, "malformed entry: job_id "+quoteShort(d.job.ID)+" is not a UUID")
 	case err != nil || attempt < 1:
-		d.dead = fmt.Sprintf("malformed entry: attempt %s is not a number from 1 to %d", quoteShort(attemptField), math.MaxInt32)
+		d.settle(settledDeadLetter, fmt.Sprintf("malformed entry: attempt %s is not a number from 1 to %d", quoteShort(attemptField), math.MaxInt32))
 	}
-	if d.dead != "" {
+	if d.settled == settledDeadLetter {
 		// Dead-lettered as it is; logs show a short form of the ID.
 		d.malformed, d.job.ID = true, shorten(d.job.ID, 64)
 		return d
