@@ -67,28 +67,10 @@ func (r *Relay) reap(ctx context.Context) error {
 			r.reapFrom = db.InReviewJob{}
 			break
 		}
-		var lost []db.InReviewJob
-		var ids []string
-		var tracked []db.InReviewJob
-		for _, j := range jobs {
-			if j.StreamID == "" {
-				lost = append(lost, j)
-				untracked++
-				continue
-			}
-			ids = append(ids, j.StreamID)
-			tracked = append(tracked, j)
-		}
-		if len(ids) > 0 {
-			live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
-			if err != nil {
-				return err
-			}
-			for i, j := range tracked {
-				if !live[i] {
-					lost = append(lost, j)
-				}
-			}
+		lost, nUntracked, err := r.lost(ctx, jobs)
+		untracked += nUntracked
+		if err != nil {
+			return err
 		}
 		if len(lost) > 0 {
 			found += len(lost)
@@ -112,6 +94,36 @@ func (r *Relay) reap(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// lost returns the jobs whose entry is lost, of a page of in_review jobs:
+// those with no entry recorded (untracked of them), and those whose entry
+// the stream no longer holds.
+func (r *Relay) lost(ctx context.Context, jobs []db.InReviewJob) (lost []db.InReviewJob, untracked int, err error) {
+	var ids []string
+	var tracked []db.InReviewJob
+	for _, j := range jobs {
+		if j.StreamID == "" {
+			lost = append(lost, j)
+			untracked++
+			continue
+		}
+		ids = append(ids, j.StreamID)
+		tracked = append(tracked, j)
+	}
+	if len(ids) == 0 {
+		return lost, untracked, nil
+	}
+	live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
+	if err != nil {
+		return nil, untracked, err
+	}
+	for i, j := range tracked {
+		if !live[i] {
+			lost = append(lost, j)
+		}
+	}
+	return lost, untracked, nil
 }
 
 // logReaped logs a reaper run in one line, if it found anything: at Warn

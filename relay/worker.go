@@ -89,16 +89,7 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 	defer room.release()
 	start := time.Now()
 	m := r.m
-	defer func() {
-		switch {
-		case err != nil:
-			m.Cycles.WithLabelValues("error").Inc()
-		case c.claimed == 0:
-			m.Cycles.WithLabelValues("empty").Inc()
-		default:
-			m.Cycles.WithLabelValues("published").Inc()
-		}
-	}()
+	defer func() { r.countCycle(c, err) }()
 
 	conn, err := w.cycleConn(ctx)
 	if err != nil {
@@ -124,67 +115,110 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
 
-	now := time.Now().UTC()
-	enqueuedAt := now.Format(time.RFC3339Nano)
-	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
-	room.giveBack(len(failedIDs))
-	p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
-	var published stream.DedupRecords
-	if len(publishable) > 0 {
-		pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
-			Stream:     r.cfg.Stream,
-			DedupTTL:   r.cfg.DedupTTL,
-			EnqueuedAt: enqueuedAt,
-			Jobs:       publishable,
-			Forget:     w.committed,
-		})
-		// Even a failed script may have added entries: count them.
-		room.published(len(publishable), size)
-		if err != nil {
-			m.Errors.WithLabelValues("publish").Inc()
-			w.rollback(ctx)
-			return c, err
-		}
-		w.committed = stream.DedupRecords{} // applied
-		if r.hooks.afterPublish != nil {
-			r.hooks.afterPublish(ctx, conn)
-		}
-		p.IDs = make([]string, len(publishable))
-		for i := range publishable {
-			p.IDs[i] = publishable[i].ID
-		}
-		p.StreamIDs = pub.StreamIDs
-		published = pub.Records
+	b, err := w.publish(ctx, conn, room, jobs)
+	if err != nil {
+		m.Errors.WithLabelValues("publish").Inc()
+		w.rollback(ctx)
+		return c, err
 	}
-	if err := db.CommitInReview(ctx, conn, &p); err != nil {
+	if err := db.CommitInReview(ctx, conn, &b.commit); err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
-			ids := make([]string, len(jobs))
-			for i := range jobs {
-				ids[i] = jobs[i].ID
-			}
-			c, err := w.isolate(parent, room, ids, err)
-			c.full = len(jobs) == limit // whatever other relays took meanwhile
-			return c, err
+			return w.isolateBatch(parent, room, jobs, limit, err)
 		}
 		return c, err
 	}
 	// Committed: no claim can publish these (job, attempt) pairs again, so
 	// the next Publish deletes their dedup records. Until a COMMIT is known
 	// to have succeeded, the records stay.
-	w.committed = published
+	w.committed = b.records
 
+	r.committedBatch(ctx, start, len(jobs), &b)
+	return cycleResult{claimed: len(jobs), full: len(jobs) == limit, failed: b.commit.FailedIDs}, nil
+}
+
+// isolateBatch runs the isolating cycle over a claimed batch whose COMMIT
+// a row's data failed with cause.
+func (w *worker) isolateBatch(parent context.Context, room *reservation, jobs []db.Job, limit int, cause error) (cycleResult, error) {
+	ids := make([]string, len(jobs))
+	for i := range jobs {
+		ids[i] = jobs[i].ID
+	}
+	c, err := w.isolate(parent, room, ids, cause)
+	c.full = len(jobs) == limit // whatever other relays took meanwhile
+	return c, err
+}
+
+// committedBatch counts and logs a batch of claimed jobs once committed.
+func (r *Relay) committedBatch(ctx context.Context, start time.Time, claimed int, b *publishedBatch) {
 	elapsed := time.Since(start)
-	m.JobsRelayed.Add(float64(len(publishable)))
-	m.JobsUnpublishable.Add(float64(len(failedIDs)))
-	m.CycleDuration.Observe(elapsed.Seconds())
-	m.BatchSize.Observe(float64(len(jobs)))
-	r.logJobs(ctx, publishable, p.StreamIDs, failedIDs, failedErrs)
-	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(publishable))+" jobs for review",
-		slog.Int("num_enqueued", len(publishable)), slog.Int("num_failed", len(failedIDs)),
+	failedIDs, failedErrs := b.commit.FailedIDs, b.commit.FailedErrors
+	r.m.JobsRelayed.Add(float64(len(b.published)))
+	r.m.JobsUnpublishable.Add(float64(len(failedIDs)))
+	r.m.CycleDuration.Observe(elapsed.Seconds())
+	r.m.BatchSize.Observe(float64(claimed))
+	r.logJobs(ctx, b.published, b.commit.StreamIDs, failedIDs, failedErrs)
+	r.log.InfoContext(ctx, "Cycle complete: enqueued "+strconv.Itoa(len(b.published))+" jobs for review",
+		slog.Int("num_enqueued", len(b.published)), slog.Int("num_failed", len(failedIDs)),
 		slog.Duration("duration", elapsed))
-	return cycleResult{claimed: len(jobs), full: len(jobs) == limit, failed: failedIDs}, nil
+}
+
+// countCycle counts a cycle by its result.
+func (r *Relay) countCycle(c cycleResult, err error) {
+	switch {
+	case err != nil:
+		r.m.Cycles.WithLabelValues("error").Inc()
+	case c.claimed == 0:
+		r.m.Cycles.WithLabelValues("empty").Inc()
+	default:
+		r.m.Cycles.WithLabelValues("published").Inc()
+	}
+}
+
+// publishedBatch is a claimed batch once published.
+type publishedBatch struct {
+	published []db.Job            // the jobs published, the others failed
+	commit    db.InReviewParams   // what the COMMIT records
+	records   stream.DedupRecords // their dedup records, to delete once committed
+}
+
+// publish publishes the claimed jobs whose entry fits, and says what to
+// commit: those in_review, the others failed.
+func (w *worker) publish(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job) (b publishedBatch, err error) {
+	r := w.r
+	now := time.Now().UTC()
+	enqueuedAt := now.Format(time.RFC3339Nano)
+	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
+	room.giveBack(len(failedIDs))
+	b.commit = db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
+	b.published = publishable
+	if len(publishable) == 0 {
+		return b, nil
+	}
+	pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
+		Stream:     r.cfg.Stream,
+		DedupTTL:   r.cfg.DedupTTL,
+		EnqueuedAt: enqueuedAt,
+		Jobs:       publishable,
+		Forget:     w.committed,
+	})
+	// Even a failed script may have added entries: count them.
+	room.published(len(publishable), size)
+	if err != nil {
+		return b, err
+	}
+	w.committed = stream.DedupRecords{} // applied
+	if r.hooks.afterPublish != nil {
+		r.hooks.afterPublish(ctx, conn)
+	}
+	b.commit.IDs = make([]string, len(publishable))
+	for i := range publishable {
+		b.commit.IDs[i] = publishable[i].ID
+	}
+	b.commit.StreamIDs = pub.StreamIDs
+	b.records = pub.Records
+	return b, nil
 }
 
 // splitOversized sets aside the jobs whose entry would exceed MaxEntryBytes.
