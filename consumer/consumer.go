@@ -295,15 +295,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer stopRefresh()
 	refresher.Go(func() { c.refreshLoop(refreshCtx) })
 	refresher.Go(func() { c.healthLoop(refreshCtx) })
-	completerDone := make(chan struct{})
-	go func() {
-		defer close(completerDone)
-		var wg sync.WaitGroup
-		for i := range recorders {
-			wg.Go(func() { c.completeLoop(i) })
-		}
-		wg.Wait()
-	}()
+	completerDone := c.startRecorders()
 
 	<-ctx.Done()
 	defer c.cancelFinish()
@@ -321,6 +313,35 @@ func (c *Consumer) Run(ctx context.Context) error {
 		workers.Wait()
 		close(workersDone)
 	}()
+	c.awaitHandlers(ctx, workersDone)
+	cancelWork()
+	c.awaitCancelledHandlers(ctx, workersDone, completerDone)
+	stopRefresh()
+	refresher.Wait()
+	c.log.InfoContext(ctx, "consumer: stopped")
+	return nil
+}
+
+// startRecorders starts the recorders, which record results until
+// c.results is closed; the channel it returns is closed once they all
+// returned.
+func (c *Consumer) startRecorders() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for i := range recorders {
+			wg.Go(func() { c.completeLoop(i) })
+		}
+		wg.Wait()
+	}()
+	return done
+}
+
+// awaitHandlers waits, once Run's context is done, for the handlers in
+// flight to return (workersDone closed), for up to ShutdownTimeout or until
+// Abort.
+func (c *Consumer) awaitHandlers(ctx context.Context, workersDone <-chan struct{}) {
 	timeout := time.NewTimer(c.cfg.ShutdownTimeout)
 	defer timeout.Stop()
 	select {
@@ -330,22 +351,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case <-c.abort:
 		c.log.WarnContext(ctx, "consumer: aborted; cancelling handlers, their jobs stay pending for others")
 	}
-	cancelWork()
-	// Handlers that honour their context return at once; do not wait long
-	// for those that don't.
+}
+
+// awaitCancelledHandlers waits a moment for the handlers, their context
+// cancelled, to return, and then for the recorders to record their last
+// results. Handlers that honour their context return at once; it does not
+// wait long for those that don't.
+func (c *Consumer) awaitCancelledHandlers(ctx context.Context, workersDone, recordersDone <-chan struct{}) {
 	grace := time.NewTimer(time.Second)
 	defer grace.Stop()
 	select {
 	case <-workersDone:
 		close(c.results) // the completer records the last results and returns
-		<-completerDone
+		<-recordersDone
 	case <-grace.C:
 		c.log.ErrorContext(ctx, "consumer: handlers ignore cancellation; leaving them behind")
 	}
-	stopRefresh()
-	refresher.Wait()
-	c.log.InfoContext(ctx, "consumer: stopped")
-	return nil
 }
 
 // acquire takes between 1 and max idle-handler slots, waiting for the first.

@@ -29,6 +29,7 @@ type Relay struct {
 
 // NewRelay creates the relay's metrics and registers them on reg, if not
 // nil. It fails if reg refuses one, having registered none of them then.
+// It is long because it is a table of definitions.
 func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 	m := &Relay{
 		JobsRelayed: prometheus.NewCounter(prometheus.CounterOpts{
