@@ -7,6 +7,7 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -99,8 +100,12 @@ type Consumer struct {
 	Idle    float64 `json:"idle_seconds"` // since it last read or claimed
 }
 
+// streamDefault is relay.StreamDefault and consumer.StreamDefault.
+const streamDefault = "job_review"
+
 // Options says what Take reads.
 type Options struct {
+	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
 	// Counts asks for jobs by status, which reads the whole table.
 	Counts bool
@@ -110,7 +115,7 @@ type Options struct {
 // by status and of in_review jobs by stream if asked), and a few Redis
 // round trips.
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
-	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: opts.Stream}}
+	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: cmp.Or(opts.Stream, streamDefault)}}
 	if opts.Counts {
 		counts, err := db.CountByStatus(ctx, pool)
 		if err != nil {

@@ -193,12 +193,12 @@ func sameAddr(addr string, got net.Addr) bool {
 // watchPipeline registers the pipeline gauges and refreshes them until ctx
 // is done.
 func (o *observability) watchPipeline(ctx context.Context, cl *clients, stream string, logger *slog.Logger) (wait func()) {
-	col := inspect.NewCollector()
+	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: stream, Logger: logger})
 	o.reg.MustRegister(col)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		col.Run(ctx, cl.pool, cl.rdb, inspect.Options{Stream: stream}, inspect.RefreshDefault, logger)
+		col.Run(ctx)
 	}()
 	return func() { <-done }
 }
