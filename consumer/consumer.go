@@ -216,9 +216,10 @@ type result struct {
 // New returns a consumer that records outcomes through pool and reads
 // with rdb. It does not close them.
 //
-// rdb must honour context deadlines: a *redis.Client (or ClusterClient,
-// Ring) must be created with Options.ContextTimeoutEnabled set, or New
-// fails, because the consumer bounds its Redis calls, and its shutdown by
+// rdb must reach one Redis server (or a primary with replicas; the Lua
+// scripts do not run on Redis Cluster), and must honour context deadlines:
+// a *redis.Client must be created with Options.ContextTimeoutEnabled set
+// (so must a Ring or ClusterClient), or New fails, because the consumer bounds its Redis calls, and its shutdown by
 // ShutdownTimeout, with contexts. New registers the consumer's metrics on
 // cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, error) {

@@ -77,9 +77,10 @@ type Relay struct {
 // cycles, and for LISTEN) with pool's configuration; it does not close pool
 // or rdb.
 //
-// rdb must honour context deadlines: a *redis.Client (or ClusterClient,
-// Ring) must be created with Options.ContextTimeoutEnabled set, or New
-// fails, because the relay bounds each cycle's Redis calls by CycleTimeout
+// rdb must reach one Redis server (or a primary with replicas; the Lua
+// scripts do not run on Redis Cluster), and must honour context deadlines:
+// a *redis.Client must be created with Options.ContextTimeoutEnabled set
+// (so must a Ring or ClusterClient), or New fails, because the relay bounds each cycle's Redis calls by CycleTimeout
 // while it holds row locks. New registers the relay's metrics on
 // cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, error) {
