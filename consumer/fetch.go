@@ -278,7 +278,7 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		owned, err := stream.Refresh(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, ids)
+		owned, err := stream.Refresh(ctx, c.rdb, c.member(), ids)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.m.Errors.WithLabelValues("refresh").Inc()
@@ -337,7 +337,7 @@ func (c *Consumer) housekeepingLoop(ctx context.Context) {
 			continue
 		case <-idle:
 		}
-		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.DeleteConsumersAfter)
+		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.member(), c.cfg.DeleteConsumersAfter)
 		switch {
 		case err != nil && ctx.Err() == nil && !isNoGroup(err):
 			c.m.Errors.WithLabelValues("group").Inc()
@@ -347,4 +347,9 @@ func (c *Consumer) housekeepingLoop(ctx context.Context) {
 		}
 		timer.Reset(every)
 	}
+}
+
+// member names this consumer in its group.
+func (c *Consumer) member() stream.Member {
+	return stream.Member{Stream: c.cfg.Stream, Group: c.cfg.Group, Consumer: c.cfg.Name}
 }
