@@ -455,6 +455,7 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) *result {
 	case settledDeadLetter:
 		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: dead, err: errors.New(d.reason)}
+	case notSettled: // the handler decides
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
 	defer cancel()

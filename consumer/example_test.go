@@ -3,7 +3,6 @@ package consumer_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"slices"
 	"strings"
 	"sync"
@@ -51,10 +50,10 @@ func ExampleNew() {
 		}),
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	if err := c.Run(ctx); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	slices.Sort(reviews) // handlers run side by side
 	fmt.Println(strings.Join(reviews, "\n"))
@@ -94,7 +93,7 @@ func Example_embed() {
 	defer pool.Close()
 	defer rdb.Close()
 	if _, err := db.InsertJobs(ctx, pool, []db.NewJob{{Title: "Go engineer"}, {Title: "SRE"}, {Title: "DBA"}}); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	reg := prometheus.NewRegistry() // the application's own
@@ -104,25 +103,28 @@ func Example_embed() {
 
 	r, err := relay.New(pool, rdb, relay.Config{Stream: env.Stream, Registerer: reg})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	c, err := consumer.New(pool, rdb, consumer.Config{Stream: env.Stream, Handler: handler, Registerer: reg})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	var wg sync.WaitGroup
+	errs := make(chan error, 2)
 	for _, run := range []func(context.Context) error{r.Run, c.Run} {
-		wg.Go(func() {
-			if err := run(runCtx); err != nil {
-				log.Print(err)
-			}
-		})
+		wg.Go(func() { errs <- run(runCtx) })
 	}
 	wg.Wait() // until the handler has seen three jobs; both stop cleanly
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			panic(err)
+		}
+	}
 
 	snap, err := inspect.Take(ctx, pool, rdb, inspect.Options{Stream: env.Stream, Counts: true})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println("reviewed:", snap.Jobs["reviewed"])
 	fmt.Println("pending:", snap.Backlog.Pending, "in review:", snap.Backlog.InReview)
@@ -130,7 +132,7 @@ func Example_embed() {
 
 	families, err := reg.Gather() // sorted by name
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	for _, f := range families {
 		switch f.GetName() {
@@ -156,19 +158,19 @@ func Example_embed() {
 func connect(ctx context.Context, env *testenv.Example) (*pgxpool.Pool, *redis.Client) {
 	pool, err := db.Open(ctx, env.DatabaseURL, 8)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	migrator, err := db.NewMigrator(ctx, pool, nil)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer migrator.Close()
 	if _, err := migrator.Up(ctx); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	opts, err := redis.ParseURL(env.RedisURL)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	opts.ContextTimeoutEnabled = true // relay.New and consumer.New require it
 	return pool, redis.NewClient(opts)
@@ -177,13 +179,13 @@ func connect(ctx context.Context, env *testenv.Example) (*pgxpool.Pool, *redis.C
 // relayJobs inserts jobs and relays them to the stream.
 func relayJobs(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, stream string, jobs ...db.NewJob) {
 	if _, err := db.InsertJobs(ctx, pool, jobs); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	r, err := relay.New(pool, rdb, relay.Config{Stream: stream})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	if _, err := r.Drain(ctx); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 }

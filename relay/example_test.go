@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"log"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,21 +20,21 @@ func ExampleNew() {
 
 	pool, err := db.Open(ctx, env.DatabaseURL, 4)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer pool.Close()
 	migrator, err := db.NewMigrator(ctx, pool, nil)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer migrator.Close()
 	if _, err := migrator.Up(ctx); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	opts, err := redis.ParseURL(env.RedisURL)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	opts.ContextTimeoutEnabled = true // New requires it
 	rdb := redis.NewClient(opts)
@@ -45,16 +44,16 @@ func ExampleNew() {
 		{Title: "Go engineer", Company: "Acme"},
 		{Title: "SRE", Company: "Initech"},
 	}); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	r, err := relay.New(pool, rdb, relay.Config{Stream: env.Stream})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	n, err := r.Drain(ctx) // Run(ctx) relays until ctx is done instead
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println("relayed:", n)
 	fmt.Println("in the stream:", rdb.XLen(ctx, env.Stream).Val())

@@ -49,12 +49,13 @@ func (w *worker) drain(ctx context.Context, mode drainMode) (res DrainResult, er
 }
 
 // step runs one cycle, unless ctx is done, and says whether mode calls for
-// another. A batch is
-// full when it claimed all the room it had: backpressure may have given it
-// less than BatchSize.
+// another. A batch is full when it claimed all the room it had:
+// backpressure may have given it less than BatchSize.
 func (w *worker) step(ctx context.Context, mode drainMode) (c cycleResult, more bool, err error) {
-	if ctx.Err() != nil { // stopping: no new cycle
-		return c, false, nil
+	select {
+	case <-ctx.Done():
+		return c, false, nil // stopping: no new cycle
+	default:
 	}
 	room, err := w.r.reserve(ctx)
 	if err != nil {
@@ -288,6 +289,11 @@ func (w *worker) rollback(ctx context.Context) {
 	if w.conn == nil {
 		return
 	}
+	// The cycle's deadline may be what ended it: the ROLLBACK gets a
+	// deadline of its own, so the row locks go now, not whenever
+	// PostgreSQL notices a closed connection.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := db.Rollback(ctx, w.conn); err != nil {
 		w.r.log.DebugContext(ctx, "relay: rollback failed; connection closed", slog.String("err", err.Error()))
 		w.closeConn()

@@ -24,11 +24,11 @@ const module = "github.com/jobrelay/jobrelay"
 
 // listed is what `go list -json` says of a package.
 type listed struct {
-	ImportPath string
-	Name       string
-	Dir        string
-	Export     string
-	GoFiles    []string
+	ImportPath string   `json:"ImportPath"`
+	Name       string   `json:"Name"`
+	Dir        string   `json:"Dir"`
+	Export     string   `json:"Export"`
+	GoFiles    []string `json:"GoFiles"`
 }
 
 // goList runs `go list -json` with args and decodes its stream of packages.
