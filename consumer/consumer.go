@@ -214,7 +214,8 @@ type result struct {
 }
 
 // New returns a consumer that records outcomes through pool and reads
-// with rdb. It does not close them.
+// with rdb. It does not close them. pool's database must have jobrelay's
+// migrations applied (see db.NewMigrator).
 //
 // rdb must reach one Redis server (or a primary with replicas; the Lua
 // scripts do not run on Redis Cluster), and must honour context deadlines:

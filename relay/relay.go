@@ -75,7 +75,8 @@ type Relay struct {
 // New returns a relay that claims jobs through pool's database and
 // publishes them with rdb. The relay opens connections of its own (for
 // cycles, and for LISTEN) with pool's configuration; it does not close pool
-// or rdb.
+// or rdb. pool's database must have jobrelay's migrations applied (see
+// db.NewMigrator).
 //
 // rdb must reach one Redis server (or a primary with replicas; the Lua
 // scripts do not run on Redis Cluster), and must honour context deadlines:
