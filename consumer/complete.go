@@ -308,7 +308,7 @@ func (c *Consumer) logResults(batch []*result) {
 				slog.String("err", errorText(r.err)))
 		case skipped:
 			c.log.InfoContext(ctx, "consumer: redelivered entry needs no handling; acknowledged",
-				slog.String("job_id", d.job.ID), slog.String("task_id", d.msg.ID), slog.String("reason", d.skip))
+				slog.String("job_id", d.job.ID), slog.String("task_id", d.msg.ID), slog.String("reason", d.reason))
 			c.m.Jobs.WithLabelValues("skipped").Inc()
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/jobrelay/jobrelay/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config.
@@ -102,9 +102,12 @@ type Config struct {
 	// Logger receives the consumer's logs. Defaults to discarding them.
 	Logger *slog.Logger
 
-	// Metrics receives the consumer's metrics. Defaults to unregistered
-	// ones.
-	Metrics *metrics.Consumer
+	// Registerer is where New registers the consumer's metrics, named
+	// jobrelay_consumer_* and jobrelay_stream_trimmed_entries_total. A
+	// relay and a consumer can share one. Two consumers cannot as is: wrap
+	// it for each with prometheus.WrapRegistererWith and a label of its
+	// own. Defaults to nil: the metrics are not registered.
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) withDefaults() *Config {
@@ -128,9 +131,6 @@ func (c *Config) withDefaults() *Config {
 	out.TrimInterval = cmp.Or(out.TrimInterval, TrimIntervalDefault)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
-	}
-	if out.Metrics == nil {
-		out.Metrics = metrics.NewConsumer(nil)
 	}
 	return &out
 }

@@ -180,13 +180,26 @@ type delivery struct {
 	msg        redis.XMessage
 	job        Job
 	deliveries int64
-	skip       string // if set, acknowledge without calling the handler, for this reason
-	dead       string // if set, dead-letter without calling the handler, for this reason
-	malformed  bool   // the entry names no job: dead-letter it, nothing to mark
+	settled    settlement // how the entry is settled without a handler, if it is
+	reason     string     // why it is settled so: for the log, or the dead letter's error
+	malformed  bool       // the entry names no job: dead-letter it, nothing to mark
 
 	// retry is what earlier failed deliveries of the entry noted, if any.
 	retry stream.RetryRecord
 }
+
+// settlement says whether an entry is settled before any handler sees it,
+// and how.
+type settlement int
+
+const (
+	notSettled        settlement = iota // the handler decides
+	settledAck                          // the job needs no handling: acknowledge the entry only
+	settledDeadLetter                   // dead-letter the entry without calling the handler
+)
+
+// settle settles d as s, for reason.
+func (d *delivery) settle(s settlement, reason string) { d.settled, d.reason = s, reason }
 
 type outcome int
 
@@ -205,11 +218,26 @@ type result struct {
 }
 
 // New returns a consumer that records outcomes through pool and reads
-// with rdb. It does not close them.
+// with rdb. It does not close them. pool's database must have jobrelay's
+// migrations applied (see db.NewMigrator).
+//
+// rdb must reach one Redis server (or a primary with replicas; the Lua
+// scripts do not run on Redis Cluster), and must honour context deadlines:
+// a *redis.Client must be created with Options.ContextTimeoutEnabled set
+// (so must a Ring or ClusterClient), or New fails, because the consumer bounds its Redis calls, and its shutdown by
+// ShutdownTimeout, with contexts. New registers the consumer's metrics on
+// cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
+	}
+	if err := stream.CheckClient(rdb); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	m, err := metrics.NewConsumer(c.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
 	}
 	slots := make(chan struct{}, c.Concurrency)
 	for range c.Concurrency {
@@ -223,7 +251,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 		pool:         pool,
 		rdb:          rdb,
 		log:          c.Logger.With(slog.String("consumer", c.Name)),
-		m:            c.Metrics,
+		m:            m,
 		slots:        slots,
 		work:         make(chan *delivery),
 		results:      make(chan *result, 2*c.Concurrency),
@@ -273,15 +301,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer stopRefresh()
 	refresher.Go(func() { c.refreshLoop(refreshCtx) })
 	refresher.Go(func() { c.healthLoop(refreshCtx) })
-	completerDone := make(chan struct{})
-	go func() {
-		defer close(completerDone)
-		var wg sync.WaitGroup
-		for i := range recorders {
-			wg.Go(func() { c.completeLoop(i) })
-		}
-		wg.Wait()
-	}()
+	completerDone := c.startRecorders()
 
 	<-ctx.Done()
 	defer c.cancelFinish()
@@ -299,6 +319,35 @@ func (c *Consumer) Run(ctx context.Context) error {
 		workers.Wait()
 		close(workersDone)
 	}()
+	c.awaitHandlers(ctx, workersDone)
+	cancelWork()
+	c.awaitCancelledHandlers(ctx, workersDone, completerDone)
+	stopRefresh()
+	refresher.Wait()
+	c.log.InfoContext(ctx, "consumer: stopped")
+	return nil
+}
+
+// startRecorders starts the recorders, which record results until
+// c.results is closed; the channel it returns is closed once they all
+// returned.
+func (c *Consumer) startRecorders() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for i := range recorders {
+			wg.Go(func() { c.completeLoop(i) })
+		}
+		wg.Wait()
+	}()
+	return done
+}
+
+// awaitHandlers waits, once Run's context is done, for the handlers in
+// flight to return (workersDone closed), for up to ShutdownTimeout or until
+// Abort.
+func (c *Consumer) awaitHandlers(ctx context.Context, workersDone <-chan struct{}) {
 	timeout := time.NewTimer(c.cfg.ShutdownTimeout)
 	defer timeout.Stop()
 	select {
@@ -308,22 +357,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case <-c.abort:
 		c.log.WarnContext(ctx, "consumer: aborted; cancelling handlers, their jobs stay pending for others")
 	}
-	cancelWork()
-	// Handlers that honour their context return at once; do not wait long
-	// for those that don't.
+}
+
+// awaitCancelledHandlers waits a moment for the handlers, their context
+// cancelled, to return, and then for the recorders to record their last
+// results. Handlers that honour their context return at once; it does not
+// wait long for those that don't.
+func (c *Consumer) awaitCancelledHandlers(ctx context.Context, workersDone, recordersDone <-chan struct{}) {
 	grace := time.NewTimer(time.Second)
 	defer grace.Stop()
 	select {
 	case <-workersDone:
 		close(c.results) // the completer records the last results and returns
-		<-completerDone
+		<-recordersDone
 	case <-grace.C:
 		c.log.ErrorContext(ctx, "consumer: handlers ignore cancellation; leaving them behind")
 	}
-	stopRefresh()
-	refresher.Wait()
-	c.log.InfoContext(ctx, "consumer: stopped")
-	return nil
 }
 
 // acquire takes between 1 and max idle-handler slots, waiting for the first.
@@ -404,13 +453,14 @@ func (c *Consumer) worker(ctx context.Context) {
 // is retried with backoff or dead-lettered (see failed); what the handler
 // says also tells the breaker whether the review service is up.
 func (c *Consumer) handle(ctx context.Context, d *delivery) *result {
-	switch {
-	case d.skip != "":
+	switch d.settled {
+	case settledAck:
 		c.breakerNoVerdict(d.msg.ID)
 		return &result{d: d, outcome: skipped}
-	case d.dead != "":
+	case settledDeadLetter:
 		c.breakerNoVerdict(d.msg.ID)
-		return &result{d: d, outcome: dead, err: errors.New(d.dead)}
+		return &result{d: d, outcome: dead, err: errors.New(d.reason)}
+	case notSettled: // the handler decides
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
 	defer cancel()
@@ -464,13 +514,13 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	attempt, err := strconv.ParseInt(attemptField, 10, 32)
 	switch {
 	case d.job.ID == "":
-		d.dead = "malformed entry: no job_id"
+		d.settle(settledDeadLetter, "malformed entry: no job_id")
 	case db.CheckJobID(d.job.ID) != nil:
-		d.dead = "malformed entry: job_id " + quoteShort(d.job.ID) + " is not a UUID"
+		d.settle(settledDeadLetter, "malformed entry: job_id "+quoteShort(d.job.ID)+" is not a UUID")
 	case err != nil || attempt < 1:
-		d.dead = fmt.Sprintf("malformed entry: attempt %s is not a number from 1 to %d", quoteShort(attemptField), math.MaxInt32)
+		d.settle(settledDeadLetter, fmt.Sprintf("malformed entry: attempt %s is not a number from 1 to %d", quoteShort(attemptField), math.MaxInt32))
 	}
-	if d.dead != "" {
+	if d.settled == settledDeadLetter {
 		// Dead-lettered as it is; logs show a short form of the ID.
 		d.malformed, d.job.ID = true, shorten(d.job.ID, 64)
 		return d
@@ -525,7 +575,7 @@ func quoteShort(s string) string {
 // their results to be recorded, so no job gets finished. It is the
 // consumer's check for /readyz. The consumer also shows the problem in the
 // jobrelay_consumer_recorder_stalled gauge, and reports it to Redis for
-// `jobrelay status --check` (see stream.HealthReporter).
+// `jobrelay status --check` and inspect.Snapshot.Health.
 func (c *Consumer) Ready() error {
 	if problem, _ := c.stall(time.Now()); problem != "" {
 		return errors.New(problem)

@@ -230,7 +230,7 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 		ds[i] = newDelivery(cl.Message, cl.Deliveries)
 		ds[i].retry = cl.Retry
 		c.track(ds[i].msg.ID) // refreshed while we wait for the database
-		if ds[i].dead == "" {
+		if !ds[i].malformed {
 			ids = append(ids, ds[i].job.ID)
 		}
 	}
@@ -252,7 +252,7 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 		}
 	}
 	for _, d := range ds {
-		if d.dead == "" {
+		if !d.malformed {
 			settle(d, states, c.cfg.MaxDeliveries)
 		}
 		c.dispatch(d)
@@ -264,15 +264,15 @@ func settle(d *delivery, states map[string]db.JobState, maxDeliveries int) {
 	st, ok := states[d.job.ID]
 	switch {
 	case !ok:
-		d.skip = "job no longer exists"
+		d.settle(settledAck, "job no longer exists")
 	case st.Status == db.StatusReviewed:
-		d.skip = "job already reviewed"
+		d.settle(settledAck, "job already reviewed")
 	case st.Status == db.StatusInReview && st.Attempts != int32(d.job.Attempt):
-		d.skip = "job was published again since (attempt " + strconv.Itoa(int(st.Attempts)) + ")"
+		d.settle(settledAck, "job was published again since (attempt "+strconv.Itoa(int(st.Attempts))+")")
 	case st.Status != db.StatusInReview && st.Status != db.StatusPendingReview:
-		d.skip = "job is " + st.Status
+		d.settle(settledAck, "job is "+st.Status)
 	case d.deliveries > int64(maxDeliveries):
-		d.dead = "delivered " + strconv.Itoa(int(d.deliveries)) + " times without a result (the consumers handling it stopped or crashed)"
+		d.settle(settledDeadLetter, "delivered "+strconv.Itoa(int(d.deliveries))+" times without a result (the consumers handling it stopped or crashed)")
 	}
 }
 
@@ -304,7 +304,7 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		owned, err := stream.Refresh(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, ids)
+		owned, err := stream.Refresh(ctx, c.rdb, c.member(), ids)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.m.Errors.WithLabelValues("refresh").Inc()
@@ -363,7 +363,7 @@ func (c *Consumer) housekeepingLoop(ctx context.Context) {
 			continue
 		case <-idle:
 		}
-		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.cfg.Stream, c.cfg.Group, c.cfg.Name, c.cfg.DeleteConsumersAfter)
+		names, err := stream.DeleteIdleConsumers(ctx, c.rdb, c.member(), c.cfg.DeleteConsumersAfter)
 		switch {
 		case err != nil && ctx.Err() == nil && !isNoGroup(err):
 			c.m.Errors.WithLabelValues("group").Inc()
@@ -373,4 +373,9 @@ func (c *Consumer) housekeepingLoop(ctx context.Context) {
 		}
 		timer.Reset(every)
 	}
+}
+
+// member names this consumer in its group.
+func (c *Consumer) member() stream.Member {
+	return stream.Member{Stream: c.cfg.Stream, Group: c.cfg.Group, Consumer: c.cfg.Name}
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -113,7 +112,7 @@ func TestHandlerSecretsStaySecret(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg := b.cfg
 	cfg.MaxDeliveries = 1
-	cfg.Metrics = metrics.NewConsumer(reg)
+	cfg.Registerer = reg
 	cfg.Handler = HandlerFunc(func(ctx context.Context, j Job) error { return handlers[j.ID].Handle(ctx, j) })
 	b.start(t, cfg)
 

@@ -42,7 +42,7 @@ func TestARefusedTrimIsAnError(t *testing.T) {
 	srv := testenv.StartRedisServer(t)
 	admin := srv.Client()
 	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "consumer", "on", ">pw", "~*", "&*", "+@all", "-xtrim").Err())
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "consumer", Password: "pw"})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "consumer", Password: "pw", ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	b := setupWith(t, rdb)
 	b.publish(t, 50)

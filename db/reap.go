@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Published is an in_review job and the stream entry it was published as.
-type Published struct {
+// InReviewJob is an in_review job and the stream entry it was published as.
+type InReviewJob struct {
 	ID string
 	// StreamID is the entry's ID; "" when the row has none (a row jobrelay
 	// did not publish: see PublishedBefore).
@@ -66,7 +66,7 @@ type PublishedBeforeParams struct {
 	Stream string
 	// After is the cursor: the last job of the previous page, or the zero
 	// value to start from the beginning.
-	After Published
+	After InReviewJob
 	// Limit is the most jobs listed.
 	Limit int
 }
@@ -75,7 +75,7 @@ type PublishedBeforeParams struct {
 // without bookkeeping first (by id), then in (enqueued_at, id) order, after
 // the cursor, at most p.Limit of them. It reads the partial index on
 // in_review rows.
-func PublishedBefore(ctx context.Context, q DBTX, p *PublishedBeforeParams) ([]Published, error) {
+func PublishedBefore(ctx context.Context, q DBTX, p *PublishedBeforeParams) ([]InReviewJob, error) {
 	var after *time.Time
 	if !p.After.EnqueuedAt.IsZero() {
 		after = &p.After.EnqueuedAt
@@ -85,8 +85,8 @@ func PublishedBefore(ctx context.Context, q DBTX, p *PublishedBeforeParams) ([]P
 	if err != nil {
 		return nil, fmt.Errorf("list in_review jobs: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Published, error) {
-		var p Published
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (InReviewJob, error) {
+		var p InReviewJob
 		var streamID *string
 		var enqueuedAt *time.Time
 		if err := row.Scan(&p.ID, &streamID, &enqueuedAt); err != nil {
@@ -112,7 +112,7 @@ func PublishedBefore(ctx context.Context, q DBTX, p *PublishedBeforeParams) ([]P
 // listed is left alone, and any number of relays may reap at once. The next
 // claim counts the new attempt. It returns the IDs of the jobs it changed,
 // and only those.
-func Reenqueue(ctx context.Context, q DBTX, lost []Published) ([]string, error) {
+func Reenqueue(ctx context.Context, q DBTX, lost []InReviewJob) ([]string, error) {
 	if len(lost) == 0 {
 		return nil, nil
 	}

@@ -58,7 +58,7 @@ ANALYZE jobs`)
 	// by publish time, nothing twice, nothing of the other stream.
 	q := &explainer{DBTX: s.Pool, t: t}
 	p := db.PublishedBeforeParams{Before: time.Now().Add(-time.Minute), Stream: "ours", Limit: 100}
-	var all []db.Published
+	var all []db.InReviewJob
 	for {
 		page, err := db.PublishedBefore(ctx, q, &p)
 		require.NoError(t, err)
@@ -119,7 +119,7 @@ SELECT (SELECT id FROM j WHERE title = 'lost'), (SELECT id FROM j WHERE title = 
        (SELECT id FROM j WHERE title = 'published again'), (SELECT id FROM j WHERE title = 'reviewed')`).
 		Scan(&lost, &untracked, &republished, &reviewed))
 
-	changed, err := db.Reenqueue(ctx, s.Pool, []db.Published{
+	changed, err := db.Reenqueue(ctx, s.Pool, []db.InReviewJob{
 		{ID: lost, StreamID: "1-1"},
 		{ID: untracked},
 		{ID: republished, StreamID: "1-3"}, // listed before its new attempt

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jobrelay/jobrelay/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config.
@@ -115,8 +115,11 @@ type Config struct {
 	// Logger receives the relay's logs. Defaults to discarding them.
 	Logger *slog.Logger
 
-	// Metrics receives the relay's metrics. Defaults to unregistered ones.
-	Metrics *metrics.Relay
+	// Registerer is where New registers the relay's metrics, all named
+	// jobrelay_relay_*. Two relays cannot register on one Registerer as
+	// is: wrap it for each with prometheus.WrapRegistererWith and a label
+	// of its own. Defaults to nil: the metrics are not registered.
+	Registerer prometheus.Registerer
 
 	// pressureInterval is the longest the relay goes on the last reading
 	// of the pressure while far from its limits (near them it reads before
@@ -148,9 +151,6 @@ func (c *Config) withDefaults() *Config {
 	out.stalledAfter = cmp.Or(out.stalledAfter, stalledAfterDefault)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
-	}
-	if out.Metrics == nil {
-		out.Metrics = metrics.NewRelay(nil)
 	}
 	return &out
 }

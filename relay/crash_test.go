@@ -100,7 +100,7 @@ func TestConnectionKilledMidCycle(t *testing.T) {
 	for job, ids := range published {
 		require.Equal(t, ids, after[job], "job %s", job)
 	}
-	require.Equal(t, float64(1), counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("commit")))
+	require.Equal(t, float64(1), counterValue(t, r.m.Errors.WithLabelValues("commit")))
 }
 
 func TestStalledRedisReleasesRowLocks(t *testing.T) {

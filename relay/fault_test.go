@@ -64,7 +64,7 @@ func TestReaperReenqueuesLostEntriesOnly(t *testing.T) {
 		require.Equal(t, db.StatusPendingReview, row.Status)
 		require.EqualValues(t, 1, row.Attempts, "the next claim counts the new attempt")
 	}
-	require.EqualValues(t, 30, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 30, counterValue(t, r.m.JobsReaped))
 
 	// They flow again, as attempt 2, into the new stream.
 	n, err = r.Drain(ctx)
@@ -98,7 +98,7 @@ func TestBackpressureOnGroupLag(t *testing.T) {
 		require.NoError(t, err)
 		return n
 	}
-	paused := func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }
+	paused := func() bool { return counterValue(t, r.m.Paused) == 1 }
 	require.Eventually(t, paused, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 50, published(), "a claim takes only the room left under MAX_STREAM_LAG (50)")
 
@@ -119,7 +119,7 @@ func TestBackpressureOnGroupLag(t *testing.T) {
 	// The relay may have paused once more after its last claim: it resumes
 	// at its next check, now that the group has read everything.
 	require.Eventually(t, func() bool { return !paused() }, 30*time.Second, time.Millisecond)
-	pauses := counterValue(t, r.cfg.Metrics.BackpressurePauses)
+	pauses := counterValue(t, r.m.BackpressurePauses)
 	require.GreaterOrEqual(t, pauses, 1.0)
 	require.Len(t, b.logger.Matching("relay: pausing"), int(pauses), "one line per pause, not per check")
 	require.Len(t, b.logger.Matching("consumers caught up; resuming"), int(pauses))
@@ -145,7 +145,7 @@ func TestBackpressureOnRedisMemory(t *testing.T) {
 	cfg.pressureInterval = time.Millisecond
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	backlog, err := db.ReadBacklog(ctx, b.schema.Pool)
 	require.NoError(t, err)
 	require.EqualValues(t, 10, backlog.Pending, "the backlog waits in PostgreSQL")
@@ -179,7 +179,7 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 		return backlog.InReview
 	}
 	// Down at start: the relay retries.
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")) >= 2 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("publish")) >= 2 },
 		30*time.Second, time.Millisecond)
 	require.Zero(t, inReview())
 	srv.Start()
@@ -188,7 +188,7 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 	// Down mid-run: new jobs wait, then flow.
 	srv.Stop()
 	b.seed(t, 20)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")) >= 4 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("publish")) >= 4 },
 		30*time.Second, time.Millisecond)
 	srv.Start()
 	require.Eventually(t, func() bool { return inReview() == 70 }, 30*time.Second, 5*time.Millisecond)
@@ -220,7 +220,7 @@ func TestPostgresDownAtStartAndMidRun(t *testing.T) {
 	}
 	startRelay()
 	b.seed(t, 40)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("claim")) >= 3 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Errors.WithLabelValues("claim")) >= 3 },
 		30*time.Second, time.Millisecond)
 	require.Error(t, r.Ready(), "not ready without its LISTEN connection")
 

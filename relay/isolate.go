@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -22,7 +23,7 @@ import (
 // retry of that cycle, and the jobs behind it would wait for good. When a
 // cycle fails with such an error (db.RowError; never a lost connection, a
 // timeout or a Redis error, which are retried with backoff as before), the
-// lane runs one isolating cycle over the same rows: it claims them again in
+// worker runs one isolating cycle over the same rows: it claims them again in
 // a transaction that checks deferred constraints at each statement, reads
 // them, publishes them (idempotently: the entries the failed cycle added
 // are reused) and marks them in_review, each step bisecting the batch in
@@ -59,20 +60,20 @@ type rowFailure struct {
 // isolate runs the isolating cycle after a cycle failed with cause, over
 // the jobs in only, or over a new claim if only is nil (the claim itself
 // failed).
-func (l *lane) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
-	r := l.r
+func (w *worker) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
+	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
 	start := time.Now()
-	m := r.cfg.Metrics
+	m := r.m
 	r.log.WarnContext(ctx, "relay: a row's data failed the cycle; isolating it", slog.String("err", cause.Error()))
 	fail := func(kind string, err error) (cycleResult, error) {
 		m.Errors.WithLabelValues(kind).Inc()
-		l.rollback(ctx)
+		w.rollback(ctx)
 		return cycleResult{}, err
 	}
 
-	conn, err := l.cycleConn(ctx)
+	conn, err := w.cycleConn(ctx)
 	if err != nil {
 		return fail("claim", err)
 	}
@@ -83,145 +84,32 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 	}
 	c.full = len(ids) == limit
 	if len(ids) == 0 { // another relay took them meanwhile
-		l.rollback(ctx)
+		w.rollback(ctx)
 		return c, nil
 	}
 	c.claimed = len(ids)
 
-	var bad []rowFailure
-	jobs := make([]db.Job, 0, len(ids))
-	err = bisect(ids, func(part []string) error {
-		var err error
-		jobs, err = db.LoadJobs(ctx, conn, part, jobs)
-		return err
-	}, func(id string, err error) {
-		bad = append(bad, rowFailure{id, "relay: cannot read job: " + pgText(err)})
-	})
+	iso := &isolation{conn: conn, stream: r.cfg.Stream}
+	jobs, err := iso.load(ctx, ids)
 	if err != nil {
 		return fail("claim", err)
 	}
-
-	now := time.Now().UTC()
-	enqueuedAt := now.Format(time.RFC3339Nano)
-	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
-	for i := range failedIDs {
-		bad = append(bad, rowFailure{failedIDs[i], failedErrs[i]})
+	iso.now = time.Now().UTC()
+	// Only new rows count toward the room: the failed cycle's are counted.
+	if err := w.publishIsolated(ctx, iso, jobs, room, only == nil); err != nil {
+		return fail("publish", err)
 	}
-	var pub stream.Published
-	if len(publishable) > 0 {
-		pub, err = stream.Publish(ctx, r.rdb, &stream.PublishParams{
-			Stream:     r.cfg.Stream,
-			DedupTTL:   r.cfg.DedupTTL,
-			EnqueuedAt: enqueuedAt,
-			Jobs:       publishable,
-			Forget:     l.forget,
-		})
-		if only == nil { // new rows; the failed cycle's are counted already
-			room.published(len(publishable), size)
-		}
-		if err != nil {
-			return fail("publish", err)
-		}
-		l.forget = stream.Forget{} // applied
-	}
-
-	// Mark in_review, setting aside the rows that refuse it.
-	refused := map[int]bool{}
-	idx := make([]int, len(publishable))
-	for i := range idx {
-		idx[i] = i
-	}
-	err = bisect(idx, func(part []int) error {
-		p := db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, IDs: make([]string, len(part)), StreamIDs: make([]string, len(part))}
-		for k, i := range part {
-			p.IDs[k], p.StreamIDs[k] = publishable[i].ID, pub.StreamIDs[i]
-		}
-		return db.MarkInSavepoint(ctx, conn, &p)
-	}, func(i int, err error) {
-		refused[i] = true
-		bad = append(bad, rowFailure{publishable[i].ID, "relay: cannot mark job in_review: " + pgText(err)})
-	})
-	if err != nil {
+	if err := iso.markInReview(ctx); err != nil {
 		return fail("commit", err)
 	}
-
-	// Mark the others failed, setting aside the rows that refuse even that.
-	var alone []rowFailure
-	var aloneErrs []string
-	err = bisect(bad, func(part []rowFailure) error {
-		p := db.InReviewParams{FailedIDs: make([]string, len(part)), FailedErrors: make([]string, len(part))}
-		for k, f := range part {
-			p.FailedIDs[k], p.FailedErrors[k] = f.id, f.reason
-		}
-		return db.MarkInSavepoint(ctx, conn, &p)
-	}, func(f rowFailure, err error) {
-		alone = append(alone, f)
-		aloneErrs = append(aloneErrs, pgText(err))
-	})
-	if err != nil {
+	if err := iso.markFailed(ctx); err != nil {
 		return fail("commit", err)
 	}
-	// Pass over the rows left alone from now on: before the COMMIT
-	// releases them, so that no other lane claims one meanwhile. (A claim
-	// that read the list just before can still take one; it isolates it
-	// again, once, and reports nothing new.)
-	aloneIDs := make([]string, len(alone))
-	for i, f := range alone {
-		aloneIDs[i] = f.id
-	}
-	fresh := r.leaveAlone(aloneIDs)
-	for i, f := range alone {
-		if fresh[f.id] {
-			r.log.ErrorContext(ctx, "relay: job can be neither relayed nor marked failed; leaving it alone until the relay restarts",
-				slog.String("job_id", f.id), slog.String("reason", f.reason), slog.String("err", aloneErrs[i]))
-		}
-	}
+	fresh := r.passOver(ctx, iso.alone)
 	if err := db.Commit(ctx, conn); err != nil {
 		return fail("commit", err)
 	}
-
-	// Committed. The dedup records of the rows left alone stay: they are
-	// still pending at this attempt, and a relay that claims one reuses its
-	// entry.
-	isAlone := make(map[string]bool, len(alone))
-	for _, f := range alone {
-		isAlone[f.id] = true
-	}
-	var relayed []db.Job
-	var streamIDs, strays []string
-	var forget stream.Forget
-	for i := range publishable {
-		if !isAlone[publishable[i].ID] && i < len(pub.Forget.Fields) {
-			forget.Fields = append(forget.Fields, pub.Forget.Fields[i])
-		}
-		if refused[i] || isAlone[publishable[i].ID] {
-			strays = append(strays, pub.StreamIDs[i])
-		} else {
-			relayed = append(relayed, publishable[i])
-			streamIDs = append(streamIDs, pub.StreamIDs[i])
-		}
-	}
-	l.forget = forget
-	if len(strays) > 0 {
-		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
-			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",
-				slog.Any("task_ids", strays), slog.String("err", err.Error()))
-		}
-	}
-	var failedReasons []string
-	for _, f := range bad {
-		if !isAlone[f.id] {
-			c.failed = append(c.failed, f.id)
-			failedReasons = append(failedReasons, f.reason)
-		}
-	}
-	for _, f := range alone {
-		if fresh[f.id] {
-			c.leftAlone = append(c.leftAlone, f.id)
-		} else {
-			c.claimed-- // counted by the cycle that left it alone first
-		}
-	}
+	relayed, streamIDs, failedReasons := w.afterIsolation(ctx, iso, fresh, &c)
 
 	elapsed := time.Since(start)
 	m.JobsRelayed.Add(float64(len(relayed)))
@@ -233,6 +121,172 @@ func (l *lane) isolate(parent context.Context, room *reservation, only []string,
 		slog.Int("num_enqueued", len(relayed)), slog.Int("num_failed", len(c.failed)),
 		slog.Int("num_left_alone", len(c.leftAlone)), slog.Duration("duration", elapsed))
 	return c, nil
+}
+
+// isolation is what an isolating cycle learns of its rows, step by step,
+// in its transaction on conn.
+type isolation struct {
+	conn        *pgx.Conn
+	stream      string
+	now         time.Time            // the batch's enqueued_at
+	publishable []db.Job             // the rows read whose entry fits
+	pub         stream.PublishResult // their entries, index for index
+	refused     map[int]bool         // indexes in publishable of the rows that refuse in_review
+	bad         []rowFailure         // rows to mark failed
+	alone       []leftAlone          // rows of bad that refuse even that
+}
+
+// leftAlone is a row that refuses to be marked failed.
+type leftAlone struct {
+	rowFailure
+	err string // the database's error marking it failed
+}
+
+// load reads the claimed rows, setting aside those that fail to be read.
+func (iso *isolation) load(ctx context.Context, ids []string) ([]db.Job, error) {
+	jobs := make([]db.Job, 0, len(ids))
+	err := bisect(ids, func(part []string) error {
+		var err error
+		jobs, err = db.LoadJobs(ctx, iso.conn, part, jobs)
+		return err
+	}, func(id string, err error) {
+		iso.bad = append(iso.bad, rowFailure{id, "relay: cannot read job: " + pgText(err)})
+	})
+	return jobs, err
+}
+
+// publishIsolated publishes the jobs whose entry fits, setting aside the
+// others. countRoom says whether they take room: they are new rows.
+func (w *worker) publishIsolated(ctx context.Context, iso *isolation, jobs []db.Job, room *reservation, countRoom bool) error {
+	r := w.r
+	enqueuedAt := iso.now.Format(time.RFC3339Nano)
+	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
+	for i := range failedIDs {
+		iso.bad = append(iso.bad, rowFailure{failedIDs[i], failedErrs[i]})
+	}
+	iso.publishable = publishable
+	if len(publishable) == 0 {
+		return nil
+	}
+	pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
+		Stream:     r.cfg.Stream,
+		DedupTTL:   r.cfg.DedupTTL,
+		EnqueuedAt: enqueuedAt,
+		Jobs:       publishable,
+		Forget:     w.committed,
+	})
+	if countRoom {
+		room.published(len(publishable), size)
+	}
+	if err != nil {
+		return err
+	}
+	iso.pub = pub
+	w.committed = stream.DedupRecords{} // applied
+	return nil
+}
+
+// markInReview marks the published rows in_review, setting aside the rows
+// that refuse it.
+func (iso *isolation) markInReview(ctx context.Context) error {
+	iso.refused = map[int]bool{}
+	idx := make([]int, len(iso.publishable))
+	for i := range idx {
+		idx[i] = i
+	}
+	return bisect(idx, func(part []int) error {
+		p := db.InReviewParams{EnqueuedAt: iso.now, Stream: iso.stream, IDs: make([]string, len(part)), StreamIDs: make([]string, len(part))}
+		for k, i := range part {
+			p.IDs[k], p.StreamIDs[k] = iso.publishable[i].ID, iso.pub.StreamIDs[i]
+		}
+		return db.MarkInSavepoint(ctx, iso.conn, &p)
+	}, func(i int, err error) {
+		iso.refused[i] = true
+		iso.bad = append(iso.bad, rowFailure{iso.publishable[i].ID, "relay: cannot mark job in_review: " + pgText(err)})
+	})
+}
+
+// markFailed marks the bad rows failed, setting aside the rows that refuse
+// even that.
+func (iso *isolation) markFailed(ctx context.Context) error {
+	return bisect(iso.bad, func(part []rowFailure) error {
+		p := db.InReviewParams{FailedIDs: make([]string, len(part)), FailedErrors: make([]string, len(part))}
+		for k, f := range part {
+			p.FailedIDs[k], p.FailedErrors[k] = f.id, f.reason
+		}
+		return db.MarkInSavepoint(ctx, iso.conn, &p)
+	}, func(f rowFailure, err error) {
+		iso.alone = append(iso.alone, leftAlone{f, pgText(err)})
+	})
+}
+
+// passOver has the relay pass over the rows left alone from now on, and
+// logs those it did not already: before the COMMIT releases them, so that
+// no other worker claims one meanwhile. (A claim that read the list just
+// before can still take one; it isolates it again, once, and reports
+// nothing new.) It returns which rows are new to the list.
+func (r *Relay) passOver(ctx context.Context, alone []leftAlone) map[string]bool {
+	ids := make([]string, len(alone))
+	for i, f := range alone {
+		ids[i] = f.id
+	}
+	fresh := r.leaveAlone(ids)
+	for _, f := range alone {
+		if fresh[f.id] {
+			r.log.ErrorContext(ctx, "relay: job can be neither relayed nor marked failed; leaving it alone until the relay restarts",
+				slog.String("job_id", f.id), slog.String("reason", f.reason), slog.String("err", f.err))
+		}
+	}
+	return fresh
+}
+
+// afterIsolation keeps the dedup records of what was committed, deletes
+// the entries of the rows that were not relayed after all, and fills in c.
+// It returns what to log: the jobs relayed, their entries, and the reasons
+// of c.failed.
+func (w *worker) afterIsolation(ctx context.Context, iso *isolation, fresh map[string]bool, c *cycleResult) (relayed []db.Job, streamIDs, failedReasons []string) {
+	r := w.r
+	// The dedup records of the rows left alone stay: they are still
+	// pending at this attempt, and a relay that claims one reuses its
+	// entry.
+	isAlone := make(map[string]bool, len(iso.alone))
+	for _, f := range iso.alone {
+		isAlone[f.id] = true
+	}
+	var strays []string
+	var records stream.DedupRecords
+	for i, job := range iso.publishable {
+		if !isAlone[job.ID] && i < len(iso.pub.Records.Fields) {
+			records.Fields = append(records.Fields, iso.pub.Records.Fields[i])
+		}
+		if iso.refused[i] || isAlone[job.ID] {
+			strays = append(strays, iso.pub.StreamIDs[i])
+		} else {
+			relayed = append(relayed, job)
+			streamIDs = append(streamIDs, iso.pub.StreamIDs[i])
+		}
+	}
+	w.committed = records
+	if len(strays) > 0 {
+		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
+			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",
+				slog.Any("task_ids", strays), slog.String("err", err.Error()))
+		}
+	}
+	for _, f := range iso.bad {
+		if !isAlone[f.id] {
+			c.failed = append(c.failed, f.id)
+			failedReasons = append(failedReasons, f.reason)
+		}
+	}
+	for _, f := range iso.alone {
+		if fresh[f.id] {
+			c.leftAlone = append(c.leftAlone, f.id)
+		} else {
+			c.claimed-- // counted by the cycle that left it alone first
+		}
+	}
+	return relayed, streamIDs, failedReasons
 }
 
 // bisect calls try with items and, if that fails with a db.RowError, with
@@ -290,6 +344,6 @@ func (r *Relay) leaveAlone(ids []string) (fresh map[string]bool) {
 			fresh[id] = true
 		}
 	}
-	r.cfg.Metrics.JobsSkipped.Set(float64(len(r.skip.ids)))
+	r.m.JobsSkipped.Set(float64(len(r.skip.ids)))
 	return fresh
 }

@@ -72,7 +72,7 @@ func TestARowATriggerRefusesIsIsolated(t *testing.T) {
 	require.NotNil(t, row.LastError)
 	require.Equal(t, "relay: cannot mark job in_review: ERROR: job "+bad+" is under embargo (SQLSTATE P0001)", *row.LastError)
 	require.Zero(t, b.backlog(t).Pending)
-	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.JobsUnpublishable))
+	require.EqualValues(t, 1, counterValue(t, r.m.JobsUnpublishable))
 	require.Len(t, b.logger.Matching("relay: job cannot be published; marked failed"), 1)
 
 	// The relay goes on: later jobs flow, and the embargoed job is not
@@ -81,7 +81,7 @@ func TestARowATriggerRefusesIsIsolated(t *testing.T) {
 	b.seed(t, 120)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 369 }, 30*time.Second, 5*time.Millisecond)
 	require.Equal(t, hits, b.hits(t, "embargo_hits"))
-	require.Zero(t, counterValue(t, r.cfg.Metrics.JobsSkipped))
+	require.Zero(t, counterValue(t, r.m.JobsSkipped))
 }
 
 func TestARowACheckConstraintRefusesIsIsolated(t *testing.T) {
@@ -164,7 +164,7 @@ END $$`)
 	require.Equal(t, "ERROR", left[0].Level.String())
 	require.Equal(t, frozen, left[0].Attrs["job_id"])
 	require.Contains(t, left[0].Attrs["err"], "job "+frozen+" is frozen (SQLSTATE P0001)")
-	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.JobsSkipped))
+	require.EqualValues(t, 1, counterValue(t, r.m.JobsSkipped))
 
 	// Bounded: a cycle's bisection and one attempt to mark it failed.
 	hits := b.hits(t, "frozen_hits")

@@ -29,11 +29,11 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 	for {
 		err := r.listenOnce(ctx, wake, func() { retry.OK(ctx) })
 		r.listening.Store(false)
-		r.cfg.Metrics.Listening.Set(0)
+		r.m.Listening.Set(0)
 		if ctx.Err() != nil {
 			return
 		}
-		r.cfg.Metrics.Errors.WithLabelValues("listen").Inc()
+		r.m.Errors.WithLabelValues("listen").Inc()
 		if !retry.Failed(ctx, err) {
 			return
 		}
@@ -61,7 +61,7 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}, connected 
 	}
 	r.listenerPID.Store(conn.PgConn().PID())
 	r.listening.Store(true)
-	r.cfg.Metrics.Listening.Set(1)
+	r.m.Listening.Set(1)
 	connected()
 	r.log.DebugContext(ctx, "relay: listening", slog.String("channel", db.NotifyChannel), slog.String("schema", schema))
 	signal(wake) // catch up on what was inserted while not listening

@@ -42,6 +42,7 @@ func relayChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	opts.ContextTimeoutEnabled = true
 	r, err := New(pool, redis.NewClient(opts), Config{Stream: os.Getenv("STREAM"), MaxStreamLag: -1, MaxMemoryRatio: -1})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -68,7 +69,7 @@ func cyclesRun(t *testing.T, r *Relay) float64 {
 	t.Helper()
 	total := 0.0
 	for _, res := range []string{"published", "empty", "error"} {
-		total += counterValue(t, r.cfg.Metrics.Cycles.WithLabelValues(res))
+		total += counterValue(t, r.m.Cycles.WithLabelValues(res))
 	}
 	return total
 }

@@ -16,11 +16,11 @@ import (
 // the backlog then waits in PostgreSQL, where it is durable, instead of
 // filling Redis.
 //
-// Bounds. Before each claim a lane reserves room for its batch: at most
+// Bounds. Before each claim a worker reserves room for its batch: at most
 // BatchSize, at most MaxStreamLag minus the lag, at most the entries the
 // memory left under MaxMemoryRatio is estimated to hold. Room reserved is
 // counted against the limits until the next reading of the pressure sees
-// the entries in the stream, so lanes claiming side by side never pass a
+// the entries in the stream, so workers claiming side by side never pass a
 // bound between two readings. The relay reads the pressure before every
 // claim once it is past half of a limit, and otherwise at least every
 // pressureInterval. Across replicas each relay knows only its own
@@ -79,7 +79,7 @@ const entrySizeGuess = 512
 // pressureOn says whether any limit is set.
 func (r *Relay) pressureOn() bool { return r.cfg.MaxStreamLag != -1 || r.cfg.MaxMemoryRatio != -1 }
 
-// reservation is the room a lane holds for its batch (see pressureState).
+// reservation is the room a worker holds for its batch (see pressureState).
 type reservation struct {
 	r    *Relay // nil without backpressure: nothing to account for
 	held int    // the batch's size limit, less what was given back or published
@@ -148,7 +148,7 @@ func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
 }
 
 // tryReserve reserves room for a batch, or pauses the relay if there is
-// none. Lanes share the state: the change to paused and back is logged
+// none. Workers share the state: the change to paused and back is logged
 // once.
 func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 	ps := &r.pressure
@@ -178,7 +178,7 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 		}
 		ps.paused = false
 		since := ps.pause.Swap(nil).since
-		r.cfg.Metrics.Paused.Set(0)
+		r.m.Paused.Set(0)
 		r.log.InfoContext(ctx, "relay: consumers caught up; resuming",
 			slog.Int64("lag", ps.last.Lag), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Duration("paused_for", time.Since(since)))
@@ -188,8 +188,8 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 		lag := ps.last.Lag + ps.accounted
 		ps.pause.Store(&pauseInfo{since: time.Now(), progress: time.Now(), reason: reason,
 			memory: r.cfg.MaxStreamLag < 0 || lag < r.cfg.MaxStreamLag})
-		r.cfg.Metrics.Paused.Set(1)
-		r.cfg.Metrics.BackpressurePauses.Inc()
+		r.m.Paused.Set(1)
+		r.m.BackpressurePauses.Inc()
 		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
 			slog.Int64("lag", ps.last.Lag+ps.accounted), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Int64("maxmemory", ps.last.MaxMemory))
@@ -228,7 +228,7 @@ func (r *Relay) readPressure(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.cfg.Metrics.Errors.WithLabelValues("pressure").Inc()
+		r.m.Errors.WithLabelValues("pressure").Inc()
 		return fmt.Errorf("check backpressure: %w", err)
 	}
 	ps.last, ps.readAt, ps.accounted = p, time.Now(), ps.inflight
@@ -333,14 +333,14 @@ func (r *Relay) trimLocked(ctx context.Context) int64 {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			r.cfg.Metrics.Errors.WithLabelValues("trim").Inc()
+			r.m.Errors.WithLabelValues("trim").Inc()
 			ps.trimLog.Failed(ctx, r.log, "relay", err)
 		}
 		return 0
 	}
 	ps.trimLog.OK(ctx, r.log, "relay")
 	if n > 0 {
-		r.cfg.Metrics.Trimmed.Add(float64(n))
+		r.m.Trimmed.Add(float64(n))
 		r.log.DebugContext(ctx, "relay: trimmed the stream", slog.Int64("num_trimmed", n))
 	}
 	return n

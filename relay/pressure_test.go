@@ -84,9 +84,9 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 	startRelay(t, r)
 
 	// No consumer group: nothing is ever read, the lag is the stream's
-	// length. Two lanes claim side by side, yet the stream stops at the
+	// length. Two workers claim side by side, yet the stream stops at the
 	// bound, not a batch or two past it.
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 250 }, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 250, b.xlen(t))
 	backlog := b.backlog(t)
@@ -100,7 +100,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 		return r.pressure.readAt.Sub(since) > 50*time.Millisecond
 	}, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 250, b.xlen(t))
-	require.EqualValues(t, 1, counterValue(t, r.cfg.Metrics.BackpressurePauses))
+	require.EqualValues(t, 1, counterValue(t, r.m.BackpressurePauses))
 }
 
 func TestBackpressureCountsEveryGroup(t *testing.T) {
@@ -118,7 +118,7 @@ func TestBackpressureCountsEveryGroup(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 150 }, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 150, b.xlen(t), "the stalled group bounds the stream, though jobrelay's own group keeps up")
 	require.EqualValues(t, 450, b.backlog(t).Pending)
@@ -159,8 +159,8 @@ SELECT repeat('x', 4000), 'Acme', 'otta', 'https://example.com/' || g FROM gener
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == jobs }, 20*time.Second, 5*time.Millisecond,
 		"the relay trims what the consumers are done with, and resumes")
 	require.Less(t, b.xlen(t), int64(jobs), "trimmed")
-	require.Positive(t, counterValue(t, r.cfg.Metrics.Trimmed))
-	require.Zero(t, counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")), "never over maxmemory (OOM)")
+	require.Positive(t, counterValue(t, r.m.Trimmed))
+	require.Zero(t, counterValue(t, r.m.Errors.WithLabelValues("publish")), "never over maxmemory (OOM)")
 	require.Equal(t, jobs, b.requireExactlyOnceOrTrimmed(t))
 }
 
@@ -196,7 +196,7 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 	admin := srv.Client()
 	// The relay's user may do anything but XTRIM, also from scripts.
 	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "relay", "on", ">secret", "~*", "&*", "+@all", "-xtrim").Err())
-	b.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "relay", Password: "secret"})
+	b.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "relay", Password: "secret", ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = b.rdb.Close() })
 
 	// Consumers have read and acknowledged 2000 entries: trimmable, and
@@ -225,7 +225,7 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	trimErrors := func() float64 { return counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("trim")) }
+	trimErrors := func() float64 { return counterValue(t, r.m.Errors.WithLabelValues("trim")) }
 	require.Eventually(t, func() bool { return trimErrors() >= 3 }, 30*time.Second, time.Millisecond)
 	refused := b.logger.Matching("relay: trimming the stream failed")
 	require.Len(t, refused, 1, "one line when trimming starts failing, not one per attempt")
@@ -268,21 +268,21 @@ func TestPausedRelayThatCannotResumeIsNotReady(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return r.Ready() != nil }, 30*time.Second, time.Millisecond)
 	err := r.Ready()
 	require.ErrorContains(t, err, "relay: paused for")
 	require.ErrorContains(t, err, "without progress")
 	// The gauge says so; a Redis at maxmemory would refuse a health
 	// report, so none is written (status --check reads Redis memory).
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Stalled) == 1 }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Stalled) == 1 }, 30*time.Second, 5*time.Millisecond)
 
 	for i := range 64 {
 		require.NoError(t, admin.Del(ctx, "ballast:"+strconv.Itoa(i)).Err())
 	}
 	require.Eventually(t, func() bool { return b.backlog(t).InReview == 10 }, 30*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return r.Ready() == nil }, 30*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Stalled) == 0 }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Stalled) == 0 }, 30*time.Second, 5*time.Millisecond)
 }
 
 // TestAStalledRelayReportsItToOtherProcesses: a relay held back for good
@@ -310,12 +310,12 @@ func TestAStalledRelayReportsItToOtherProcesses(t *testing.T) {
 		got := reports()
 		return len(got) == 1 && strings.HasPrefix(got[0].Component, "relay ") &&
 			strings.Contains(got[0].Problem, "group stalled is 50 entries behind") &&
-			counterValue(t, r.cfg.Metrics.Stalled) == 1
+			counterValue(t, r.m.Stalled) == 1
 	}, 30*time.Second, 5*time.Millisecond)
 
 	// The group reads: the relay resumes and the report goes.
 	require.Eventually(t, func() bool {
 		require.NoError(t, b.rdb.XGroupSetID(ctx, b.stream, "stalled", "$").Err()) // read all so far
-		return len(reports()) == 0 && counterValue(t, r.cfg.Metrics.Stalled) == 0 && b.backlog(t).Pending == 0
+		return len(reports()) == 0 && counterValue(t, r.m.Stalled) == 0 && b.backlog(t).Pending == 0
 	}, 30*time.Second, 5*time.Millisecond)
 }

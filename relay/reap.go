@@ -64,31 +64,13 @@ func (r *Relay) reap(ctx context.Context) error {
 			return err
 		}
 		if len(jobs) == 0 {
-			r.reapFrom = db.Published{}
+			r.reapFrom = db.InReviewJob{}
 			break
 		}
-		var lost []db.Published
-		var ids []string
-		var tracked []db.Published
-		for _, j := range jobs {
-			if j.StreamID == "" {
-				lost = append(lost, j)
-				untracked++
-				continue
-			}
-			ids = append(ids, j.StreamID)
-			tracked = append(tracked, j)
-		}
-		if len(ids) > 0 {
-			live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
-			if err != nil {
-				return err
-			}
-			for i, j := range tracked {
-				if !live[i] {
-					lost = append(lost, j)
-				}
-			}
+		lost, nUntracked, err := r.lost(ctx, jobs)
+		untracked += nUntracked
+		if err != nil {
+			return err
 		}
 		lost = r.withoutRefused(lost)
 		if len(lost) > 0 {
@@ -98,7 +80,7 @@ func (r *Relay) reap(ctx context.Context) error {
 				return err
 			}
 			changed = append(changed, n...)
-			r.cfg.Metrics.JobsReaped.Add(float64(len(n)))
+			r.m.JobsReaped.Add(float64(len(n)))
 			for _, id := range n {
 				if len(examples) < reapLogExamples {
 					examples = append(examples, id)
@@ -108,11 +90,41 @@ func (r *Relay) reap(ctx context.Context) error {
 		params.After = jobs[len(jobs)-1]
 		r.reapFrom = params.After
 		if len(jobs) < reapBatchSize {
-			r.reapFrom = db.Published{}
+			r.reapFrom = db.InReviewJob{}
 			break
 		}
 	}
 	return nil
+}
+
+// lost returns the jobs whose entry is lost, of a page of in_review jobs:
+// those with no entry recorded (untracked of them), and those whose entry
+// the stream no longer holds.
+func (r *Relay) lost(ctx context.Context, jobs []db.InReviewJob) (lost []db.InReviewJob, untracked int, err error) {
+	var ids []string
+	var tracked []db.InReviewJob
+	for _, j := range jobs {
+		if j.StreamID == "" {
+			lost = append(lost, j)
+			untracked++
+			continue
+		}
+		ids = append(ids, j.StreamID)
+		tracked = append(tracked, j)
+	}
+	if len(ids) == 0 {
+		return lost, untracked, nil
+	}
+	live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
+	if err != nil {
+		return nil, untracked, err
+	}
+	for i, j := range tracked {
+		if !live[i] {
+			lost = append(lost, j)
+		}
+	}
+	return lost, untracked, nil
 }
 
 // logReaped logs a reaper run in one line, if it found anything: at Warn
@@ -143,20 +155,20 @@ func (r *Relay) logReaped(ctx context.Context, found, untracked, reenqueued int,
 // in_review, reported once each at Error, and passed over by this
 // process's reaper from then on (status --check reports in_review jobs
 // that stay too long).
-func (r *Relay) reenqueue(ctx context.Context, lost []db.Published) ([]string, error) {
+func (r *Relay) reenqueue(ctx context.Context, lost []db.InReviewJob) ([]string, error) {
 	var changed []string
-	err := bisect(lost, func(part []db.Published) error {
+	err := bisect(lost, func(part []db.InReviewJob) error {
 		n, err := db.Reenqueue(ctx, r.pool, part)
 		changed = append(changed, n...)
 		return err
-	}, func(j db.Published, err error) {
+	}, func(j db.InReviewJob, err error) {
 		r.reapRefused.Lock()
 		if r.reapRefused.ids == nil {
 			r.reapRefused.ids = map[string]bool{}
 		}
 		r.reapRefused.ids[j.ID] = true
 		r.reapRefused.Unlock()
-		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+		r.m.Errors.WithLabelValues("reap").Inc()
 		r.log.ErrorContext(ctx, "relay: the database refuses to send a lost job back to pending_review; the reaper leaves it in_review",
 			slog.String("job_id", j.ID), slog.String("task_id", j.StreamID), slog.String("err", pgText(err)))
 	})
@@ -164,7 +176,7 @@ func (r *Relay) reenqueue(ctx context.Context, lost []db.Published) ([]string, e
 }
 
 // withoutRefused drops the jobs the reaper was refused before.
-func (r *Relay) withoutRefused(jobs []db.Published) []db.Published {
+func (r *Relay) withoutRefused(jobs []db.InReviewJob) []db.InReviewJob {
 	r.reapRefused.Lock()
 	defer r.reapRefused.Unlock()
 	if len(r.reapRefused.ids) == 0 {

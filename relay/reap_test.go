@@ -61,7 +61,7 @@ INSERT INTO jobs (title, status) VALUES ('just inserted', 'in_review')`)
 	require.Equal(t, 1, b.countWhere(t, `status = 'in_review' AND title = 'just inserted'`),
 		"a row without bookkeeping counts its age from updated_at: not yet REENQUEUE_AFTER old")
 	require.Equal(t, 1, b.countWhere(t, `title = 'old poller 1' AND last_error LIKE '%without a stream entry%'`))
-	require.EqualValues(t, 401, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 401, counterValue(t, r.m.JobsReaped))
 
 	// Once it is old enough, it goes back too; then all are relayed.
 	b.exec(t, `UPDATE jobs SET updated_at = now() - interval '11 minutes' WHERE title = 'just inserted'`)
@@ -138,7 +138,7 @@ INSERT INTO jobs (title, status, updated_at) VALUES
 	require.Len(t, b.entries(t), 3)
 	require.Equal(t, 1, b.countWhere(t, `status = 'in_review' AND stream_id IS NULL AND title = 'moments ago'`),
 		"in_review for less than REENQUEUE_AFTER: left alone for now")
-	require.EqualValues(t, 2, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 2, counterValue(t, r.m.JobsReaped))
 }
 
 func TestReaperLogsOneLinePerPassAndOnlyWhatItChanged(t *testing.T) {
@@ -187,7 +187,7 @@ CREATE TRIGGER keep_in_review BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTIO
 	for _, id := range examples {
 		require.False(t, kept[id], "job %s was not re-enqueued", id)
 	}
-	require.EqualValues(t, 25, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 25, counterValue(t, r.m.JobsReaped))
 	require.Equal(t, 25, b.countWhere(t, `status = 'pending_review'`))
 
 	// The next pass finds the 5 again and changes none: it says so, and
@@ -199,7 +199,7 @@ CREATE TRIGGER keep_in_review BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTIO
 	require.Equal(t, "5", logged[0].Attrs["num_found"])
 	require.Equal(t, "0", logged[0].Attrs["num_reenqueued"])
 	require.NotContains(t, logged[0].Message, "re-enqueued jobs")
-	require.EqualValues(t, 25, counterValue(t, r.cfg.Metrics.JobsReaped))
+	require.EqualValues(t, 25, counterValue(t, r.m.JobsReaped))
 }
 
 func TestTwoStreamsOnOneDatabase(t *testing.T) {
@@ -233,8 +233,8 @@ func TestTwoStreamsOnOneDatabase(t *testing.T) {
 	// was re-enqueued: each reaper looks only at its own stream's jobs.
 	cycles := cyclesRun(t, a) + cyclesRun(t, bb)
 	require.Eventually(t, func() bool { return cyclesRun(t, a)+cyclesRun(t, bb) >= cycles+20 }, 30*time.Second, 5*time.Millisecond)
-	require.Zero(t, counterValue(t, a.cfg.Metrics.JobsReaped))
-	require.Zero(t, counterValue(t, bb.cfg.Metrics.JobsReaped))
+	require.Zero(t, counterValue(t, a.m.JobsReaped))
+	require.Zero(t, counterValue(t, bb.m.JobsReaped))
 	require.Equal(t, 300, b.countWhere(t, `status = 'in_review' AND attempts = 1`))
 
 	// A consumer group on each stream reviews every job exactly once.
@@ -265,8 +265,8 @@ func TestTwoStreamsOnOneDatabase(t *testing.T) {
 		require.Equal(t, 1, n, "job %s reviewed %d times", id, n)
 	}
 	require.Equal(t, 300, b.countWhere(t, `status = 'reviewed' AND attempts = 1`))
-	require.Zero(t, counterValue(t, a.cfg.Metrics.JobsReaped))
-	require.Zero(t, counterValue(t, bb.cfg.Metrics.JobsReaped))
+	require.Zero(t, counterValue(t, a.m.JobsReaped))
+	require.Zero(t, counterValue(t, bb.m.JobsReaped))
 	perStream := map[string]int{}
 	rows, err := b.schema.Pool.Query(ctx, `SELECT stream, count(*) FROM jobs GROUP BY stream`)
 	require.NoError(t, err)

@@ -39,6 +39,7 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/backoff"
+	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -50,11 +51,12 @@ type Relay struct {
 	connCfg   *pgx.ConnConfig // for the relay's cycle connection
 	listenCfg *pgx.ConnConfig // for its LISTEN connection
 	log       *slog.Logger
+	m         *metrics.Relay
 
-	lanes    []*lane      // Config.Workers of them; lanes[0] runs alone when there is no backlog
-	reapFrom db.Published // where the reaper's scan resumes; owned by Run
+	workers  []*worker      // Config.Workers of them; workers[0] runs alone when there is no backlog
+	reapFrom db.InReviewJob // where the reaper's scan resumes; owned by Run
 
-	pressure pressureState // backpressure, shared by the lanes (see pressure.go)
+	pressure pressureState // backpressure, shared by the workers (see pressure.go)
 
 	// reapRefused holds the lost jobs the database refused to send back
 	// to pending_review; the reaper passes over them.
@@ -80,11 +82,26 @@ type Relay struct {
 // New returns a relay that claims jobs through pool's database and
 // publishes them with rdb. The relay opens connections of its own (for
 // cycles, and for LISTEN) with pool's configuration; it does not close pool
-// or rdb.
+// or rdb. pool's database must have jobrelay's migrations applied (see
+// db.NewMigrator).
+//
+// rdb must reach one Redis server (or a primary with replicas; the Lua
+// scripts do not run on Redis Cluster), and must honour context deadlines:
+// a *redis.Client must be created with Options.ContextTimeoutEnabled set
+// (so must a Ring or ClusterClient), or New fails, because the relay bounds each cycle's Redis calls by CycleTimeout
+// while it holds row locks. New registers the relay's metrics on
+// cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	if err := stream.CheckClient(rdb); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	m, err := metrics.NewRelay(c.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	connCfg := pool.Config().ConnConfig.Copy()
 	// A relay that hangs or vanishes mid-cycle must not keep its row locks:
@@ -104,9 +121,10 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 		connCfg:   connCfg,
 		listenCfg: listenCfg,
 		log:       c.Logger,
+		m:         m,
 	}
 	for range c.Workers {
-		r.lanes = append(r.lanes, &lane{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
+		r.workers = append(r.workers, &worker{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
 	}
 	return r, nil
 }
@@ -151,7 +169,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.cfg.PollOnly {
 		poll.Reset(0)
 	} else if err := r.reap(ctx); err != nil && ctx.Err() == nil {
-		r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+		r.m.Errors.WithLabelValues("reap").Inc()
 		r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 	}
 	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError,
@@ -164,12 +182,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-poll.C:
 			poll.Reset(backoff.Jitter(r.cfg.PollInterval))
 			if err := r.reap(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Metrics.Errors.WithLabelValues("reap").Inc()
+				r.m.Errors.WithLabelValues("reap").Inc()
 				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
 			}
 			r.trim(ctx)
 		}
-		_, err := r.drain(ctx, false)
+		_, err := r.drain(ctx, untilShort)
 		if err == nil || ctx.Err() != nil {
 			retry.OK(ctx)
 			continue
@@ -218,22 +236,23 @@ func (d *DrainResult) merge(o DrainResult) {
 // DrainReport is Drain, saying which jobs it could not relay.
 func (r *Relay) DrainReport(ctx context.Context) (DrainResult, error) {
 	defer r.closeConns()
-	return r.drain(ctx, true)
+	return r.drain(ctx, untilEmpty)
 }
 
 func (r *Relay) closeConns() {
-	for _, l := range r.lanes {
-		l.closeConn()
+	for _, w := range r.workers {
+		w.closeConn()
 	}
 }
 
-// drain runs cycles while there is work: until a batch comes back short
-// (or, with untilEmpty, empty). Full batches are followed at once by the
-// next cycle. A single lane runs the first cycle; if its batch was full
-// there is a backlog, and every lane drains it side by side, so that one
-// lane commits in PostgreSQL while another publishes to Redis.
-func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error) {
-	total, more, err := r.lanes[0].drain(ctx, untilEmpty, 1)
+// drain runs cycles while there is work, until mode says to stop. Full
+// batches are followed at once by the next cycle. A single worker runs the first cycle; if its batch was full
+// there is a backlog, and every worker drains it side by side, so that one
+// worker commits in PostgreSQL while another publishes to Redis.
+func (r *Relay) drain(ctx context.Context, mode drainMode) (DrainResult, error) {
+	var total DrainResult
+	c, more, err := r.workers[0].step(ctx, mode)
+	total.add(c)
 	if err != nil || !more {
 		return total, err
 	}
@@ -242,9 +261,9 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error)
 		mu       sync.Mutex
 		firstErr error
 	)
-	for _, l := range r.lanes {
+	for _, w := range r.workers {
 		wg.Go(func() {
-			res, _, err := l.drain(ctx, untilEmpty, 0)
+			res, err := w.drain(ctx, mode)
 			mu.Lock()
 			defer mu.Unlock()
 			total.merge(res)
@@ -254,10 +273,10 @@ func (r *Relay) drain(ctx context.Context, untilEmpty bool) (DrainResult, error)
 		})
 	}
 	wg.Wait()
-	// The extra lanes go idle until the next backlog: delete their last
-	// records now. The first lane's go with its next publish.
-	for _, l := range r.lanes[1:] {
-		l.forgetCommitted(context.WithoutCancel(ctx))
+	// The extra workers go idle until the next backlog: delete their last
+	// records now. The first worker's go with its next publish.
+	for _, w := range r.workers[1:] {
+		w.forgetCommitted(context.WithoutCancel(ctx))
 	}
 	return total, firstErr
 }
@@ -295,7 +314,7 @@ func (r *Relay) healthLoop(ctx context.Context) {
 		var problem string
 		var since time.Time
 		if err := r.stalled(); err != nil {
-			r.cfg.Metrics.Stalled.Set(1)
+			r.m.Stalled.Set(1)
 			// A Redis held at its maxmemory refuses the report, and would
 			// be pushed further by it: status --check reads Redis memory
 			// itself.
@@ -303,7 +322,7 @@ func (r *Relay) healthLoop(ctx context.Context) {
 				problem, since = err.Error(), p.since
 			}
 		} else {
-			r.cfg.Metrics.Stalled.Set(0)
+			r.m.Stalled.Set(0)
 		}
 		if err := rep.Update(ctx, problem, since); err != nil && ctx.Err() == nil {
 			r.log.DebugContext(ctx, "relay: reporting its health failed", slog.String("err", err.Error()))

@@ -198,7 +198,7 @@ func TestRollbackWhenRedisRefuses(t *testing.T) {
 		require.Nil(t, row.StreamID)
 		require.Zero(t, row.Attempts)
 	}
-	require.Equal(t, float64(1), counterValue(t, r.cfg.Metrics.Errors.WithLabelValues("publish")))
+	require.Equal(t, float64(1), counterValue(t, r.m.Errors.WithLabelValues("publish")))
 
 	// Once Redis accepts again, the same relay (same connection) goes on.
 	require.NoError(t, b.rdb.Del(ctx, b.stream).Err())
@@ -269,7 +269,7 @@ func TestNotifyWakesTheRelay(t *testing.T) {
 	startRelay(t, r)
 	// The first cycle runs at start; wait for it, so the insert below is
 	// picked up by a wake-up, not by that cycle.
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Cycles.WithLabelValues("empty")) >= 1 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Cycles.WithLabelValues("empty")) >= 1 },
 		10*time.Second, time.Millisecond)
 
 	for i := range 3 {
@@ -297,7 +297,7 @@ func TestNotificationsDuringACycleCoalesce(t *testing.T) {
 		}
 	}
 	startRelay(t, r)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.Cycles.WithLabelValues("empty")) >= 1 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Cycles.WithLabelValues("empty")) >= 1 },
 		10*time.Second, time.Millisecond)
 	before := cyclesRun(t, r)
 
@@ -330,16 +330,16 @@ func TestShutdownMidDrain(t *testing.T) {
 	b.seed(t, 30_000)
 	r := b.newRelay(t, b.cfg)
 	stop := startRelay(t, r)
-	require.Eventually(t, func() bool { return counterValue(t, r.cfg.Metrics.JobsRelayed) >= 2000 },
+	require.Eventually(t, func() bool { return counterValue(t, r.m.JobsRelayed) >= 2000 },
 		30*time.Second, time.Millisecond)
 	stop() // returns once the cycle in flight has committed or rolled back
 
 	inReview := b.requireExactlyOnce(t)
 	require.Positive(t, inReview)
 	require.Less(t, inReview, 30_000, "the relay should have stopped mid-drain")
-	require.EqualValues(t, inReview, counterValue(t, r.cfg.Metrics.JobsRelayed))
-	for _, l := range r.lanes {
-		require.Nil(t, l.conn, "cycle connection left open")
+	require.EqualValues(t, inReview, counterValue(t, r.m.JobsRelayed))
+	for _, w := range r.workers {
+		require.Nil(t, w.conn, "cycle connection left open")
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/health"
-	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 	"github.com/jobrelay/jobrelay/relay"
 )
@@ -166,7 +166,7 @@ func TestReadyzFollowsTheServers(t *testing.T) {
 	proxy.Down()
 	require.Eventually(t, func() bool {
 		code, body := readyz()
-		return code == http.StatusServiceUnavailable && strings.Contains(body, "postgres:") && strings.Contains(body, "listen:")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "postgres:") && strings.Contains(body, "relay:")
 	}, time.Minute, 10*time.Millisecond)
 	proxy.Up()
 	require.Eventually(t, ready, time.Minute, 10*time.Millisecond)

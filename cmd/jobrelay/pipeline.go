@@ -11,8 +11,7 @@ import (
 	"github.com/jobrelay/jobrelay/consumer"
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/health"
-	"github.com/jobrelay/jobrelay/internal/inspect"
-	"github.com/jobrelay/jobrelay/internal/metrics"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
@@ -121,15 +120,15 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 		attrs []slog.Attr
 	)
 	if p.relay != nil {
-		p.relay.Metrics = metrics.NewRelay(h.Registry)
+		p.relay.Registerer = h.Registry
 		if r, err = relay.New(cl.pool, cl.rdb, *p.relay); err != nil {
 			return s.configError(err)
 		}
-		h.Ready("listen", func(context.Context) error { return r.Ready() })
+		h.Ready("relay", func(context.Context) error { return r.Ready() })
 		attrs = append(attrs, relayAttrs(p.relay, p.once)...)
 	}
 	if p.consumer != nil {
-		p.consumer.Metrics = metrics.NewConsumer(h.Registry)
+		p.consumer.Registerer = h.Registry
 		if c, err = consumer.New(cl.pool, cl.rdb, *p.consumer); err != nil {
 			return s.configError(err)
 		}
@@ -188,12 +187,12 @@ func serverChecks(h *health.Server, cl *clients) {
 // watchPipeline registers the pipeline gauges and refreshes them until ctx
 // is done.
 func watchPipeline(ctx context.Context, h *health.Server, cl *clients, stream string, logger *slog.Logger) (wait func()) {
-	col := inspect.NewCollector()
+	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: stream, Interval: inspect.RefreshDefault, Logger: logger})
 	h.Registry.MustRegister(col)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		col.Run(ctx, cl.pool, cl.rdb, inspect.Options{Stream: stream}, inspect.RefreshDefault, logger)
+		col.Run(ctx)
 	}()
 	return func() { <-done }
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/inspect"
+	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -147,7 +147,7 @@ func checkHealth(s *inspect.Snapshot, o *statusOptions) []string {
 }
 
 // healthLine says what a component reports, and since when.
-func healthLine(now time.Time, h stream.HealthReport) string {
+func healthLine(now time.Time, h inspect.HealthReport) string {
 	line := h.Component + ": " + h.Problem
 	if !h.Since.IsZero() {
 		line += " (" + since(now, h.Since, "since") + ")"

@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,8 +28,10 @@ type Relay struct {
 	Trimmed            prometheus.Counter
 }
 
-// NewRelay creates the relay's metrics and registers them on reg, if not nil.
-func NewRelay(reg prometheus.Registerer) *Relay {
+// NewRelay creates the relay's metrics and registers them on reg, if not
+// nil. It fails if reg refuses one, having registered none of them then.
+// It is long because it is a table of definitions.
+func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 	m := &Relay{
 		JobsRelayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_relayed_total",
@@ -90,11 +94,11 @@ func NewRelay(reg prometheus.Registerer) *Relay {
 	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure", "trim"} {
 		m.Errors.WithLabelValues(k)
 	}
-	if reg != nil {
-		reg.MustRegister(m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
-			m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Stalled, m.Trimmed)
+	if err := register(reg, m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
+		m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Stalled, m.Trimmed); err != nil {
+		return nil, fmt.Errorf("register relay metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
 // Consumer holds a consumer's metrics.
@@ -116,8 +120,8 @@ type Consumer struct {
 }
 
 // NewConsumer creates a consumer's metrics and registers them on reg, if
-// not nil.
-func NewConsumer(reg prometheus.Registerer) *Consumer {
+// not nil. It fails if reg refuses one, having registered none of them then.
+func NewConsumer(reg prometheus.Registerer) (*Consumer, error) {
 	m := &Consumer{
 		Jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "consumer", Name: "jobs_total",
@@ -151,9 +155,6 @@ func NewConsumer(reg prometheus.Registerer) *Consumer {
 	for _, k := range []string{"read", "finish", "reclaim", "refresh", "dead_letter", "trim", "group"} {
 		m.Errors.WithLabelValues(k)
 	}
-	if reg != nil {
-		reg.MustRegister(m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight)
-	}
 	m.TransientFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: "consumer", Name: "transient_failures_total",
 		Help: "Handler failures that looked like an outage of the review service (connection refused, timeout, 502/503/504, 429).",
@@ -163,15 +164,31 @@ func NewConsumer(reg prometheus.Registerer) *Consumer {
 		Help: "1 while the consumer holds back because the review service looks down, probing it with one job at a time.",
 	})
 	m.Errors.WithLabelValues("retry")
-	if reg != nil {
-		reg.MustRegister(m.TransientFailures, m.CircuitOpen)
-	}
 	m.RecorderStalled = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: "consumer", Name: "recorder_stalled",
 		Help: "1 while the consumer cannot record results: a batch has waited more than 30s to be recorded (PostgreSQL or Redis failing or not answering). /readyz and jobrelay status --check say why.",
 	})
-	if reg != nil {
-		reg.MustRegister(m.RecorderStalled)
+	if err := register(reg, m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight,
+		m.TransientFailures, m.CircuitOpen, m.RecorderStalled); err != nil {
+		return nil, fmt.Errorf("register consumer metrics: %w", err)
 	}
-	return m
+	return m, nil
+}
+
+// register registers cs on reg, if not nil: all of them, or, when reg
+// refuses one (a name already registered: two relays on one registry),
+// none, so that the caller may try again with another registry.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }

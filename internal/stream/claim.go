@@ -31,17 +31,22 @@ end
 return out
 `)
 
-// Refresh keeps the consumer's claim on its entries fresh (see
-// refreshScript) and returns the IDs it still owns.
-func Refresh(ctx context.Context, rdb redis.Scripter, stream, group, consumer string, ids []string) ([]string, error) {
+// Member names a consumer of a group of a stream.
+type Member struct {
+	Stream, Group, Consumer string
+}
+
+// Refresh keeps m's claim on its entries fresh (see refreshScript) and
+// returns the IDs it still owns.
+func Refresh(ctx context.Context, rdb redis.Scripter, m Member, ids []string) ([]string, error) {
 	args := make([]any, 0, len(ids)+2)
-	args = append(args, group, consumer)
+	args = append(args, m.Group, m.Consumer)
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	owned, err := refreshScript.Run(ctx, rdb, []string{stream}, args...).StringSlice()
+	owned, err := refreshScript.Run(ctx, rdb, []string{m.Stream}, args...).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("refresh claims on %s: %w", stream, err)
+		return nil, fmt.Errorf("refresh claims on %s: %w", m.Stream, err)
 	}
 	return owned, nil
 }
@@ -292,13 +297,13 @@ end
 return out
 `)
 
-// DeleteIdleConsumers removes the group's consumers that have nothing
-// pending and were inactive for longer than idle (see
-// deleteIdleConsumersScript), and returns their names.
-func DeleteIdleConsumers(ctx context.Context, rdb redis.Scripter, stream, group, keep string, idle time.Duration) ([]string, error) {
-	names, err := deleteIdleConsumersScript.Run(ctx, rdb, []string{stream}, group, keep, idle.Milliseconds()).StringSlice()
+// DeleteIdleConsumers removes the consumers of m's group, m itself
+// excepted, that have nothing pending and were inactive for longer than
+// idle (see deleteIdleConsumersScript), and returns their names.
+func DeleteIdleConsumers(ctx context.Context, rdb redis.Scripter, m Member, idle time.Duration) ([]string, error) {
+	names, err := deleteIdleConsumersScript.Run(ctx, rdb, []string{m.Stream}, m.Group, m.Consumer, idle.Milliseconds()).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("delete idle consumers of %s/%s: %w", stream, group, err)
+		return nil, fmt.Errorf("delete idle consumers of %s/%s: %w", m.Stream, m.Group, err)
 	}
 	return names, nil
 }

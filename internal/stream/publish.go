@@ -139,9 +139,9 @@ end
 return ids
 `)
 
-// Forget names the dedup records of a committed batch, to delete on the next
-// Publish.
-type Forget struct {
+// DedupRecords names the dedup records of a batch (its job:attempt fields):
+// once the batch is committed, the next Publish deletes them.
+type DedupRecords struct {
 	Fields []string
 }
 
@@ -151,22 +151,22 @@ type PublishParams struct {
 	DedupTTL   time.Duration // how long records of an uncommitted batch are kept
 	EnqueuedAt string        // RFC 3339, the same for the whole batch
 	Jobs       []db.Job
-	Forget     Forget // records of the previous committed batch
+	Forget     DedupRecords // records of the previous committed batch, to delete
 }
 
-// Published is the result of Publish.
-type Published struct {
+// PublishResult is the result of Publish.
+type PublishResult struct {
 	// StreamIDs holds the entry ID of each job, index for index. A job that
 	// was published before under the same attempt gets its first entry's ID.
 	StreamIDs []string
-	// Forget names this batch's dedup records, for the Publish after this
-	// batch commits.
-	Forget Forget
+	// Records names this batch's dedup records, for the Publish after this
+	// batch commits to delete.
+	Records DedupRecords
 }
 
 // Publish adds the jobs to the stream, idempotently per job and attempt, in
 // one round trip (see publishScript).
-func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Published, error) {
+func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (PublishResult, error) {
 	n := len(p.Jobs)
 	args := make([]any, 0, 4+len(p.Forget.Fields)+7*n)
 	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, len(p.Forget.Fields))
@@ -186,12 +186,12 @@ func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Publish
 	}
 	ids, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupIndex(p.Stream), dedupIndex(p.Stream) + ":"}, args...).StringSlice()
 	if err != nil {
-		return Published{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
+		return PublishResult{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
 	}
 	if len(ids) != n {
-		return Published{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", n, p.Stream, len(ids))
+		return PublishResult{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", n, p.Stream, len(ids))
 	}
-	return Published{StreamIDs: ids, Forget: Forget{Fields: fields}}, nil
+	return PublishResult{StreamIDs: ids, Records: DedupRecords{Fields: fields}}, nil
 }
 
 // orNUL is a column's value, or a NUL byte for NULL (see publishScript).

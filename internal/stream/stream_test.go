@@ -28,17 +28,17 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	ctx := testenv.Context(t)
 	rdb := testenv.NewRedis(t)
 	s := testenv.Stream(t, rdb)
-	params := func(jobs []db.Job, f Forget) *PublishParams {
+	params := func(jobs []db.Job, f DedupRecords) *PublishParams {
 		return &PublishParams{Stream: s, DedupTTL: 10 * time.Minute, EnqueuedAt: "2026-11-28T10:00:00Z", Jobs: jobs, Forget: f}
 	}
 
-	first, err := Publish(ctx, rdb, params([]db.Job{job("a", 0), job("b", 0)}, Forget{}))
+	first, err := Publish(ctx, rdb, params([]db.Job{job("a", 0), job("b", 0)}, DedupRecords{}))
 	require.NoError(t, err)
 	require.Len(t, first.StreamIDs, 2)
 
 	// The same jobs and attempts again (the first batch never committed),
 	// with a new one: the recorded IDs come back, one entry is added.
-	again, err := Publish(ctx, rdb, params([]db.Job{job("b", 0), job("c", 0), job("a", 0)}, Forget{}))
+	again, err := Publish(ctx, rdb, params([]db.Job{job("b", 0), job("c", 0), job("a", 0)}, DedupRecords{}))
 	require.NoError(t, err)
 	require.Equal(t, first.StreamIDs[1], again.StreamIDs[0])
 	require.Equal(t, first.StreamIDs[0], again.StreamIDs[2])
@@ -47,7 +47,7 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	require.EqualValues(t, 3, n)
 
 	// A later attempt is a new entry.
-	next, err := Publish(ctx, rdb, params([]db.Job{job("a", 1)}, Forget{}))
+	next, err := Publish(ctx, rdb, params([]db.Job{job("a", 1)}, DedupRecords{}))
 	require.NoError(t, err)
 	require.NotEqual(t, first.StreamIDs[0], next.StreamIDs[0])
 
@@ -61,9 +61,9 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	require.LessOrEqual(t, ttl, 11*time.Minute)
 
 	// Once committed, a batch's records are forgotten by the next call.
-	_, err = Publish(ctx, rdb, params(nil, Forget{Fields: append(again.Forget.Fields, next.Forget.Fields...)}))
+	_, err = Publish(ctx, rdb, params(nil, DedupRecords{Fields: append(again.Records.Fields, next.Records.Fields...)}))
 	require.NoError(t, err)
-	left, err := rdb.HMGet(ctx, keys[0], append(again.Forget.Fields, next.Forget.Fields...)...).Result()
+	left, err := rdb.HMGet(ctx, keys[0], append(again.Records.Fields, next.Records.Fields...)...).Result()
 	require.NoError(t, err)
 	require.Equal(t, []any{nil, nil, nil, nil}, left)
 	// The hash stays a hash table, whatever number of records it holds.

@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -14,12 +15,28 @@ import (
 // RefreshDefault is how often a Collector reads the pipeline's state.
 const RefreshDefault = 15 * time.Second
 
+// CollectorConfig configures a Collector.
+type CollectorConfig struct {
+	// Stream is the pipeline's stream. Defaults to "job_review".
+	Stream string
+	// Interval is how often Run reads the pipeline's state. Defaults to
+	// RefreshDefault.
+	Interval time.Duration
+	// Logger receives a line when reading starts and stops failing.
+	// Defaults to discarding them.
+	Logger *slog.Logger
+}
+
 // Collector exports the answers to "are we keeping up?" as gauges: the
 // backlog in the table, the stream, each group's lag and pending entries,
 // the dead letters. A scrape reads the latest snapshot, refreshed every
 // interval by Run, so scrapes add no load to the servers. Ages are computed
 // at scrape time, so they keep growing between refreshes.
 type Collector struct {
+	pool *pgxpool.Pool
+	rdb  redis.UniversalClient
+	cfg  CollectorConfig
+
 	mu   sync.Mutex
 	snap *Snapshot
 
@@ -31,12 +48,22 @@ type Collector struct {
 	problems                                         *prometheus.Desc
 }
 
-// NewCollector returns a Collector with no snapshot yet.
-func NewCollector() *Collector {
+// NewCollector returns a Collector of the pipeline that pool and rdb reach,
+// with no snapshot yet: Run takes them. Register it on a
+// prometheus.Registerer.
+func NewCollector(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg CollectorConfig) *Collector {
+	cfg.Stream = cmp.Or(cfg.Stream, streamDefault)
+	cfg.Interval = cmp.Or(cfg.Interval, RefreshDefault)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("jobrelay_"+name, help, labels, nil)
 	}
 	return &Collector{
+		pool:           pool,
+		rdb:            rdb,
+		cfg:            cfg,
 		pending:        d("jobs_pending", "Jobs in pending_review."),
 		oldestPending:  d("jobs_oldest_pending_age_seconds", "Age of the oldest pending_review job (0 when none)."),
 		inReview:       d("jobs_in_review", "Jobs in in_review."),
@@ -55,14 +82,15 @@ func NewCollector() *Collector {
 	}
 }
 
-// Run refreshes the snapshot every interval until ctx is done. Errors are
+// Run refreshes the snapshot every Interval until ctx is done. Errors are
 // logged when they start and stop; the gauges keep their last values, and
 // jobrelay_pipeline_snapshot_age_seconds grows.
-func (c *Collector) Run(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options, interval time.Duration, logger *slog.Logger) {
+func (c *Collector) Run(ctx context.Context) {
+	interval, logger := c.cfg.Interval, c.cfg.Logger
 	failing := false
 	for {
 		rctx, cancel := context.WithTimeout(ctx, interval)
-		snap, err := Take(rctx, pool, rdb, opts)
+		snap, err := Take(rctx, c.pool, c.rdb, Options{Stream: c.cfg.Stream})
 		cancel()
 		switch {
 		case err == nil:

@@ -28,7 +28,7 @@ func TestSnapshotHoldsFreshHealthReports(t *testing.T) {
 	require.Equal(t, "consumer a", s.Health[0].Component)
 	require.Equal(t, "recording results is stalled", s.Health[0].Problem)
 
-	c := NewCollector()
+	c := NewCollector(nil, nil, CollectorConfig{})
 	c.snap = s
 	require.Equal(t, 1.0, gauges(t, c)["jobrelay_pipeline_problems"])
 

@@ -1,9 +1,13 @@
-// Package inspect reads the state of a pipeline — jobs by status, the
-// stream, its consumer groups and dead letters — for `jobrelay status` and
-// for the gauges of the metrics endpoint.
+// Package inspect reads the state of a jobrelay pipeline: jobs by status,
+// the backlog in the table, the stream, its consumer groups and their
+// consumers, the dead letters, and the problems its components report. It
+// is what `jobrelay status` prints and the gauges of the metrics endpoint
+// export, for a program that embeds the relay and the consumer to read
+// (Take) or export (Collector) itself.
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -31,7 +35,21 @@ type Snapshot struct {
 	// Health lists the problems the pipeline's components report (a
 	// consumer that cannot record its results...), reports of processes
 	// that stopped refreshing them left out.
-	Health []stream.HealthReport `json:"health"`
+	Health []HealthReport `json:"health"`
+}
+
+// HealthReport is a problem a component of the pipeline reports: one that
+// keeps it from making progress, such as a consumer that cannot record its
+// results.
+type HealthReport struct {
+	// Component names the reporter, such as "consumer <name>".
+	Component string `json:"component,omitempty"`
+	// Problem says what is wrong.
+	Problem string `json:"problem"`
+	// Since is when the problem began.
+	Since time.Time `json:"since"`
+	// ReportedAt is when the report was last refreshed.
+	ReportedAt time.Time `json:"reported_at"`
 }
 
 // Backlog is the unfinished work in the table.
@@ -82,8 +100,12 @@ type Consumer struct {
 	Idle    float64 `json:"idle_seconds"` // since it last read or claimed
 }
 
+// streamDefault is relay.StreamDefault and consumer.StreamDefault.
+const streamDefault = "job_review"
+
 // Options says what Take reads.
 type Options struct {
+	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
 	// Counts asks for jobs by status, which reads the whole table.
 	Counts bool
@@ -93,7 +115,7 @@ type Options struct {
 // by status and of in_review jobs by stream if asked), and a few Redis
 // round trips.
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
-	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: opts.Stream}}
+	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: cmp.Or(opts.Stream, streamDefault)}}
 	if opts.Counts {
 		counts, err := db.CountByStatus(ctx, pool)
 		if err != nil {
@@ -120,8 +142,13 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 	if err := readStream(ctx, rdb, s); err != nil {
 		return nil, err
 	}
-	if s.Health, err = stream.Problems(ctx, rdb, s.Stream.Name, s.TakenAt, stream.HealthStaleAfter); err != nil {
+	reports, err := stream.Problems(ctx, rdb, s.Stream.Name, s.TakenAt, stream.HealthStaleAfter)
+	if err != nil {
 		return nil, err
+	}
+	s.Health = make([]HealthReport, 0, len(reports))
+	for _, r := range reports {
+		s.Health = append(s.Health, HealthReport(r))
 	}
 	return s, nil
 }

@@ -48,13 +48,13 @@ func TestGaugesFollowThePipeline(t *testing.T) {
 	rdb := testenv.NewRedis(t)
 	stream := testenv.Stream(t, rdb)
 
-	c := NewCollector()
+	c := NewCollector(schema.Pool, rdb, CollectorConfig{Stream: stream, Interval: 20 * time.Millisecond, Logger: testenvLogger()})
 	require.Empty(t, gauges(t, c), "nothing before the first snapshot")
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.Run(runCtx, schema.Pool, rdb, Options{Stream: stream}, 20*time.Millisecond, testenvLogger())
+		c.Run(runCtx)
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -104,7 +104,7 @@ INSERT INTO jobs (title, status, updated_at) VALUES ('left by the old poller', '
 	require.EqualValues(t, 1, snap.Backlog.InReviewUntracked)
 	require.WithinDuration(t, time.Now().Add(-time.Hour), snap.Backlog.OldestInReviewAt, time.Minute)
 
-	c := NewCollector()
+	c := NewCollector(nil, nil, CollectorConfig{})
 	c.snap = snap
 	g := gauges(t, c)
 	require.InDelta(t, time.Hour.Seconds(), g["jobrelay_jobs_oldest_in_review_age_seconds"], 60)
