@@ -51,7 +51,7 @@ func TestHandlerSpecsAreRedacted(t *testing.T) {
 		secretExecSpec,
 		secretHTTPSpec("review.internal:8443"),
 		"https://usersecret8@review.internal/v1?token=querysecret6",
-		"http:https://review.internal/v1?querysecret7", // a bare token as the query
+		"http:https://review.internal/v1?querysecret7",                  // a bare token as the query
 		"http:https://hooks.example.com/services/T000/B000/pathsecret9", // a webhook
 	}
 	for _, spec := range specs {

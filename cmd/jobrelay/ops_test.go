@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/inspect"
+	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 	"github.com/jobrelay/jobrelay/relay"
 )

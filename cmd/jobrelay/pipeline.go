@@ -10,8 +10,8 @@ import (
 
 	"github.com/jobrelay/jobrelay/consumer"
 	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/inspect"
+	"github.com/jobrelay/jobrelay/internal/health"
 	"github.com/jobrelay/jobrelay/relay"
 )
 
