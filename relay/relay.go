@@ -160,6 +160,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		slog.Int("batch_size", r.cfg.BatchSize), slog.Duration("poll_interval", r.cfg.PollInterval),
 		slog.Bool("poll_only", r.cfg.PollOnly))
 	defer r.log.InfoContext(ctx, "relay: stopped")
+	r.logPublishPath(ctx)
 
 	// The first cycle runs once LISTEN is up (the listener's connection
 	// wakes the relay), so no job inserted in between waits for a poll.

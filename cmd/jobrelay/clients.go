@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -55,21 +54,6 @@ func logStart(ctx context.Context, logger *slog.Logger, what string, c *commonCo
 	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", uniqueAttrs(append(base, attrs...))...)
 }
 
-// redisVersion reads the server's version once, for the start-up log.
-func redisVersion(ctx context.Context, rdb *redis.Client) string {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	info, err := rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return ""
-	}
-	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-			return v
-		}
-	}
-	return ""
-}
 
 // waitForPostgres retries until PostgreSQL answers, logging once when it
 // does not and once when it does; false if ctx ends first.

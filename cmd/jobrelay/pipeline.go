@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -145,9 +144,6 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 			return err
 		}
 	}
-	if r != nil {
-		logPublishPath(ctx, logger, cl)
-	}
 	if p.once {
 		return drainOnce(ctx, logger, r)
 	}
@@ -281,32 +277,3 @@ func uniqueAttrs(attrs []slog.Attr) []slog.Attr {
 	return out
 }
 
-// logPublishPath says how publishing is made idempotent on this server.
-// Redis 8.6's native XADD IDMP is not used: it keeps at most 10,000 ids per
-// producer (IDMP-MAXSIZE), which at tens of thousands of jobs per second
-// forgets a batch within a fraction of a second, sooner than a dead relay's
-// row locks are released. The script keeps the records of uncommitted
-// batches for DEDUP_TTL whatever the rate, and costs no memory once a batch
-// commits.
-func logPublishPath(ctx context.Context, logger *slog.Logger, cl *clients) {
-	version := redisVersion(ctx, cl.rdb)
-	attrs := []slog.Attr{slog.String("redis_version", version)}
-	if version == "" {
-		attrs[0] = slog.String("redis_version", "unknown (unreachable for now)")
-	}
-	if atLeast(version, 8, 6) {
-		attrs = append(attrs, slog.String("note", "XADD IDMP is available but not used: IDMP-MAXSIZE caps its window at 10,000 ids per producer"))
-	}
-	logger.LogAttrs(ctx, slog.LevelInfo, "relay: idempotent publish through the dedup script (records of uncommitted batches kept for DEDUP_TTL)", attrs...)
-}
-
-// atLeast compares a "major.minor.patch" version.
-func atLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(parts[1])
-	return err1 == nil && err2 == nil && (ma > major || ma == major && mi >= minor)
-}
