@@ -58,7 +58,9 @@ func BenchmarkConsumer(b *testing.B) {
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 				cancel()
 				for range consumers {
-					<-done
+					if err := <-done; err != nil {
+						b.Fatal(err)
+					}
 				}
 			})
 		}

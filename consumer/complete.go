@@ -292,6 +292,7 @@ func (c *Consumer) logResults(batch []*result) {
 	for _, r := range batch {
 		d := r.d
 		switch r.outcome {
+		case abandoned: // stays pending for another consumer: nothing happened to log
 		case reviewed:
 			if c.log.Enabled(ctx, slog.LevelDebug) {
 				c.log.DebugContext(ctx, "consumer: job reviewed", slog.String("job_id", d.job.ID), slog.String("task_id", d.msg.ID))

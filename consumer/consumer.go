@@ -149,7 +149,7 @@ type Consumer struct {
 	trimLog      stream.TrimLog
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.
-	finishCtx    context.Context
+	finishCtx    context.Context //nolint:containedctx // outlives Run's ctx on purpose: results finish recording after a stop
 	cancelFinish context.CancelFunc
 
 	// What each recorder is at, for Ready.
@@ -375,21 +375,21 @@ func (c *Consumer) awaitCancelledHandlers(ctx context.Context, workersDone, reco
 	}
 }
 
-// acquire takes between 1 and max idle-handler slots, waiting for the first.
-// It returns 0 once ctx is done.
-func (c *Consumer) acquire(ctx context.Context, max int) int {
+// acquire takes between 1 and limit idle-handler slots, waiting for the
+// first. It returns 0 once ctx is done.
+func (c *Consumer) acquire(ctx context.Context, limit int) int {
 	select {
 	case <-ctx.Done():
 		return 0
 	case <-c.slots:
 	}
-	return 1 + c.tryAcquire(max-1)
+	return 1 + c.tryAcquire(limit-1)
 }
 
-// tryAcquire takes up to max slots without waiting.
-func (c *Consumer) tryAcquire(max int) int {
+// tryAcquire takes up to limit slots without waiting.
+func (c *Consumer) tryAcquire(limit int) int {
 	n := 0
-	for n < max {
+	for n < limit {
 		select {
 		case <-c.slots:
 			n++
@@ -541,18 +541,18 @@ func (c *Consumer) retrier(what string) *backoff.Retrier {
 // Handlers' errors carry what commands wrote to stderr, which may be
 // anything.
 func errorText(err error) string {
-	const max = 2000
+	const limit = 2000
 	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
 	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
-	return shorten(s, max)
+	return shorten(s, limit)
 }
 
-// shorten cuts s after max bytes, at a rune boundary, marking the cut.
-func shorten(s string, max int) string {
-	if len(s) <= max {
+// shorten cuts s after limit bytes, at a rune boundary, marking the cut.
+func shorten(s string, limit int) string {
+	if len(s) <= limit {
 		return s
 	}
-	cut := max
+	cut := limit
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
@@ -561,9 +561,9 @@ func shorten(s string, max int) string {
 
 // quoteShort quotes what may be a huge value, for an error message.
 func quoteShort(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
+	const shown = 64
+	if len(s) > shown {
+		return strconv.Quote(s[:shown]) + "…"
 	}
 	return strconv.Quote(s)
 }

@@ -84,9 +84,9 @@ func (b *testBundle) count(t *testing.T, status string) int {
 	return int(counts[status])
 }
 
-func (b *testBundle) pending(t *testing.T, group string) int64 {
+func (b *testBundle) pending(t *testing.T) int64 {
 	t.Helper()
-	p, err := b.rdb.XPending(testenv.Context(t), b.stream, group).Result()
+	p, err := b.rdb.XPending(testenv.Context(t), b.stream, GroupDefault).Result()
 	require.NoError(t, err)
 	return p.Count
 }
@@ -157,7 +157,7 @@ func TestReviewsEveryJobOnce(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, 1, seen.get(id), "handler calls for %s", id)
 	}
-	eventually(t, func() bool { return b.pending(t, GroupDefault) == 0 }, "all acknowledged")
+	eventually(t, func() bool { return b.pending(t) == 0 }, "all acknowledged")
 	reviewed := testutil.ToFloat64(c1.m.Jobs.WithLabelValues("reviewed")) + testutil.ToFloat64(c2.m.Jobs.WithLabelValues("reviewed"))
 	require.EqualValues(t, 2000, reviewed)
 }
@@ -190,7 +190,7 @@ func TestRecordsTheOutcomeOnlyAfterTheRelayCommits(t *testing.T) {
 	require.NoError(t, db.CommitInReview(ctx, conn, &db.InReviewParams{
 		IDs: []string{jobs[0].ID}, StreamIDs: pub.StreamIDs, EnqueuedAt: now}))
 	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 1 }, "reviewed after the relay's commit")
-	eventually(t, func() bool { return b.pending(t, GroupDefault) == 0 }, "acknowledged")
+	eventually(t, func() bool { return b.pending(t) == 0 }, "acknowledged")
 }
 
 func TestDeadLettersAPoisonJobAfterMaxDeliveries(t *testing.T) {
@@ -227,7 +227,7 @@ func TestDeadLettersAPoisonJobAfterMaxDeliveries(t *testing.T) {
 	var lastError string
 	require.NoError(t, b.schema.Pool.QueryRow(ctx, `SELECT last_error FROM jobs WHERE id = $1`, poison).Scan(&lastError))
 	require.Contains(t, lastError, "model refused")
-	eventually(t, func() bool { return b.pending(t, GroupDefault) == 0 }, "dead letter acknowledged")
+	eventually(t, func() bool { return b.pending(t) == 0 }, "dead letter acknowledged")
 
 	// retry --failed sends it back through the pipeline: attempts kept,
 	// last_error cleared, published again as attempt 2.
@@ -309,7 +309,7 @@ func TestSkipsARedeliveredJobAlreadyReviewed(t *testing.T) {
 	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error { seen.add(j.ID); return nil })
 	c, _ := b.start(t, cfg)
 	eventually(t, func() bool { return testutil.ToFloat64(c.m.Jobs.WithLabelValues("skipped")) == 1 }, "skipped")
-	require.Zero(t, b.pending(t, GroupDefault), "acknowledged")
+	require.Zero(t, b.pending(t), "acknowledged")
 	require.Zero(t, seen.total())
 }
 
@@ -331,7 +331,7 @@ func TestShutdownLetsHandlersFinish(t *testing.T) {
 	}
 	stop() // returns after the four handlers finished and were recorded
 	require.Equal(t, 4, b.count(t, db.StatusReviewed))
-	require.Zero(t, b.pending(t, GroupDefault))
+	require.Zero(t, b.pending(t))
 }
 
 func TestShutdownTimeoutLeavesJobsPending(t *testing.T) {
@@ -352,7 +352,7 @@ func TestShutdownTimeoutLeavesJobsPending(t *testing.T) {
 	<-started
 	stop()
 	require.Equal(t, 2, b.count(t, db.StatusInReview), "not failed, not reviewed")
-	require.EqualValues(t, 2, b.pending(t, GroupDefault), "left pending for another consumer")
+	require.EqualValues(t, 2, b.pending(t), "left pending for another consumer")
 	var lastErr *string
 	require.NoError(t, b.schema.Pool.QueryRow(testenv.Context(t), `SELECT max(last_error) FROM jobs`).Scan(&lastErr))
 	require.Nil(t, lastErr, "a shutdown is not the job's failure")
@@ -377,7 +377,7 @@ func TestAbortStopsAtOnce(t *testing.T) {
 		c.Abort()
 	}()
 	stop()
-	require.EqualValues(t, 1, b.pending(t, GroupDefault))
+	require.EqualValues(t, 1, b.pending(t))
 }
 
 func TestRecreatesALostGroup(t *testing.T) {
@@ -579,7 +579,7 @@ func TestSkipsANewEntryOfAJobReviewedMeanwhile(t *testing.T) {
 	cfg := b.cfg
 	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error { seen.add(j.ID); return nil })
 	b.start(t, cfg)
-	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 2 && b.pending(t, GroupDefault) == 0 }, "both reviewed")
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 2 && b.pending(t) == 0 }, "both reviewed")
 	require.Zero(t, seen.get(ids[0]), "the handler ran for a job already reviewed")
 	require.Equal(t, 1, seen.get(ids[1]))
 }

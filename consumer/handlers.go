@@ -194,10 +194,10 @@ func (h *httpHandler) Handle(ctx context.Context, job Job) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, stderrTail))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // reuse the connection
-	switch {
-	case resp.StatusCode/100 == 2:
+	switch resp.StatusCode / 100 {
+	case 2:
 		return nil
-	case resp.StatusCode/100 == 3:
+	case 3:
 		loc := resp.Header.Get("Location")
 		if loc == "" {
 			loc = "(none)"
@@ -219,8 +219,7 @@ func (h *httpHandler) Handle(ctx context.Context, job Job) error {
 // unwrapURLError drops the *url.Error around err: its message quotes the
 // URL, query string included.
 func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return ue.Err
 	}
 	return err

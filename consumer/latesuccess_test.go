@@ -48,7 +48,7 @@ func TestALateSuccessWinsOverTheDeadLetter(t *testing.T) {
 	require.Nil(t, lastError)
 	soon(t, func() bool { return len(b.deadLetters(t)) == 0 }, "its dead letter is gone")
 	require.Zero(t, otherCalls.Load())
-	require.Zero(t, b.pending(t, GroupDefault))
+	require.Zero(t, b.pending(t))
 }
 
 func TestAReviewedJobHasNoLastError(t *testing.T) {

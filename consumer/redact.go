@@ -203,8 +203,8 @@ func commandSecrets(command string) []string {
 				out = append(out, f[len(f)-1])
 			}
 		}
-		if j := strings.Index(w, "://"); j >= 0 {
-			start := strings.LastIndexAny(w[:j], " =\"'") + 1
+		if before, _, ok := strings.Cut(w, "://"); ok {
+			start := strings.LastIndexAny(before, " =\"'") + 1
 			out = append(out, urlSecrets(w[start:])...)
 		}
 	}

@@ -24,14 +24,14 @@ func TestARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
 	cfg := b.cfg
 	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error { seen.add(j.ID); return nil })
 	_, stop := b.start(t, cfg)
-	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 10 && b.pending(t, GroupDefault) == 0 }, "all reviewed")
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 10 && b.pending(t) == 0 }, "all reviewed")
 	stop()
 	require.Equal(t, 10, seen.total())
 
 	require.NoError(t, b.rdb.XGroupDestroy(ctx, b.stream, GroupDefault).Err())
 	c, _ := b.start(t, cfg)
 	eventually(t, func() bool {
-		return testutil.ToFloat64(c.m.Jobs.WithLabelValues("skipped")) == 10 && b.pending(t, GroupDefault) == 0
+		return testutil.ToFloat64(c.m.Jobs.WithLabelValues("skipped")) == 10 && b.pending(t) == 0
 	}, "every entry read again and acknowledged without the handler")
 	for _, id := range ids {
 		require.Equal(t, 1, seen.get(id), "the handler ran again for job %s, already reviewed", id)

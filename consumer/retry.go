@@ -273,13 +273,13 @@ func (c *Consumer) breakerNoVerdict(id string) {
 // open that is one entry, the probe, once its time has come (and, for the
 // reader, its turn); the caller then reports what it fetched with
 // probeFetched.
-func (c *Consumer) fetchSlots(ctx context.Context, max int, reader bool) (n int, probe bool) {
+func (c *Consumer) fetchSlots(ctx context.Context, limit int, reader bool) (n int, probe bool) {
 	b := &c.brk
 	for {
 		if !c.breakerWait(ctx, reader) {
 			return 0, false
 		}
-		n := c.acquire(ctx, max)
+		n := c.acquire(ctx, limit)
 		if n == 0 {
 			return 0, false
 		}

@@ -23,7 +23,7 @@ func TestABurstIsTrimmedOnATimer(t *testing.T) {
 	cfg.TrimInterval = 2 * time.Second
 	cfg.Handler = HandlerFunc(func(context.Context, Job) error { return nil })
 	c, _ := b.start(t, cfg)
-	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 300 && b.pending(t, GroupDefault) == 0 }, "all reviewed")
+	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 300 && b.pending(t) == 0 }, "all reviewed")
 
 	// No result arrives any more; the timer trims what the group is done
 	// with. (Trimming removes whole nodes of up to 100 entries: the last

@@ -162,7 +162,7 @@ func inSavepoint(ctx context.Context, conn *pgx.Conn, b *pgx.Batch) error {
 	// which an aborted transaction refuses.
 	undo := "ROLLBACK TO SAVEPOINT " + isolateSavepoint + "; RELEASE SAVEPOINT " + isolateSavepoint
 	if _, uerr := conn.PgConn().Exec(ctx, undo).ReadAll(); uerr != nil {
-		return fmt.Errorf("roll back to savepoint after %v: %w", err, uerr)
+		return fmt.Errorf("roll back to savepoint after %w: %w", err, uerr)
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -19,7 +20,7 @@ func Listen(ctx context.Context, conn *pgx.Conn) (string, error) {
 		return "", fmt.Errorf("read current schema: %w", err)
 	}
 	if schema == nil {
-		return "", fmt.Errorf("read current schema: the search_path names no schema that exists")
+		return "", errors.New("read current schema: the search_path names no schema that exists")
 	}
 	return *schema, nil
 }

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -25,7 +26,7 @@ func NewMigrator(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (
 		return nil, fmt.Errorf("read current schema: %w", err)
 	}
 	if schema == nil {
-		return nil, fmt.Errorf("no schema to migrate: the search_path names no schema that exists")
+		return nil, errors.New("no schema to migrate: the search_path names no schema that exists")
 	}
 	h := fnv.New64a()
 	h.Write([]byte("jobrelay migrations " + *schema))

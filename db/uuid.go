@@ -50,9 +50,9 @@ func parseUUID(s string, dst *[16]byte) error {
 // quoteShort quotes s for an error message, cut after 64 bytes: an ID that
 // is not one may be anything, a megabyte included.
 func quoteShort(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
+	const shown = 64
+	if len(s) > shown {
+		return strconv.Quote(s[:shown]) + "…"
 	}
 	return strconv.Quote(s)
 }

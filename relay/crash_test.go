@@ -132,7 +132,7 @@ func TestStalledRedisReleasesRowLocks(t *testing.T) {
 	// while Redis is still paused.
 	tx, err := b.schema.Pool.Begin(ctx)
 	require.NoError(t, err)
-	defer tx.Rollback(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
 	rows, err := tx.Query(ctx, `SELECT id FROM jobs FOR UPDATE NOWAIT`)
 	require.NoError(t, err)
 	n := 0

@@ -16,9 +16,9 @@ import (
 )
 
 // withOwnRedis points the bundle at a Redis server of the test's own.
-func (b *testBundle) withOwnRedis(t *testing.T, args ...string) *testenv.RedisServer {
+func (b *testBundle) withOwnRedis(t *testing.T) *testenv.RedisServer {
 	t.Helper()
-	srv := testenv.StartRedisServer(t, args...)
+	srv := testenv.StartRedisServer(t)
 	b.rdb = srv.Client()
 	return srv
 }

@@ -142,7 +142,7 @@ func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
 			return &reservation{r: r, held: n}, nil
 		}
 		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
-			return nil, nil
+			return nil, nil //nolint:nilnil // stopping: no reservation, and nothing went wrong
 		}
 	}
 }
@@ -226,7 +226,7 @@ func (r *Relay) readPressure(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // stopping: the reading failed because of it
 		}
 		r.m.Errors.WithLabelValues("pressure").Inc()
 		return fmt.Errorf("check backpressure: %w", err)

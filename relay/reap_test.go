@@ -25,9 +25,9 @@ func (b *testBundle) countWhere(t *testing.T, cond string) int {
 }
 
 // exec runs SQL on the test's schema.
-func (b *testBundle) exec(t *testing.T, sql string, args ...any) {
+func (b *testBundle) exec(t *testing.T, sql string) {
 	t.Helper()
-	_, err := b.schema.Pool.Exec(testenv.Context(t), sql, args...)
+	_, err := b.schema.Pool.Exec(testenv.Context(t), sql)
 	require.NoError(t, err)
 }
 

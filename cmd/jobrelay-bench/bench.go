@@ -123,7 +123,7 @@ type proc struct {
 // start runs jobrelay with its output discarded: logging still costs what
 // it costs, on a pipe nobody reads slowly.
 func (p *pipeline) start(env []string, args ...string) (*proc, error) {
-	cmd := exec.Command(p.b.binary, args...)
+	cmd := exec.Command(p.b.binary, args...) //nolint:noctx // the process is stopped by signals (see stop), not by a context
 	cmd.Env = env
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {

@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		time.Since(start).Round(time.Second), o.runs, o.jobs)
 	fmt.Fprint(stdout, report)
 	if o.out != "" {
-		return os.WriteFile(o.out, []byte(benchmarksHeader+report+benchmarksNotes), 0o644)
+		return os.WriteFile(o.out, []byte(benchmarksHeader+report+benchmarksNotes), 0o644) //nolint:gosec // BENCHMARKS.md is committed and read by everyone
 	}
 	return nil
 }

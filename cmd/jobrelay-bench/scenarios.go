@@ -241,11 +241,12 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 
 	var mu sync.Mutex
 	committed, entry, handler := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		var j struct {
 			ID string `json:"job_id"`
@@ -289,7 +290,8 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 			}
 			mu.Lock()
 			for _, m := range res[0].Messages {
-				entry[m.Values[stream.FieldJobID].(string)] = now
+				id, _ := m.Values[stream.FieldJobID].(string)
+				entry[id] = now
 				last = m.ID
 			}
 			mu.Unlock()
@@ -387,7 +389,7 @@ func (b *bench) idleRelay(ctx context.Context, period time.Duration) (queries, c
 // activity identifies the last statement of each of the relay's database
 // sessions and the last command of its Redis connections: if none
 // changes, the relay sent nothing.
-func (b *bench) activity(ctx context.Context, p *pipeline) (map[string]string, error) {
+func (b *bench) activity(ctx context.Context, _ *pipeline) (map[string]string, error) {
 	out := map[string]string{}
 	rows, err := b.admin.Query(ctx, `
 SELECT pid::text, coalesce(query_start::text, '') || ' ' || coalesce(state_change::text, '')

@@ -296,12 +296,13 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT id::text FROM jobs WHERE title = $1`, chaosUnrecordable).Scan(&unrecordableID))
 	const jobs = bursts * perBurst
 	var last map[string]int64
-	if !assert.Eventually(t, func() bool {
-		c, err := db.CountByStatus(ctx, schema.Pool)
-		require.NoError(t, err)
-		last = c
-		return c[db.StatusReviewed]+c[db.StatusFailed] == jobs && c[db.StatusFailed] >= 1
-	}, 3*time.Minute, 50*time.Millisecond, "every job reviewed or failed") {
+	if !assert.Eventually(t, //nolint:forbidigo // on failure, the state below says why
+		func() bool {
+			c, err := db.CountByStatus(ctx, schema.Pool)
+			require.NoError(t, err)
+			last = c
+			return c[db.StatusReviewed]+c[db.StatusFailed] == jobs && c[db.StatusFailed] >= 1
+		}, 3*time.Minute, 50*time.Millisecond, "every job reviewed or failed") {
 		groups, _ := rdb.XInfoGroups(context.Background(), "job_review").Result()
 		pending, _ := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: "job_review",
 			Group: "job_review_workers", Start: "-", End: "+", Count: 10}).Result()

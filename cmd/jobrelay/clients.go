@@ -45,15 +45,15 @@ func (c *clients) Close() {
 // logStart logs the configuration a long-running command starts with,
 // passwords hidden.
 func logStart(ctx context.Context, logger *slog.Logger, what string, c *commonConfig, attrs ...slog.Attr) {
-	base := []slog.Attr{
+	base := make([]slog.Attr, 0, 4+len(attrs))
+	base = append(base,
 		slog.String("version", versionString()),
 		slog.String("database_url", db.RedactURL(c.DatabaseURL)),
 		slog.String("redis_url", db.RedactURL(c.RedisURL)),
 		slog.String("stream", c.Stream),
-	}
+	)
 	logger.LogAttrs(ctx, slog.LevelInfo, "jobrelay "+what+": starting", uniqueAttrs(append(base, attrs...))...)
 }
-
 
 // waitForPostgres retries until PostgreSQL answers, logging once when it
 // does not and once when it does; false if ctx ends first.

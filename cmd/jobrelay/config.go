@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -117,10 +119,8 @@ func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
 
 func oneOf(allowed ...string) func(string) error {
 	return func(v string) error {
-		for _, a := range allowed {
-			if v == a {
-				return nil
-			}
+		if slices.Contains(allowed, v) {
+			return nil
 		}
 		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
 	}
@@ -180,7 +180,7 @@ func checkListenAddr(v string) error {
 	}
 	_, port, err := net.SplitHostPort(v)
 	if err == nil && port != "" {
-		if _, err = net.LookupPort("tcp", port); err == nil {
+		if _, err = net.DefaultResolver.LookupPort(context.Background(), "tcp", port); err == nil {
 			return nil
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,7 +152,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	pl := newPipeline(t)
 	_, err := db.InsertJob(ctxT(t), pl.schema.Pool, db.NewJob{Title: "a slow review"})
 	require.NoError(t, err)
-	env := append(pl.env, "HANDLER=exec:sleep 60", "SHUTDOWN_TIMEOUT=1h")
+	env := append(slices.Clone(pl.env), "HANDLER=exec:sleep 60", "SHUTDOWN_TIMEOUT=1h")
 	p := start(t, t.TempDir(), env, "run")
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusInReview] == 1 }, time.Minute, 5*time.Millisecond)
 	rdb := testenv.NewRedis(t)

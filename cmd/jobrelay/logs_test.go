@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestRepeatedSignalWithinASecondStopsGracefully(t *testing.T) {
 	_, err := db.InsertJob(ctxT(t), pl.schema.Pool, db.NewJob{Title: "a review in flight"})
 	require.NoError(t, err)
 	gate := filepath.Join(t.TempDir(), "finish")
-	env := append(pl.env, "HANDLER=exec:while [ ! -e "+gate+" ]; do sleep 0.02; done", "SHUTDOWN_TIMEOUT=1h")
+	env := append(slices.Clone(pl.env), "HANDLER=exec:while [ ! -e "+gate+" ]; do sleep 0.02; done", "SHUTDOWN_TIMEOUT=1h")
 	p := start(t, t.TempDir(), env, "run")
 	rdb := testenv.NewRedis(t)
 	require.Eventually(t, func() bool {

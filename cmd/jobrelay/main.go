@@ -118,7 +118,7 @@ func commands() []commandInfo {
 // ParseFlags picks the command that args name and reads its settings:
 // flags, then the environment, then ./.env. It returns flag.ErrHelp when
 // help was printed.
-func (m *Main) ParseFlags(ctx context.Context, args []string) error {
+func (m *Main) ParseFlags(ctx context.Context, args []string) error { //nolint:unparam // wtf's and litestream's shape: parsing may need ctx (e.g. a config file from a remote store)
 	m.app = &app{abort: m.Abort, stdout: m.Stdout, stderr: m.Stderr, onLogger: m.OnLogger}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(m.Stdout)

@@ -25,14 +25,14 @@ func TestMetricsListenerFallsBackOnlyFromTheDefault(t *testing.T) {
 	t.Parallel()
 	taken := occupy(t, "")
 
-	ln, err := health.Listen(taken, true)
+	ln, err := health.Listen(t.Context(), taken, true)
 	require.NoError(t, err)
 	defer ln.Close()
 	require.NotEqual(t, taken, ln.Addr().String())
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
 	require.Equal(t, "127.0.0.1", host, "the fallback keeps the host")
 
-	_, err = health.Listen(taken, false)
+	_, err = health.Listen(t.Context(), taken, false)
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 
 	// Through serve: the warning names the address actually used.

@@ -158,8 +158,7 @@ func checkRollback(ctx context.Context, pool db.DBTX, m *goose.Provider, sub str
 		to = from - 1
 	}
 	err = db.CheckRollback(ctx, pool, from, to)
-	var inReview *db.InReviewError
-	if errors.As(err, &inReview) {
+	if _, ok := errors.AsType[*db.InReviewError](err); ok {
 		return usagef("migrate %s: %v", sub, err)
 	}
 	if err != nil {

@@ -276,4 +276,3 @@ func uniqueAttrs(attrs []slog.Attr) []slog.Attr {
 	}
 	return out
 }
-

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -37,7 +38,7 @@ func (c *retryCommand) parseFlags(a *app, args []string) error {
 		}
 		var id pgtype.UUID
 		if err := id.Scan(v); err != nil {
-			return fmt.Errorf("must be a job ID (a UUID)")
+			return errors.New("must be a job ID (a UUID)")
 		}
 		return nil
 	}})

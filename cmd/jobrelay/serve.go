@@ -48,7 +48,7 @@ func serveHealth(ctx context.Context, h *health.Server, sc *serveConfig, logger 
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := health.Listen(addr, sc.isDefault())
+	ln, err := health.Listen(ctx, addr, sc.isDefault())
 	if err != nil {
 		return nil, usagef("%s %s: %s", sc.name(), addr, health.ListenReason(err))
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -186,7 +187,7 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 	} else {
 		fmt.Fprintln(tw, "GROUP\tCONSUMERS\tLAG\tPENDING\tOLDEST PENDING\tLAST DELIVERED")
 		for _, g := range s.Groups {
-			lag := fmt.Sprint(g.Lag)
+			lag := strconv.FormatInt(g.Lag, 10)
 			if g.Lag < 0 {
 				lag = "unknown"
 			}

@@ -109,8 +109,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, logger *slog.Logger
 // the user chose), an address in use is not an error: it tries the next
 // ports of the same host, up to FallbackPorts in all, then any free port of
 // that host.
-func Listen(addr string, fallback bool) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+func Listen(ctx context.Context, addr string, fallback bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err == nil || !fallback || !errors.Is(err, syscall.EADDRINUSE) {
 		return ln, err
 	}
@@ -120,7 +121,7 @@ func Listen(addr string, fallback bool) (net.Listener, error) {
 		return nil, err
 	}
 	for p := port + 1; p < port+FallbackPorts && p <= 65535; p++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 		if err == nil {
 			return ln, nil
 		}
@@ -128,15 +129,14 @@ func Listen(addr string, fallback bool) (net.Listener, error) {
 			break
 		}
 	}
-	return net.Listen("tcp", net.JoinHostPort(host, "0"))
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 }
 
 // ListenReason is what went wrong in a listen error ("address already in
 // use"), without the "listen tcp …:" that a message naming the address
 // already says.
 func ListenReason(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	if errno, ok := errors.AsType[syscall.Errno](err); ok {
 		return errno.Error() // "address already in use", "permission denied"
 	}
 	var opErr *net.OpError

@@ -74,7 +74,7 @@ func IsNoSuchKey(err error) bool {
 }
 
 // parseMemory reads used_memory and maxmemory from INFO memory.
-func parseMemory(info string) (used, max int64) {
+func parseMemory(info string) (used, limit int64) {
 	for line := range strings.Lines(info) {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
@@ -84,8 +84,8 @@ func parseMemory(info string) (used, max int64) {
 		case "used_memory":
 			used, _ = strconv.ParseInt(v, 10, 64)
 		case "maxmemory":
-			max, _ = strconv.ParseInt(v, 10, 64)
+			limit, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
-	return used, max
+	return used, limit
 }
