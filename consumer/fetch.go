@@ -237,8 +237,14 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 	var states map[string]db.JobState
 	r := c.retrier("reading job statuses")
 	for len(ids) > 0 {
+		// Entries already read are handled, even when the consumer is
+		// stopping meanwhile (their handlers run under the work context):
+		// the first read gets a few seconds of its own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		var err error
-		if states, err = db.JobStatuses(ctx, c.pool, ids); err == nil {
+		states, err = db.JobStatuses(sctx, c.pool, ids)
+		cancel()
+		if err == nil {
 			r.OK(ctx)
 			break
 		}
