@@ -635,10 +635,8 @@ func (c *Consumer) healthLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			if err := rep.Update(cctx, "", time.Time{}); err != nil {
-				c.log.WarnContext(cctx, "consumer: clearing its health report failed; readers ignore it once stale",
+			if err := rep.Close(ctx); err != nil {
+				c.log.WarnContext(ctx, "consumer: clearing its health report failed; readers ignore it once stale",
 					slog.String("err", err.Error()))
 			}
 			return

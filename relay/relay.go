@@ -303,10 +303,8 @@ func (r *Relay) healthLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			if err := rep.Update(cctx, "", time.Time{}); err != nil {
-				r.log.WarnContext(cctx, "relay: clearing its health report failed; readers ignore it once stale",
+			if err := rep.Close(ctx); err != nil {
+				r.log.WarnContext(ctx, "relay: clearing its health report failed; readers ignore it once stale",
 					slog.String("err", err.Error()))
 			}
 			return

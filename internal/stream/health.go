@@ -124,3 +124,11 @@ func (h *HealthReporter) Update(ctx context.Context, problem string, since time.
 	h.reported, h.reportedAt = true, time.Now()
 	return nil
 }
+
+// Close clears the component's report as it stops, under a deadline of
+// its own (ctx may be done already: the component is stopping).
+func (h *HealthReporter) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	return h.Update(ctx, "", time.Time{})
+}
