@@ -142,6 +142,10 @@ func TestReviewsEveryJobOnce(t *testing.T) {
 	ids := b.publish(t, 2000) // before any consumer exists: the group starts at 0
 	var seen calls
 	cfg := b.cfg
+	// Each job is delivered once: on a loaded machine, the 200ms of the
+	// other tests would let one consumer reclaim what the other has read
+	// but not yet started.
+	cfg.ReclaimIdle = 10 * time.Second
 	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error {
 		require.NotEmpty(t, j.Title)
 		require.Equal(t, 1, j.Attempt)
