@@ -81,30 +81,9 @@ func chaosKills(t *testing.T) {
 	review := httptest.NewServer(service)
 	defer review.Close()
 
-	env := []string{
-		"DATABASE_URL=" + schema.URL,
-		"REDIS_URL=" + srv.URL(),
-		"JOB_REVIEW_QUEUE_NAME=job_review",
-		"METRICS_ADDR=",
-		"LOG_FORMAT=json",
-		"LOG_LEVEL=warn",
-		"POLL_INTERVAL=500ms", // the safety net, and the reaper's tick
-		"REENQUEUE_AFTER=2s",  // entries lost with Redis come back soon
-		"CYCLE_TIMEOUT=5s",    //
-		"RECLAIM_IDLE=1s",     // a killed consumer's jobs are taken over soon
-		"HANDLER=http:" + review.URL,
-		"CONCURRENCY=16",
-		"PATH=/usr/bin:/bin",
-	}
 	dir := t.TempDir()
-	relays := make([]*proc, 3)
-	consumers := make([]*proc, 2)
-	for i := range relays {
-		relays[i] = start(t, dir, env, "relay")
-	}
-	for i := range consumers {
-		consumers[i] = start(t, dir, env, "consume")
-	}
+	env := chaosEnv(schema.URL, srv.URL(), review.URL)
+	relays, consumers := startChaosPipeline(t, dir, env)
 	kill := func(p *proc, args ...string) *proc {
 		require.NoError(t, p.Cmd.Process.Kill()) // SIGKILL
 		p.Wait(30 * time.Second)
@@ -216,30 +195,9 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 	review := httptest.NewServer(service)
 	defer review.Close()
 
-	env := []string{
-		"DATABASE_URL=" + schema.URL,
-		"REDIS_URL=" + srv.URL(),
-		"JOB_REVIEW_QUEUE_NAME=job_review",
-		"METRICS_ADDR=",
-		"LOG_FORMAT=json",
-		"LOG_LEVEL=warn",
-		"POLL_INTERVAL=500ms",
-		"REENQUEUE_AFTER=2s",
-		"CYCLE_TIMEOUT=5s",
-		"RECLAIM_IDLE=1s", // with the default MAX_DELIVERIES: an outage of several RECLAIM_IDLEs
-		"HANDLER=http:" + review.URL,
-		"CONCURRENCY=16",
-		"PATH=/usr/bin:/bin",
-	}
+	env := chaosEnv(schema.URL, srv.URL(), review.URL)
 	dir := t.TempDir()
-	relays := make([]*proc, 3)
-	consumers := make([]*proc, 2)
-	for i := range relays {
-		relays[i] = start(t, dir, env, "relay")
-	}
-	for i := range consumers {
-		consumers[i] = start(t, dir, env, "consume")
-	}
+	_, consumers := startChaosPipeline(t, dir, env)
 
 	poison := [][]any{
 		{"job_id", "not-a-uuid", "attempt", "1"},
@@ -369,4 +327,37 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 	t.Logf("chaos (bad data): %d jobs in %d bursts; faults: %v", bursts*perBurst, bursts, faults)
 	t.Logf("chaos (bad data): %d calls refused during the outage; drained %s after the service came back; duplicate handler calls %d",
 		service.refused.Load(), drained.Round(time.Millisecond), total-distinct)
+}
+
+// chaosEnv is the environment of the chaos rounds' processes: short
+// intervals, so that faults are recovered from within seconds.
+func chaosEnv(databaseURL, redisURL, reviewURL string) []string {
+	return []string{
+		"DATABASE_URL=" + databaseURL,
+		"REDIS_URL=" + redisURL,
+		"JOB_REVIEW_QUEUE_NAME=job_review",
+		"METRICS_ADDR=",
+		"LOG_FORMAT=json",
+		"LOG_LEVEL=warn",
+		"POLL_INTERVAL=500ms", // the safety net, and the reaper's tick
+		"REENQUEUE_AFTER=2s",  // entries lost with Redis come back soon
+		"CYCLE_TIMEOUT=5s",
+		"RECLAIM_IDLE=1s", // a killed consumer's jobs are taken over soon; an outage spans several
+		"HANDLER=http:" + reviewURL,
+		"CONCURRENCY=16",
+		"PATH=/usr/bin:/bin",
+	}
+}
+
+// startChaosPipeline starts three relays and two consumers of the binary.
+func startChaosPipeline(t *testing.T, dir string, env []string) (relays, consumers []*proc) {
+	t.Helper()
+	relays, consumers = make([]*proc, 3), make([]*proc, 2)
+	for i := range relays {
+		relays[i] = start(t, dir, env, "relay")
+	}
+	for i := range consumers {
+		consumers[i] = start(t, dir, env, "consume")
+	}
+	return relays, consumers
 }
