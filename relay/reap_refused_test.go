@@ -22,13 +22,7 @@ func TestARowTheReaperCannotSendBackIsIsolated(t *testing.T) {
 	cfg.ReenqueueAfter = 10 * time.Minute
 	r := b.newRelay(t, cfg)
 
-	b.seed(t, 50)
-	n, err := r.Drain(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 50, n)
-	// Redis lost the stream an hour after publishing.
-	b.exec(t, `UPDATE jobs SET enqueued_at = enqueued_at - interval '1 hour'`)
-	require.NoError(t, b.rdb.Del(ctx, b.stream).Err())
+	b.relayLost(t, r, 50)
 
 	bad := b.pickJob(t, 17)
 	b.sql(t, `

@@ -24,11 +24,18 @@ func (b *testBundle) countWhere(t *testing.T, cond string) int {
 	return n
 }
 
-// exec runs SQL on the test's schema.
-func (b *testBundle) exec(t *testing.T, sql string) {
+// relayLost relays n new jobs with r, then makes their entries lost an
+// hour after publishing: the stream is deleted, as a Redis that restarted
+// empty would leave it.
+func (b *testBundle) relayLost(t *testing.T, r *Relay, n int) {
 	t.Helper()
-	_, err := b.schema.Pool.Exec(testenv.Context(t), sql)
+	ctx := testenv.Context(t)
+	b.seed(t, n)
+	relayed, err := r.Drain(ctx)
 	require.NoError(t, err)
+	require.Equal(t, n, relayed)
+	b.sql(t, `UPDATE jobs SET enqueued_at = enqueued_at - interval '1 hour'`)
+	require.NoError(t, b.rdb.Del(ctx, b.stream).Err())
 }
 
 func TestReaperReenqueuesJobsWithoutBookkeeping(t *testing.T) {
@@ -40,18 +47,13 @@ func TestReaperReenqueuesJobsWithoutBookkeeping(t *testing.T) {
 	r := b.newRelay(t, cfg)
 
 	// 150 jobs published by the relay an hour ago, whose entries are gone.
-	b.seed(t, 150)
-	n, err := r.Drain(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 150, n)
-	b.exec(t, `UPDATE jobs SET enqueued_at = enqueued_at - interval '1 hour'`)
-	require.NoError(t, b.rdb.Del(ctx, b.stream).Err())
+	b.relayLost(t, r, 150)
 
 	// 250 in_review without bookkeeping, as the old poller left them an
 	// hour ago (more than one batch of the reaper's scan), one with an
 	// entry ID but no enqueued_at, and one the application inserted as
 	// in_review just now.
-	b.exec(t, `
+	b.sql(t, `
 INSERT INTO jobs (title, status, updated_at) SELECT 'old poller ' || i, 'in_review', now() - interval '1 hour' FROM generate_series(1, 250) i;
 INSERT INTO jobs (title, status, updated_at, stream_id) VALUES ('entry, no time', 'in_review', now() - interval '1 hour', '1-1');
 INSERT INTO jobs (title, status) VALUES ('just inserted', 'in_review')`)
@@ -64,10 +66,10 @@ INSERT INTO jobs (title, status) VALUES ('just inserted', 'in_review')`)
 	require.EqualValues(t, 401, counterValue(t, r.m.JobsReaped))
 
 	// Once it is old enough, it goes back too; then all are relayed.
-	b.exec(t, `UPDATE jobs SET updated_at = now() - interval '11 minutes' WHERE title = 'just inserted'`)
+	b.sql(t, `UPDATE jobs SET updated_at = now() - interval '11 minutes' WHERE title = 'just inserted'`)
 	require.NoError(t, r.reap(ctx))
 	require.Zero(t, b.countWhere(t, `status = 'in_review'`))
-	n, err = r.Drain(ctx)
+	n, err := r.Drain(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 402, n)
 	require.Equal(t, 402, b.requireEveryInReviewPublished(t))
@@ -113,7 +115,7 @@ func TestOldPollerLeftoversAreRelayedAfterMigrating(t *testing.T) {
 	defer m.Close()
 	_, err = m.UpTo(ctx, 2)
 	require.NoError(t, err)
-	b.exec(t, `
+	b.sql(t, `
 INSERT INTO jobs (title, status, updated_at) VALUES
   ('left in review 1', 'in_review', now() - interval '2 hours'),
   ('left in review 2', 'in_review', now() - interval '1 hour'),
@@ -154,7 +156,7 @@ func TestReaperLogsOneLinePerPassAndOnlyWhatItChanged(t *testing.T) {
 	require.Equal(t, 30, n)
 	// Every entry is lost, but 5 of the jobs refuse to go back (as if a
 	// consumer had finished them between the reaper's look and its update).
-	b.exec(t, `
+	b.sql(t, `
 UPDATE jobs SET enqueued_at = enqueued_at - interval '1 hour';
 UPDATE jobs SET location = 'keep' WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT 5);
 CREATE FUNCTION keep_in_review() RETURNS trigger LANGUAGE plpgsql AS $$
