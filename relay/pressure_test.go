@@ -29,6 +29,15 @@ func (b *testBundle) sql(t *testing.T, sql string, args ...any) {
 	require.NoError(t, err)
 }
 
+// requirePausedAt waits until the relay has paused with exactly bound
+// jobs relayed and in the stream.
+func (b *testBundle) requirePausedAt(t *testing.T, r *Relay, bound int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.backlog(t).InReview == int64(bound) }, 30*time.Second, time.Millisecond)
+	require.EqualValues(t, bound, b.xlen(t))
+}
+
 func (b *testBundle) backlog(t *testing.T) db.Backlog {
 	t.Helper()
 	backlog, err := db.ReadBacklog(testenv.Context(t), b.schema.Pool)
@@ -86,9 +95,7 @@ func TestBackpressureBoundIsExact(t *testing.T) {
 	// No consumer group: nothing is ever read, the lag is the stream's
 	// length. Two workers claim side by side, yet the stream stops at the
 	// bound, not a batch or two past it.
-	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { return b.backlog(t).InReview == 250 }, 30*time.Second, time.Millisecond)
-	require.EqualValues(t, 250, b.xlen(t))
+	b.requirePausedAt(t, r, 250)
 	backlog := b.backlog(t)
 	require.EqualValues(t, 750, backlog.Pending, "the rest waits in PostgreSQL")
 	require.Equal(t, 250, b.requireExactlyOnce(t))
@@ -118,9 +125,7 @@ func TestBackpressureCountsEveryGroup(t *testing.T) {
 	r := b.newRelay(t, cfg)
 	startRelay(t, r)
 
-	require.Eventually(t, func() bool { return counterValue(t, r.m.Paused) == 1 }, 30*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { return b.backlog(t).InReview == 150 }, 30*time.Second, time.Millisecond)
-	require.EqualValues(t, 150, b.xlen(t), "the stalled group bounds the stream, though jobrelay's own group keeps up")
+	b.requirePausedAt(t, r, 150) // the stalled group bounds the stream, though jobrelay's own group keeps up
 	require.EqualValues(t, 450, b.backlog(t).Pending)
 	pausing := b.logger.Matching("relay: pausing")
 	require.Len(t, pausing, 1)
