@@ -52,10 +52,10 @@ func Refresh(ctx context.Context, rdb redis.Scripter, m Member, ids []string) ([
 }
 
 // RetryKey is the hash in which a group's consumers note the entries whose
-// delivery failed, "<stream>:retry:<group>": field the entry ID, value
+// delivery failed, "{<stream>}:retry:<group>": field the entry ID, value
 // "<due> <failures> <transient>", where due is when the entry may be
 // retried (Unix ms, Redis's clock). See RecordFailure and Reclaim.
-func RetryKey(stream, group string) string { return stream + ":retry:" + group }
+func RetryKey(stream, group string) string { return helperKey(stream, "retry:"+group) }
 
 // RetryRecord is what the consumers note about an entry whose delivery
 // failed, for the next one to know.

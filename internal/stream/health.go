@@ -28,7 +28,7 @@ const (
 )
 
 // HealthKey is the name of a stream's hash of health reports.
-func HealthKey(stream string) string { return stream + ":health" }
+func HealthKey(stream string) string { return helperKey(stream, "health") }
 
 // HealthReport is a component's problem.
 type HealthReport struct {

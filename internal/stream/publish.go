@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -12,7 +13,7 @@ import (
 	"github.com/jobrelay/jobrelay/db"
 )
 
-// publishScript adds a batch of jobs to the stream, at most once per job and
+// publishScript adds a batch of jobs to a stream, at most once per job and
 // attempt, in one round trip.
 //
 // The relay XADDs inside its PostgreSQL transaction. If it dies, or the COMMIT
@@ -21,17 +22,17 @@ import (
 // entry ID of every (job, attempt) it adds and returns the recorded ID instead
 // of adding a second entry.
 //
-// Records live in hashes, one per minute: <stream>:sent:<minute>, each
-// expiring DEDUP_TTL after its minute ends (the longest TTL of any relay
-// that wrote to it). The sorted set <stream>:sent indexes the hashes that
-// still live, by expiry, so a lookup reads only those, whatever the TTL, and
-// relays configured with different TTLs see each other's records. Once the
+// Records live in the hash {<stream>}:sent (field job_id:attempt, value the
+// entry ID); the sorted set {<stream>}:sent:exp holds when each expires,
+// DEDUP_TTL after it was written, and each call deletes the expired ones.
+// Relays configured with different TTLs see each other's records. Once the
 // relay has committed a batch, no claim can publish those (job, attempt)
-// pairs again, so its next call deletes their records ("forget"): the hashes
-// hold only batches in flight or abandoned by a dead relay, not every job of
-// the window, and a long TTL costs no memory in normal operation.
+// pairs again, so its next call deletes their records ("forget"): the hash
+// holds only batches in flight or abandoned by a dead relay, not every job
+// of the window, and a long TTL costs no memory in normal operation. The
+// script touches these three keys only, all in the stream's hash slot.
 //
-// KEYS[1] stream, KEYS[2] index (sorted set), KEYS[3] hash prefix.
+// KEYS[1] stream, KEYS[2] records (hash), KEYS[3] expiries (sorted set).
 // ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
 // ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
 // then the n jobs' dedup fields (job_id:attempt); then 6 values per job:
@@ -42,8 +43,7 @@ import (
 //
 // Returns {id_1, ..., id_n}.
 var publishScript = redis.NewScript(`
-local stream, index, prefix = KEYS[1], KEYS[2], KEYS[3]
-local width = 60000
+local stream, sent, exp = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local enqueued = ARGV[3]
@@ -51,29 +51,30 @@ local m = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-local live = redis.call('ZRANGE', index, 0, -1)
-
--- Forget the batch this relay committed last.
-if m > 0 then
-  for _, key in ipairs(live) do
-    local i = 5
-    while i <= 4 + m do
-      local last = math.min(i + 999, 4 + m)
-      redis.call('HDEL', key, unpack(ARGV, i, last))
-      i = last + 1
-    end
+local function drop(list, from, to)
+  local i = from
+  while i <= to do
+    local last = math.min(i + 999, to)
+    redis.call('HDEL', sent, unpack(list, i, last))
+    redis.call('ZREM', exp, unpack(list, i, last))
+    i = last + 1
   end
 end
+
+-- Records past their TTL (a bounded number per call), and the batch this
+-- relay committed last.
+local old = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 1000)
+drop(old, 1, #old)
+if m > 0 then drop(ARGV, 5, 4 + m) end
 
 local fbase = 5 + m -- the dedup fields, n of them
 local base = fbase + n -- then 6 values per job
 local found = {}
-for _, key in ipairs(live) do
+if n > 0 and redis.call('EXISTS', sent) == 1 then
   local s = 0
   while s < n do
     local e = math.min(s + 1000, n)
-    local r = redis.call('HMGET', key, unpack(ARGV, fbase + s, fbase + e - 1))
+    local r = redis.call('HMGET', sent, unpack(ARGV, fbase + s, fbase + e - 1))
     for x = 1, #r do
       if r[x] then found[s + x] = r[x] end
     end
@@ -83,7 +84,8 @@ end
 
 local NULL = '\0' -- PostgreSQL text never holds a NUL byte
 local ids = {}
-local record = {}
+local record, expiry = {}, {}
+local expireAt = now + ttl
 for j = 0, n - 1 do
   local o = base + j * 6
   local id = found[j + 1]
@@ -109,31 +111,31 @@ for j = 0, n - 1 do
     end
     record[#record + 1] = ARGV[fbase + j]
     record[#record + 1] = id
+    expiry[#expiry + 1] = expireAt
+    expiry[#expiry + 1] = ARGV[fbase + j]
   end
   ids[j + 1] = id
 end
 
 if #record > 0 then
-  local minute = math.floor(now / width)
-  local cur = prefix .. minute
-  local pttl = redis.call('PTTL', cur)
-  if pttl == -2 then
+  if redis.call('EXISTS', sent) == 0 then
     -- A value longer than hash-max-listpack-value (64 by default) makes
     -- Redis keep the hash as a hash table from the start: in its compact
     -- listpack form every field lookup scans the whole hash, and a few
     -- relays' batches in flight make that quadratic.
-    redis.call('HSET', cur, '~', string.rep('~', 1024))
+    redis.call('HSET', sent, '~', string.rep('~', 1024))
   end
   local s = 1
   while s <= #record do
     local e = math.min(s + 1999, #record)
-    redis.call('HSET', cur, unpack(record, s, e))
+    redis.call('HSET', sent, unpack(record, s, e))
+    redis.call('ZADD', exp, unpack(expiry, s, e))
     s = e + 1
   end
-  local expireAt = (minute + 1) * width + ttl
-  if pttl < 0 or pttl < expireAt - now then
-    redis.call('PEXPIREAT', cur, expireAt)
-    redis.call('ZADD', index, 'GT', expireAt, cur)
+  -- Both keys outlive their longest record, and go when it has expired.
+  for _, k in ipairs({sent, exp}) do
+    local pttl = redis.call('PTTL', k)
+    if pttl < ttl then redis.call('PEXPIRE', k, ttl) end
   end
 end
 return ids
@@ -147,7 +149,10 @@ type DedupRecords struct {
 
 // PublishParams is a batch to publish.
 type PublishParams struct {
+	// Stream is the pipeline's stream, and Partitions how many streams its
+	// jobs are spread over (see Partitions); 0 means 1.
 	Stream     string
+	Partitions int
 	DedupTTL   time.Duration // how long records of an uncommitted batch are kept
 	EnqueuedAt string        // RFC 3339, the same for the whole batch
 	Jobs       []db.Job
@@ -159,39 +164,118 @@ type PublishResult struct {
 	// StreamIDs holds the entry ID of each job, index for index. A job that
 	// was published before under the same attempt gets its first entry's ID.
 	StreamIDs []string
+	// Streams holds the stream (partition) each job went to, index for
+	// index.
+	Streams []string
 	// Records names this batch's dedup records, for the Publish after this
 	// batch commits to delete.
 	Records DedupRecords
 }
 
-// Publish adds the jobs to the stream, idempotently per job and attempt, in
-// one round trip (see publishScript).
-func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (PublishResult, error) {
+// partitionCall is the script call of one partition of a batch.
+type partitionCall struct {
+	stream string
+	jobs   []int // indexes into PublishParams.Jobs
+	forget []string
+	cmd    *redis.Cmd
+}
+
+// Publish adds the jobs to their partitions' streams, idempotently per job
+// and attempt (see publishScript). Each partition is one script call; the
+// calls of a batch go in one pipeline, which a cluster client sends to
+// each node it touches in one round trip.
+func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishResult, error) {
 	n := len(p.Jobs)
-	args := make([]any, 0, 4+len(p.Forget.Fields)+7*n)
-	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, len(p.Forget.Fields))
-	for _, f := range p.Forget.Fields {
-		args = append(args, f)
+	parts := max(p.Partitions, 1)
+	names := Partitions(p.Stream, parts)
+	calls := make([]partitionCall, parts)
+	for i := range calls {
+		calls[i].stream = names[i]
 	}
 	fields := make([]string, n)
 	attempts := make([]string, n)
 	for i := range p.Jobs {
 		attempts[i] = strconv.Itoa(int(p.Jobs[i].Attempts) + 1)
 		fields[i] = p.Jobs[i].ID + ":" + attempts[i]
-		args = append(args, fields[i])
+		k := PartitionOf(p.Jobs[i].ID, parts)
+		calls[k].jobs = append(calls[k].jobs, i)
 	}
-	for i := range p.Jobs {
-		j := &p.Jobs[i]
-		args = append(args, j.ID, orNUL(j.Site), orNUL(j.Title), orNUL(j.Company), orNUL(j.JobURL), attempts[i])
+	for _, f := range p.Forget.Fields {
+		jobID, _, _ := strings.Cut(f, ":")
+		k := PartitionOf(jobID, parts)
+		calls[k].forget = append(calls[k].forget, f)
 	}
-	ids, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupIndex(p.Stream), dedupIndex(p.Stream) + ":"}, args...).StringSlice()
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
+	todo := calls[:0]
+	for _, c := range calls {
+		if len(c.jobs) > 0 || len(c.forget) > 0 {
+			todo = append(todo, c)
+		}
 	}
-	if len(ids) != n {
-		return PublishResult{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", n, p.Stream, len(ids))
+	if err := runPublish(ctx, rdb, p, todo, fields, attempts); err != nil {
+		return PublishResult{}, err
 	}
-	return PublishResult{StreamIDs: ids, Records: DedupRecords{Fields: fields}}, nil
+	res := PublishResult{StreamIDs: make([]string, n), Streams: make([]string, n), Records: DedupRecords{Fields: fields}}
+	for _, c := range todo {
+		ids, err := c.cmd.StringSlice()
+		if err != nil {
+			return PublishResult{}, fmt.Errorf("publish %d jobs to %s: %w", len(c.jobs), c.stream, err)
+		}
+		if len(ids) != len(c.jobs) {
+			return PublishResult{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", len(c.jobs), c.stream, len(ids))
+		}
+		for x, i := range c.jobs {
+			res.StreamIDs[i], res.Streams[i] = ids[x], c.stream
+		}
+	}
+	return res, nil
+}
+
+// runPublish runs the calls' scripts: a single call as Script.Run does, a
+// few in one pipeline of EVALSHA, then EVAL for those whose node did not
+// know the script yet (NOSCRIPT means it did not run).
+func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls []partitionCall, fields, attempts []string) error {
+	args := func(c *partitionCall) (keys []string, argv []any) {
+		argv = make([]any, 0, 4+len(c.forget)+7*len(c.jobs))
+		argv = append(argv, p.DedupTTL.Milliseconds(), len(c.jobs), p.EnqueuedAt, len(c.forget))
+		for _, f := range c.forget {
+			argv = append(argv, f)
+		}
+		for _, i := range c.jobs {
+			argv = append(argv, fields[i])
+		}
+		for _, i := range c.jobs {
+			j := &p.Jobs[i]
+			argv = append(argv, j.ID, orNUL(j.Site), orNUL(j.Title), orNUL(j.Company), orNUL(j.JobURL), attempts[i])
+		}
+		return []string{c.stream, dedupKey(c.stream), dedupExpiryKey(c.stream)}, argv
+	}
+	if len(calls) == 1 {
+		keys, argv := args(&calls[0])
+		calls[0].cmd = publishScript.Run(ctx, rdb, keys, argv...)
+		return nil
+	}
+	pipe := rdb.Pipeline()
+	for i := range calls {
+		keys, argv := args(&calls[i])
+		calls[i].cmd = publishScript.EvalSha(ctx, pipe, keys, argv...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per call, below
+	var again []int
+	for i := range calls {
+		if err := calls[i].cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	pipe = rdb.Pipeline()
+	for _, i := range again {
+		keys, argv := args(&calls[i])
+		calls[i].cmd = publishScript.Eval(ctx, pipe, keys, argv...)
+	}
+	_, _ = pipe.Exec(ctx)
+	return nil
 }
 
 // orNUL is a column's value, or a NUL byte for NULL (see publishScript).

@@ -2,19 +2,30 @@
 // consumers and the status command: key names, the entry format, and the Lua
 // scripts that must act atomically on a stream.
 //
-// Every key of a pipeline starts with the stream's name, so `redis-cli --scan
-// --pattern 'job_review*'` shows all of them:
+// A stream's helper keys carry the stream's name as a Redis Cluster hash
+// tag, so they hash to the stream's slot, and the stream itself keeps the
+// name users know:
 //
-//	job_review               the stream of jobs to review
-//	job_review:dead          the dead-letter stream
-//	job_review:sent          index of the dedup records (sorted set)
-//	job_review:sent:<minute> dedup records of the idempotent publish (hashes)
+//	job_review                    the stream of jobs to review
+//	{job_review}:dead             the dead-letter stream
+//	{job_review}:sent             dedup records of the idempotent publish (hash)
+//	{job_review}:sent:exp         when each dedup record expires (sorted set)
+//	{job_review}:retry:<group>    retry records of failed deliveries (hash)
+//	{job_review}:health           health reports of relays and consumers (hash)
 //
-// The scripts touch keys they are not passed in KEYS, so they run on a single
-// Redis server (or a primary with replicas), not on Redis Cluster.
+// Every script is passed every key it touches, and touches the keys of one
+// stream only, so the scripts run on a single Redis server, a primary with
+// replicas behind Sentinel, or Redis Cluster alike.
+//
+// With partitions (see Partitions), each partition is a stream of its own,
+// "job_review:0" to "job_review:<n-1>", with its own helper keys
+// ("{job_review:3}:dead"): partitions hash to different slots, and so to
+// different nodes of a cluster.
 package stream
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -39,12 +50,32 @@ const (
 	FieldConsumer   = "consumer"   // the consumer that dead-lettered it
 )
 
-// DeadLetterKey is the name of a stream's dead-letter stream.
-func DeadLetterKey(stream string) string { return stream + ":dead" }
+// helperKey names one of a stream's helper keys: "{<stream>}:<name>", in
+// the stream's hash slot.
+func helperKey(stream, name string) string { return "{" + stream + "}:" + name }
 
-// dedupIndex is the sorted set that indexes a stream's dedup hashes
-// ("<stream>:sent:<minute>").
-func dedupIndex(stream string) string { return stream + ":sent" }
+// DeadLetterKey is the name of a stream's dead-letter stream,
+// "{<stream>}:dead".
+func DeadLetterKey(stream string) string { return helperKey(stream, "dead") }
+
+// dedupKey is the hash of a stream's dedup records (see publishScript).
+func dedupKey(stream string) string { return helperKey(stream, "sent") }
+
+// dedupExpiryKey is the sorted set of when each dedup record expires.
+func dedupExpiryKey(stream string) string { return helperKey(stream, "sent:exp") }
+
+// CheckName refuses a stream name that would break the keys' hash tags: a
+// brace in it would make Redis Cluster hash the stream and its helper keys
+// to different slots.
+func CheckName(stream string) error {
+	if stream == "" {
+		return errors.New("the stream name is empty")
+	}
+	if strings.ContainsAny(stream, "{}") {
+		return fmt.Errorf("the stream name %q holds a brace, which Redis Cluster reads as a hash tag", stream)
+	}
+	return nil
+}
 
 // ID is a parsed stream entry ID, ordered as Redis orders them.
 type ID struct{ MS, Seq uint64 }

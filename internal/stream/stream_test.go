@@ -51,23 +51,30 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, first.StreamIDs[0], next.StreamIDs[0])
 
-	// Records expire after the TTL and are indexed.
-	keys, err := rdb.ZRange(ctx, s+":sent", 0, -1).Result()
+	// Records expire after the TTL, each with its own expiry, in keys of
+	// the stream's hash slot.
+	fields := append(again.Records.Fields, next.Records.Fields...)
+	exp, err := rdb.ZRangeWithScores(ctx, "{"+s+"}:sent:exp", 0, -1).Result()
 	require.NoError(t, err)
-	require.Len(t, keys, 1)
-	ttl, err := rdb.PTTL(ctx, keys[0]).Result()
+	require.Len(t, exp, 4) // a:1, b:1, c:1, a:2
+	now := time.Now().UnixMilli()
+	for _, z := range exp {
+		require.InDelta(t, float64(now+10*time.Minute.Milliseconds()), z.Score, float64(time.Minute.Milliseconds()))
+	}
+	ttl, err := rdb.PTTL(ctx, "{"+s+"}:sent").Result()
 	require.NoError(t, err)
-	require.Greater(t, ttl, 10*time.Minute)
-	require.LessOrEqual(t, ttl, 11*time.Minute)
+	require.Greater(t, ttl, 9*time.Minute)
+	require.LessOrEqual(t, ttl, 10*time.Minute)
 
 	// Once committed, a batch's records are forgotten by the next call.
-	_, err = Publish(ctx, rdb, params(nil, DedupRecords{Fields: append(again.Records.Fields, next.Records.Fields...)}))
+	_, err = Publish(ctx, rdb, params(nil, DedupRecords{Fields: fields}))
 	require.NoError(t, err)
-	left, err := rdb.HMGet(ctx, keys[0], append(again.Records.Fields, next.Records.Fields...)...).Result()
+	left, err := rdb.HMGet(ctx, "{"+s+"}:sent", fields...).Result()
 	require.NoError(t, err)
 	require.Equal(t, []any{nil, nil, nil, nil}, left)
+	require.Zero(t, rdb.ZCard(ctx, "{"+s+"}:sent:exp").Val())
 	// The hash stays a hash table, whatever number of records it holds.
-	enc, err := rdb.ObjectEncoding(ctx, keys[0]).Result()
+	enc, err := rdb.ObjectEncoding(ctx, "{"+s+"}:sent").Result()
 	require.NoError(t, err)
 	require.Equal(t, "hashtable", enc)
 }

@@ -211,19 +211,25 @@ func Stream(t testing.TB, rdb redis.UniversalClient) string {
 	return name
 }
 
-// DeleteStream deletes the stream and every key under "<stream>:" (dead
-// letters, dedup records).
+// DeleteStream deletes the stream, its partitions, and their helper keys
+// (dead letters, dedup records).
 func DeleteStream(ctx context.Context, rdb redis.UniversalClient, stream string) error {
 	keys := []string{stream}
-	iter := rdb.Scan(ctx, 0, stream+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+	// Its partitions and old-style helper keys, then the helper keys of it
+	// and of its partitions ("{<stream>}:dead", "{<stream>:3}:dead").
+	for _, pattern := range []string{stream + ":*", "{" + stream + "}:*", "{" + stream + ":*}:*"} {
+		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("scan the keys of %s: %w", stream, err)
+		}
 	}
-	if err := iter.Err(); err != nil {
-		return fmt.Errorf("scan the keys of %s: %w", stream, err)
-	}
-	if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
-		return fmt.Errorf("delete the keys of %s: %w", stream, err)
+	for _, k := range keys { // one by one: a cluster refuses keys of several slots in one call
+		if err := rdb.Unlink(ctx, k).Err(); err != nil {
+			return fmt.Errorf("delete the keys of %s: %w", stream, err)
+		}
 	}
 	return nil
 }
