@@ -221,10 +221,11 @@ type result struct {
 // with rdb. It does not close them. pool's database must have jobrelay's
 // migrations applied (see db.NewMigrator).
 //
-// rdb must reach one Redis server (or a primary with replicas; the Lua
-// scripts do not run on Redis Cluster), and must honour context deadlines:
-// a *redis.Client must be created with Options.ContextTimeoutEnabled set
-// (so must a Ring or ClusterClient), or New fails, because the consumer bounds its Redis calls, and its shutdown by
+// rdb may be a *redis.Client (one server), a failover client (a primary
+// behind Sentinel) or a *redis.ClusterClient: every script declares its
+// keys, all in the slot of one stream. It must honour context deadlines:
+// created with Options.ContextTimeoutEnabled set (ClusterOptions' and
+// FailoverOptions' likewise), or New fails, because the consumer bounds its Redis calls, and its shutdown by
 // ShutdownTimeout, with contexts. New registers the consumer's metrics on
 // cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, error) {

@@ -120,6 +120,9 @@ type InReviewParams struct {
 	StreamIDs  []string  // their entry IDs, index for index
 	EnqueuedAt time.Time // the enqueued_at written into every entry
 	Stream     string    // the stream they were published to, recorded per row for the reaper
+	// Streams, if set, holds each job's stream (its partition), index for
+	// index, in place of Stream.
+	Streams []string
 
 	FailedIDs    []string // claimed jobs that cannot be published
 	FailedErrors []string // why, index for index
@@ -152,7 +155,27 @@ func queueInReview(b *pgx.Batch, p *InReviewParams) error {
 		if err != nil {
 			return fmt.Errorf("mark jobs in_review: %w", err)
 		}
-		b.Queue(markInReviewSQL, ids, p.StreamIDs, p.EnqueuedAt, p.Stream)
+		if p.Streams == nil {
+			b.Queue(markInReviewSQL, ids, p.StreamIDs, p.EnqueuedAt, p.Stream)
+		} else {
+			// One UPDATE per stream, in the same round trip and transaction.
+			byStream := map[string][]int{}
+			var order []string
+			for i, s := range p.Streams {
+				if _, ok := byStream[s]; !ok {
+					order = append(order, s)
+				}
+				byStream[s] = append(byStream[s], i)
+			}
+			for _, s := range order {
+				part := byStream[s]
+				pids, pstreamIDs := make([][16]byte, len(part)), make([]string, len(part))
+				for k, i := range part {
+					pids[k], pstreamIDs[k] = ids[i], p.StreamIDs[i]
+				}
+				b.Queue(markInReviewSQL, pids, pstreamIDs, p.EnqueuedAt, s)
+			}
+		}
 	}
 	if len(p.FailedIDs) > 0 {
 		ids, err := uuids(p.FailedIDs)

@@ -42,14 +42,14 @@ SELECT j.id::text, j.stream_id, j.enqueued_at FROM (
   (SELECT id, stream_id, enqueued_at FROM jobs
    WHERE status = 'in_review' AND enqueued_at IS NULL AND updated_at < $1
      AND $2::timestamptz IS NULL AND id > $3::uuid
-     AND (stream = $5 OR stream IS NULL)
+     AND (stream = $5 OR (stream IS NULL AND NOT $6))
    ORDER BY enqueued_at, id
    LIMIT $4)
   UNION ALL
   (SELECT id, stream_id, enqueued_at FROM jobs
    WHERE status = 'in_review' AND enqueued_at < $1
      AND (enqueued_at, id) > (coalesce($2::timestamptz, '-infinity'), $3::uuid)
-     AND (stream = $5 OR stream IS NULL)
+     AND (stream = $5 OR (stream IS NULL AND NOT $6))
    ORDER BY enqueued_at, id
    LIMIT $4)
 ) j
@@ -62,8 +62,12 @@ type PublishedBeforeParams struct {
 	// enqueued_at; by updated_at for rows without one).
 	Before time.Time
 	// Stream is the reaper's stream: rows recorded as published to another
-	// stream are skipped. Rows with no stream recorded are listed.
+	// stream are skipped. Rows with no stream recorded are listed, unless
+	// WithoutStream is set.
 	Stream string
+	// WithoutStream leaves out the rows with no stream recorded: they
+	// belong to the pipeline's base stream, not to its partitions.
+	WithoutStream bool
 	// After is the cursor: the last job of the previous page, or the zero
 	// value to start from the beginning.
 	After InReviewJob
@@ -81,7 +85,7 @@ func PublishedBefore(ctx context.Context, q DBTX, p *PublishedBeforeParams) ([]I
 		after = &p.After.EnqueuedAt
 	}
 	rows, err := q.Query(ctx, publishedBeforeSQL, p.Before, after,
-		cmp.Or(p.After.ID, "00000000-0000-0000-0000-000000000000"), p.Limit, p.Stream)
+		cmp.Or(p.After.ID, "00000000-0000-0000-0000-000000000000"), p.Limit, p.Stream, p.WithoutStream)
 	if err != nil {
 		return nil, fmt.Errorf("list in_review jobs: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Defaults of Config.
@@ -22,6 +24,7 @@ const (
 	MaxEntryBytesDefault  = 1 << 20
 	JobLogLimitDefault    = 10
 	WorkersDefault        = 2
+	PartitionsDefault     = 1
 
 	// stalledAfterDefault is how long a paused relay may see no progress
 	// before Ready reports it: longer than consumers take to read an entry
@@ -39,6 +42,15 @@ type Config struct {
 	// Stream is the Redis stream jobs are published to. Defaults to
 	// "job_review".
 	Stream string
+
+	// Partitions is the number of streams jobs are spread over, by a
+	// stable hash of the job id: 1 publishes to Stream itself, more to
+	// "<Stream>:0" to "<Stream>:<n-1>", which Redis Cluster places on
+	// different nodes. Every relay and consumer of a pipeline should use
+	// the same number; while they differ (a rolling change), jobs in
+	// streams that are no longer partitions are still read by consumers
+	// and reaped by relays. At most PartitionsMax. Defaults to 1.
+	Partitions int
 
 	// Group is the consumer group whose pending entries the reaper looks
 	// for. (Backpressure counts every group that reads the stream, see
@@ -88,7 +100,7 @@ type Config struct {
 
 	// MaxStreamLag is the number of entries a consumer group may have left
 	// unread before the relay stops claiming; the backlog then waits in
-	// PostgreSQL. Every group reading the stream counts, the furthest
+	// PostgreSQL. With partitions, it bounds their total. Every group reading the stream counts, the furthest
 	// behind decides; without a group, every entry is unread. A claim
 	// takes no more jobs than the room left, so one relay never passes the
 	// bound. -1 disables the check. Defaults to 100000.
@@ -139,6 +151,7 @@ func (c *Config) withDefaults() *Config {
 	out.Group = cmp.Or(out.Group, GroupDefault)
 	out.BatchSize = cmp.Or(out.BatchSize, BatchSizeDefault)
 	out.Workers = cmp.Or(out.Workers, WorkersDefault)
+	out.Partitions = cmp.Or(out.Partitions, PartitionsDefault)
 	out.PollInterval = cmp.Or(out.PollInterval, PollIntervalDefault)
 	out.CycleTimeout = cmp.Or(out.CycleTimeout, CycleTimeoutDefault)
 	out.DedupTTL = cmp.Or(out.DedupTTL, 2*(out.CycleTimeout+out.PollInterval))
@@ -169,11 +182,17 @@ const (
 	CycleTimeoutMin  = 10 * time.Millisecond
 	WorkersMax       = 16
 	MaxEntryBytesMin = 1024
+	PartitionsMax    = 1024
 )
 
 // validate reports the first field that is out of range.
 func (c *Config) validate() error {
+	if err := stream.CheckName(c.Stream); err != nil {
+		return configErrorf("Stream", "is not usable: %v", err)
+	}
 	switch {
+	case c.Partitions < 1 || c.Partitions > PartitionsMax:
+		return configErrorf("Partitions", "must be between 1 and %d", PartitionsMax)
 	case c.BatchSize < 1 || c.BatchSize > BatchSizeMax:
 		return configErrorf("BatchSize", "must be between 1 and %d", BatchSizeMax)
 	case c.Workers < 1 || c.Workers > WorkersMax:

@@ -89,7 +89,7 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 	}
 	c.claimed = len(ids)
 
-	iso := &isolation{conn: conn, stream: r.cfg.Stream}
+	iso := &isolation{conn: conn}
 	jobs, err := iso.load(ctx, ids)
 	if err != nil {
 		return fail("claim", err)
@@ -127,7 +127,6 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 // in its transaction on conn.
 type isolation struct {
 	conn        *pgx.Conn
-	stream      string
 	now         time.Time            // the batch's enqueued_at
 	publishable []db.Job             // the rows read whose entry fits
 	pub         stream.PublishResult // their entries, index for index
@@ -170,6 +169,7 @@ func (w *worker) publishIsolated(ctx context.Context, iso *isolation, jobs []db.
 	}
 	pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
 		Stream:     r.cfg.Stream,
+		Partitions: r.cfg.Partitions,
 		DedupTTL:   r.cfg.DedupTTL,
 		EnqueuedAt: enqueuedAt,
 		Jobs:       publishable,
@@ -195,9 +195,10 @@ func (iso *isolation) markInReview(ctx context.Context) error {
 		idx[i] = i
 	}
 	return bisect(idx, func(part []int) error {
-		p := db.InReviewParams{EnqueuedAt: iso.now, Stream: iso.stream, IDs: make([]string, len(part)), StreamIDs: make([]string, len(part))}
+		p := db.InReviewParams{EnqueuedAt: iso.now, IDs: make([]string, len(part)),
+			StreamIDs: make([]string, len(part)), Streams: make([]string, len(part))}
 		for k, i := range part {
-			p.IDs[k], p.StreamIDs[k] = iso.publishable[i].ID, iso.pub.StreamIDs[i]
+			p.IDs[k], p.StreamIDs[k], p.Streams[k] = iso.publishable[i].ID, iso.pub.StreamIDs[i], iso.pub.Streams[i]
 		}
 		return db.MarkInSavepoint(ctx, iso.conn, &p)
 	}, func(i int, err error) {
@@ -253,24 +254,24 @@ func (w *worker) afterIsolation(ctx context.Context, iso *isolation, fresh map[s
 	for _, f := range iso.alone {
 		isAlone[f.id] = true
 	}
-	var strays []string
+	strays := map[string][]string{} // by stream
 	var records stream.DedupRecords
 	for i, job := range iso.publishable {
 		if !isAlone[job.ID] && i < len(iso.pub.Records.Fields) {
 			records.Fields = append(records.Fields, iso.pub.Records.Fields[i])
 		}
 		if iso.refused[i] || isAlone[job.ID] {
-			strays = append(strays, iso.pub.StreamIDs[i])
+			strays[iso.pub.Streams[i]] = append(strays[iso.pub.Streams[i]], iso.pub.StreamIDs[i])
 		} else {
 			relayed = append(relayed, job)
 			streamIDs = append(streamIDs, iso.pub.StreamIDs[i])
 		}
 	}
 	w.committed = records
-	if len(strays) > 0 {
-		if err := r.rdb.XDel(ctx, r.cfg.Stream, strays...).Err(); err != nil {
+	for name, ids := range strays {
+		if err := r.rdb.XDel(ctx, name, ids...).Err(); err != nil {
 			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",
-				slog.Any("task_ids", strays), slog.String("err", err.Error()))
+				slog.String("stream", name), slog.Any("task_ids", ids), slog.String("err", err.Error()))
 		}
 	}
 	for _, f := range iso.bad {

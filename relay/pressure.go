@@ -222,7 +222,7 @@ func (r *Relay) needsReading() bool {
 func (r *Relay) readPressure(ctx context.Context) error {
 	ps := &r.pressure
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
-	p, err := stream.ReadPressure(cctx, r.rdb, r.cfg.Stream)
+	p, err := stream.ReadPressure(cctx, r.rdb, stream.Partitions(r.cfg.Stream, r.cfg.Partitions)...)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -329,7 +329,16 @@ func (r *Relay) trimLocked(ctx context.Context) int64 {
 	ps := &r.pressure
 	ps.trimmedAt = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
-	n, err := stream.Trim(cctx, r.rdb, r.cfg.Stream)
+	var n int64
+	var err error
+	for _, s := range stream.Partitions(r.cfg.Stream, r.cfg.Partitions) {
+		var k int64
+		k, err = stream.Trim(cctx, r.rdb, s)
+		n += k
+		if err != nil {
+			break
+		}
+	}
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -32,6 +33,12 @@ const (
 //     migrate down and up reset), once their updated_at is ReenqueueAfter
 //     old: they have no entry to wait for.
 //
+// With partitions, every partition is reaped, and so is every stream of
+// this pipeline's that in_review jobs still name although it is no longer
+// a partition (STREAM_PARTITIONS changed): "<Stream>" or "<Stream>:<k>".
+// Rows without a stream recorded (published before migration 00004, to
+// the single stream of the time) are checked against Stream itself.
+//
 // Jobs recorded as published to another stream (another deployment on the
 // same database) are left to that deployment's reaper. The update is a
 // compare-and-set on status and stream_id, so replicas may reap at once, and
@@ -43,64 +50,139 @@ func (r *Relay) reap(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CycleTimeout)
 	defer cancel()
-	params := db.PublishedBeforeParams{
-		Before: time.Now().Add(-r.cfg.ReenqueueAfter),
-		Stream: r.cfg.Stream,
-		After:  r.reapFrom,
-		Limit:  reapBatchSize,
+	r.upgradeKeys(ctx)
+	streams, err := r.streams(ctx)
+	if err != nil {
+		return err
 	}
-	var (
-		found, untracked int
-		changed          []string
-		examples         []string
-	)
+	var run reapRun
 	// Whatever stopped the run, log what it did.
 	defer func() {
-		r.logReaped(ctx, found, untracked, len(changed), examples)
+		r.logReaped(ctx, run.found, run.untracked, len(run.changed), run.examples)
 	}()
-	for range reapBatches {
-		jobs, err := db.PublishedBefore(ctx, r.pool, &params)
-		if err != nil {
+	budget := reapBatches
+	for _, s := range streams {
+		if err := r.reapStream(ctx, s, &run, &budget); err != nil {
 			return err
-		}
-		if len(jobs) == 0 {
-			r.reapFrom = db.InReviewJob{}
-			break
-		}
-		lost, nUntracked, err := r.lost(ctx, jobs)
-		untracked += nUntracked
-		if err != nil {
-			return err
-		}
-		lost = r.withoutRefused(lost)
-		if len(lost) > 0 {
-			found += len(lost)
-			n, err := r.reenqueue(ctx, lost)
-			if err != nil {
-				return err
-			}
-			changed = append(changed, n...)
-			r.m.JobsReaped.Add(float64(len(n)))
-			for _, id := range n {
-				if len(examples) < reapLogExamples {
-					examples = append(examples, id)
-				}
-			}
-		}
-		params.After = jobs[len(jobs)-1]
-		r.reapFrom = params.After
-		if len(jobs) < reapBatchSize {
-			r.reapFrom = db.InReviewJob{}
-			break
 		}
 	}
 	return nil
 }
 
-// lost returns the jobs whose entry is lost, of a page of in_review jobs:
-// those with no entry recorded (untracked of them), and those whose entry
-// the stream no longer holds.
-func (r *Relay) lost(ctx context.Context, jobs []db.InReviewJob) (lost []db.InReviewJob, untracked int, err error) {
+// reapRun is what a reaper run found and did.
+type reapRun struct {
+	found, untracked int
+	changed          []string
+	examples         []string
+}
+
+// streams lists the streams the reaper looks after: the partitions, and
+// the pipeline's streams that in_review jobs name besides.
+func (r *Relay) streams(ctx context.Context) ([]string, error) {
+	streams := stream.Partitions(r.cfg.Stream, r.cfg.Partitions)
+	counts, err := db.CountInReviewByStream(ctx, r.pool)
+	if err != nil {
+		return nil, err
+	}
+	return withRetired(r.cfg.Stream, streams, counts), nil
+}
+
+// withRetired adds to the current partitions the base stream (for rows
+// without a stream recorded) and every stream of base's that counts names.
+func withRetired(base string, current []string, counts map[string]int64) []string {
+	out := slices.Clone(current)
+	if !slices.Contains(out, base) {
+		out = append(out, base)
+	}
+	var extra []string
+	for name := range counts {
+		if name != "" && stream.IsPartition(base, name) && !slices.Contains(out, name) {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	return append(out, extra...)
+}
+
+// reapStream reaps the in_review jobs of one stream, in at most budget
+// pages, and resumes where the last run stopped.
+func (r *Relay) reapStream(ctx context.Context, name string, run *reapRun, budget *int) error {
+	if r.reapFrom == nil {
+		r.reapFrom = map[string]db.InReviewJob{}
+	}
+	params := db.PublishedBeforeParams{
+		Before:        time.Now().Add(-r.cfg.ReenqueueAfter),
+		Stream:        name,
+		WithoutStream: name != r.cfg.Stream,
+		After:         r.reapFrom[name],
+		Limit:         reapBatchSize,
+	}
+	for ; *budget > 0; *budget-- {
+		jobs, err := db.PublishedBefore(ctx, r.pool, &params)
+		if err != nil {
+			return err
+		}
+		if len(jobs) == 0 {
+			delete(r.reapFrom, name)
+			return nil
+		}
+		lost, nUntracked, err := r.lost(ctx, name, jobs)
+		run.untracked += nUntracked
+		if err != nil {
+			return err
+		}
+		lost = r.withoutRefused(lost)
+		if len(lost) > 0 {
+			run.found += len(lost)
+			n, err := r.reenqueue(ctx, lost)
+			if err != nil {
+				return err
+			}
+			run.changed = append(run.changed, n...)
+			r.m.JobsReaped.Add(float64(len(n)))
+			for _, id := range n {
+				if len(run.examples) < reapLogExamples {
+					run.examples = append(run.examples, id)
+				}
+			}
+		}
+		params.After = jobs[len(jobs)-1]
+		r.reapFrom[name] = params.After
+		if len(jobs) < reapBatchSize {
+			delete(r.reapFrom, name)
+			return nil
+		}
+	}
+	return nil
+}
+
+// upgradeKeys moves the stream's helper keys from their names before the
+// hash tag (see stream.UpgradeKeys), once per process; a failure is tried
+// again at the next reaper run.
+func (r *Relay) upgradeKeys(ctx context.Context) {
+	if r.upgraded {
+		return
+	}
+	u, err := stream.UpgradeKeys(ctx, r.rdb, r.cfg.Stream, r.cfg.Group)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.WarnContext(ctx, "relay: moving the stream's helper keys to their new names failed; trying again later",
+				slog.String("err", err.Error()))
+		}
+		return
+	}
+	r.upgraded = true
+	if u.Any() {
+		r.log.InfoContext(ctx, "relay: moved the stream's helper keys to their hash-tagged names",
+			slog.String("dead_letters", stream.DeadLetterKey(r.cfg.Stream)), slog.Int64("num_dead_letters", u.DeadLetters),
+			slog.Int64("num_dedup_records", u.DedupRecords), slog.Int64("num_retry_records", u.RetryRecords))
+	}
+}
+
+// lost returns the jobs whose entry is lost, of a page of in_review jobs of
+// stream name: those with no entry recorded (untracked of them), and those
+// whose entry the stream no longer holds.
+func (r *Relay) lost(ctx context.Context, name string, jobs []db.InReviewJob) (lost []db.InReviewJob, untracked int, err error) {
 	var ids []string
 	var tracked []db.InReviewJob
 	for _, j := range jobs {
@@ -115,7 +197,7 @@ func (r *Relay) lost(ctx context.Context, jobs []db.InReviewJob) (lost []db.InRe
 	if len(ids) == 0 {
 		return lost, untracked, nil
 	}
-	live, err := stream.Live(ctx, r.rdb, r.cfg.Stream, r.cfg.Group, ids)
+	live, err := stream.Live(ctx, r.rdb, name, r.cfg.Group, ids)
 	if err != nil {
 		return nil, untracked, err
 	}

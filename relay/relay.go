@@ -53,8 +53,9 @@ type Relay struct {
 	log       *slog.Logger
 	m         *metrics.Relay
 
-	workers  []*worker      // Config.Workers of them; workers[0] runs alone when there is no backlog
-	reapFrom db.InReviewJob // where the reaper's scan resumes; owned by Run
+	workers  []*worker                 // Config.Workers of them; workers[0] runs alone when there is no backlog
+	reapFrom map[string]db.InReviewJob // where the reaper's scan of each stream resumes; owned by Run
+	upgraded bool                      // the stream's old helper keys were moved (see stream.UpgradeKeys); owned by Run
 
 	pressure pressureState // backpressure, shared by the workers (see pressure.go)
 
@@ -85,10 +86,11 @@ type Relay struct {
 // or rdb. pool's database must have jobrelay's migrations applied (see
 // db.NewMigrator).
 //
-// rdb must reach one Redis server (or a primary with replicas; the Lua
-// scripts do not run on Redis Cluster), and must honour context deadlines:
-// a *redis.Client must be created with Options.ContextTimeoutEnabled set
-// (so must a Ring or ClusterClient), or New fails, because the relay bounds each cycle's Redis calls by CycleTimeout
+// rdb may be a *redis.Client (one server), a failover client (a primary
+// behind Sentinel) or a *redis.ClusterClient: every script declares its
+// keys, all in the slot of one stream. It must honour context deadlines:
+// created with Options.ContextTimeoutEnabled set (ClusterOptions' and
+// FailoverOptions' likewise), or New fails, because the relay bounds each cycle's Redis calls by CycleTimeout
 // while it holds row locks. New registers the relay's metrics on
 // cfg.Registerer, if set.
 func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, error) {
@@ -156,7 +158,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { r.healthLoop(ctx) })
 
-	r.log.InfoContext(ctx, "relay: started", slog.String("stream", r.cfg.Stream),
+	r.log.InfoContext(ctx, "relay: started", slog.String("stream", r.cfg.Stream), slog.Int("partitions", r.cfg.Partitions),
 		slog.Int("batch_size", r.cfg.BatchSize), slog.Duration("poll_interval", r.cfg.PollInterval),
 		slog.Bool("poll_only", r.cfg.PollOnly))
 	defer r.log.InfoContext(ctx, "relay: stopped")

@@ -192,13 +192,14 @@ func (w *worker) publish(ctx context.Context, conn *pgx.Conn, room *reservation,
 	enqueuedAt := now.Format(time.RFC3339Nano)
 	publishable, failedIDs, failedErrs, size := r.splitOversized(jobs, enqueuedAt)
 	room.giveBack(len(failedIDs))
-	b.commit = db.InReviewParams{EnqueuedAt: now, Stream: r.cfg.Stream, FailedIDs: failedIDs, FailedErrors: failedErrs}
+	b.commit = db.InReviewParams{EnqueuedAt: now, FailedIDs: failedIDs, FailedErrors: failedErrs}
 	b.published = publishable
 	if len(publishable) == 0 {
 		return b, nil
 	}
 	pub, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
 		Stream:     r.cfg.Stream,
+		Partitions: r.cfg.Partitions,
 		DedupTTL:   r.cfg.DedupTTL,
 		EnqueuedAt: enqueuedAt,
 		Jobs:       publishable,
@@ -217,7 +218,7 @@ func (w *worker) publish(ctx context.Context, conn *pgx.Conn, room *reservation,
 	for i := range publishable {
 		b.commit.IDs[i] = publishable[i].ID
 	}
-	b.commit.StreamIDs = pub.StreamIDs
+	b.commit.StreamIDs, b.commit.Streams = pub.StreamIDs, pub.Streams
 	b.records = pub.Records
 	return b, nil
 }
@@ -319,7 +320,7 @@ func (w *worker) forgetCommitted(ctx context.Context) {
 	}
 	r := w.r
 	if _, err := stream.Publish(ctx, r.rdb, &stream.PublishParams{
-		Stream: r.cfg.Stream, DedupTTL: r.cfg.DedupTTL, Forget: w.committed,
+		Stream: r.cfg.Stream, Partitions: r.cfg.Partitions, DedupTTL: r.cfg.DedupTTL, Forget: w.committed,
 	}); err != nil {
 		r.log.DebugContext(ctx, "relay: deleting dedup records failed; they expire after DedupTTL", slog.String("err", err.Error()))
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -27,37 +28,64 @@ type Pressure struct {
 	MaxMemory  int64 // bytes; 0 when Redis has no limit
 }
 
-// ReadPressure reads the lag of every group of the stream, its length and
-// Redis memory use, in one round trip.
-func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream string) (Pressure, error) {
+// ReadPressure reads the lag of every group of the streams (the
+// partitions of a pipeline), their length and Redis memory use, in one
+// round trip per node. With several streams, Length and each group's lag
+// are their totals; on Redis Cluster the memory is that of the primary
+// nearest its limit (the fullest without one).
+func ReadPressure(ctx context.Context, rdb redis.Cmdable, streams ...string) (Pressure, error) {
 	pipe := rdb.Pipeline()
-	groups := pipe.XInfoGroups(ctx, stream)
-	length := pipe.XLen(ctx, stream)
-	info := pipe.Info(ctx, "memory")
+	groups := make([]*redis.XInfoGroupsCmd, len(streams))
+	lengths := make([]*redis.IntCmd, len(streams))
+	for i, s := range streams {
+		groups[i] = pipe.XInfoGroups(ctx, s)
+		lengths[i] = pipe.XLen(ctx, s)
+	}
+	cluster, isCluster := rdb.(*redis.ClusterClient)
+	var info *redis.StringCmd
+	if !isCluster {
+		info = pipe.Info(ctx, "memory")
+	}
 	_, _ = pipe.Exec(ctx) // errors are per command, below
 
 	var p Pressure
-	if err := length.Err(); err != nil {
-		return p, fmt.Errorf("read length of %s: %w", stream, err)
-	}
-	p.Length = length.Val()
-	p.Lag = p.Length
-	gs, err := groups.Result()
-	switch {
-	case err == nil:
-		for i, g := range gs {
-			lag := g.Lag
-			if lag < 0 {
-				lag = p.Length
-			}
-			if i == 0 || lag > p.Lag {
-				p.Lag, p.LagGroup = lag, g.Name
-			}
+	lags := map[string]int64{}
+	var order []string
+	for i, s := range streams {
+		if err := lengths[i].Err(); err != nil {
+			return p, fmt.Errorf("read length of %s: %w", s, err)
 		}
-	case IsNoSuchKey(err):
-		// No stream yet: nothing to deliver.
-	default:
-		return p, fmt.Errorf("read groups of %s: %w", stream, err)
+		length := lengths[i].Val()
+		p.Length += length
+		gs, err := groups[i].Result()
+		switch {
+		case err == nil:
+			for _, g := range gs {
+				lag := g.Lag
+				if lag < 0 {
+					lag = length
+				}
+				if _, ok := lags[g.Name]; !ok {
+					order = append(order, g.Name)
+				}
+				lags[g.Name] += lag
+			}
+		case IsNoSuchKey(err):
+		default:
+			return p, fmt.Errorf("read groups of %s: %w", s, err)
+		}
+	}
+	// A group that reads only some of the streams has not read the others.
+	p.Lag = p.Length
+	for i, g := range order {
+		if i == 0 || lags[g] > p.Lag {
+			p.Lag, p.LagGroup = lags[g], g
+		}
+	}
+	if isCluster {
+		var err error
+		p.UsedMemory, p.MaxMemory, err = clusterMemory(ctx, cluster)
+		return p, err
 	}
 	text, err := info.Result()
 	if err != nil {
@@ -65,6 +93,35 @@ func ReadPressure(ctx context.Context, rdb redis.Cmdable, stream string) (Pressu
 	}
 	p.UsedMemory, p.MaxMemory = parseMemory(text)
 	return p, nil
+}
+
+// clusterMemory reads the memory of every primary of the cluster and
+// returns that of the one nearest its limit.
+func clusterMemory(ctx context.Context, rdb *redis.ClusterClient) (used, limit int64, err error) {
+	var mu sync.Mutex
+	best := -1.0
+	err = rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		text, err := node.Info(ctx, "memory").Result()
+		if err != nil {
+			return err
+		}
+		u, l := parseMemory(text)
+		fill := float64(u) // without a limit: the bytes used
+		if l > 0 {
+			fill /= float64(l)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		// A primary with a limit beats one without; then the fuller one.
+		if (l > 0 && limit <= 0) || ((l > 0) == (limit > 0) && fill > best) {
+			used, limit, best = u, l, fill
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("read Redis memory: %w", err)
+	}
+	return used, limit, nil
 }
 
 // IsNoSuchKey tells the error Redis gives for a stream that does not exist.
