@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // Defaults of Config.
@@ -17,6 +19,7 @@ const (
 	StreamDefault               = "job_review"
 	GroupDefault                = "job_review_workers"
 	ConcurrencyDefault          = 8
+	PartitionsDefault           = 1
 	BlockDefault                = 2 * time.Second
 	ReclaimIdleDefault          = time.Minute
 	MaxDeliveriesDefault        = 5
@@ -38,6 +41,15 @@ type Config struct {
 
 	// Stream is the Redis stream to read. Defaults to "job_review".
 	Stream string
+
+	// Partitions is the number of streams the relay spreads jobs over (see
+	// relay.Config.Partitions): the consumer reads, reclaims, trims and
+	// dead-letters each of them ("{<stream>:<k>}:dead"), with its
+	// Concurrency handlers shared between them. It also reads the streams
+	// of the pipeline that in_review jobs still name but that are no longer
+	// partitions (STREAM_PARTITIONS changed), until they are drained.
+	// Defaults to 1.
+	Partitions int
 
 	// Group is the consumer group, shared by every consumer of the
 	// pipeline. It is created, from the start of the stream, if missing.
@@ -118,6 +130,7 @@ func (c *Config) withDefaults() *Config {
 		out.Name = defaultName()
 	}
 	out.Concurrency = cmp.Or(out.Concurrency, ConcurrencyDefault)
+	out.Partitions = cmp.Or(out.Partitions, PartitionsDefault)
 	out.ReadCount = cmp.Or(out.ReadCount, out.Concurrency)
 	out.Block = cmp.Or(out.Block, BlockDefault)
 	out.ReclaimIdle = cmp.Or(out.ReclaimIdle, ReclaimIdleDefault)
@@ -144,6 +157,7 @@ func (c *Config) Validate() error { return c.withDefaults().validate() }
 // Bounds of Config's fields.
 const (
 	ConcurrencyMax    = 10_000
+	PartitionsMax     = 1024
 	MaxDeliveriesMax  = 1000
 	BlockMin          = time.Millisecond
 	ReclaimIdleMin    = 10 * time.Millisecond
@@ -155,6 +169,10 @@ func (c *Config) validate() error {
 	switch {
 	case c.Handler == nil:
 		return configErrorf("Handler", "is required")
+	case stream.CheckName(c.Stream) != nil:
+		return configErrorf("Stream", "is not usable: %v", stream.CheckName(c.Stream))
+	case c.Partitions < 1 || c.Partitions > PartitionsMax:
+		return configErrorf("Partitions", "must be between 1 and %d", PartitionsMax)
 	case c.Concurrency < 1 || c.Concurrency > ConcurrencyMax:
 		return configErrorf("Concurrency", "must be between 1 and %d", ConcurrencyMax)
 	case c.ReadCount < 1:

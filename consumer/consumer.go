@@ -160,6 +160,16 @@ type Consumer struct {
 	// report are brought up to date. Tests shorten them.
 	stallAfter  time.Duration
 	healthEvery time.Duration
+
+	// base is the pipeline's stream (Config.Stream): a consumer of
+	// partitions is one Consumer per partition, the first of which (the
+	// root) runs the others, its lanes, sharing its slots and metrics.
+	// Health is reported for the pipeline, on base, by the root.
+	base      string
+	baseCfg   *Config // the root's: the configuration lanes are made from
+	laneMu    sync.Mutex
+	lanes     []*Consumer
+	laneNames map[string]bool // streams with a Consumer: the root's and its lanes'
 }
 
 // Defaults of Consumer.stallAfter and healthEvery.
@@ -244,14 +254,35 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 	for range c.Concurrency {
 		slots <- struct{}{}
 	}
+	parts := stream.Partitions(c.Stream, c.Partitions)
+	root := newLane(pool, rdb, c, parts[0], m, slots)
+	root.baseCfg, root.laneNames = c, map[string]bool{parts[0]: true}
+	for _, p := range parts[1:] {
+		root.addLane(p)
+	}
+	return root, nil
+}
+
+// newLane returns the Consumer of one stream of the pipeline: all of it
+// without partitions, else one partition. Lanes share slots and metrics.
+func newLane(pool *pgxpool.Pool, rdb redis.UniversalClient, base *Config, name string, m *metrics.Consumer, slots chan struct{}) *Consumer {
+	c := *base
+	c.Stream = name
+	log := c.Logger.With(slog.String("consumer", c.Name))
+	if name != base.Stream {
+		log = log.With(slog.String("stream", name))
+		// Each lane fetches its share of the idle handlers, so that one
+		// waiting on an empty partition does not hold them all.
+		c.ReadCount = max(1, (base.ReadCount+base.Partitions-1)/base.Partitions)
+	}
 	finishCtx, cancelFinish := context.WithCancel(context.Background())
 	return &Consumer{
 		finishCtx:    finishCtx,
 		cancelFinish: cancelFinish,
-		cfg:          c,
+		cfg:          &c,
 		pool:         pool,
 		rdb:          rdb,
-		log:          c.Logger.With(slog.String("consumer", c.Name)),
+		log:          log,
 		m:            m,
 		slots:        slots,
 		work:         make(chan *delivery),
@@ -260,7 +291,30 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 		abort:        make(chan struct{}),
 		stallAfter:   stallAfterDefault,
 		healthEvery:  healthEveryDefault,
-	}, nil
+		base:         base.Stream,
+	}
+}
+
+// addLane adds a Consumer for the stream name, unless one reads it
+// already, and returns it (nil if there was one).
+func (c *Consumer) addLane(name string) *Consumer {
+	c.laneMu.Lock()
+	defer c.laneMu.Unlock()
+	if c.laneNames[name] {
+		return nil
+	}
+	l := newLane(c.pool, c.rdb, c.baseCfg, name, c.m, c.slots)
+	l.stallAfter, l.healthEvery = c.stallAfter, c.healthEvery
+	c.lanes = append(c.lanes, l)
+	c.laneNames[name] = true
+	return l
+}
+
+// allLanes returns the root and its lanes.
+func (c *Consumer) allLanes() []*Consumer {
+	c.laneMu.Lock()
+	defer c.laneMu.Unlock()
+	return append([]*Consumer{c}, c.lanes...)
 }
 
 // Name is the consumer's name in the group.
@@ -270,10 +324,12 @@ func (c *Consumer) Name() string { return c.cfg.Name }
 // cancelled and not waited for; their entries stay pending for other
 // consumers. For a second interrupt signal.
 func (c *Consumer) Abort() {
-	c.abortOnce.Do(func() {
-		close(c.abort)
-		c.cancelFinish()
-	})
+	for _, l := range c.allLanes() {
+		l.abortOnce.Do(func() {
+			close(l.abort)
+			l.cancelFinish()
+		})
+	}
 }
 
 // Run consumes until ctx is done, then stops reading, lets in-flight
@@ -281,10 +337,23 @@ func (c *Consumer) Abort() {
 // returns nil once stopped. Redis or PostgreSQL outages are retried with
 // backoff. Run is called once per Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
+	c.upgradeKeys(ctx)
+	var lanes sync.WaitGroup
+	defer lanes.Wait()
+	for _, l := range c.allLanes()[1:] {
+		lanes.Go(func() { l.runLane(ctx) })
+	}
+	lanes.Go(func() { c.discoverLoop(ctx, &lanes) })
+	c.runLane(ctx)
+	return nil
+}
+
+// runLane consumes the lane's stream until ctx is done (see Run).
+func (c *Consumer) runLane(ctx context.Context) {
 	c.log.InfoContext(ctx, "consumer: started", slog.String("stream", c.cfg.Stream),
 		slog.String("group", c.cfg.Group), slog.Int("concurrency", c.cfg.Concurrency))
 	if !c.ensureGroupRetrying(ctx) {
-		return nil
+		return
 	}
 
 	// Handlers run under workCtx, which outlives ctx by ShutdownTimeout.
@@ -301,7 +370,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRefresh()
 	refresher.Go(func() { c.refreshLoop(refreshCtx) })
-	refresher.Go(func() { c.healthLoop(refreshCtx) })
+	if c.laneNames != nil { // the root reports for the pipeline
+		refresher.Go(func() { c.healthLoop(refreshCtx) })
+	}
 	completerDone := c.startRecorders()
 
 	<-ctx.Done()
@@ -326,7 +397,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	stopRefresh()
 	refresher.Wait()
 	c.log.InfoContext(ctx, "consumer: stopped")
-	return nil
 }
 
 // startRecorders starts the recorders, which record results until
@@ -413,22 +483,29 @@ func (c *Consumer) dispatch(d *delivery) {
 	c.work <- d
 }
 
+// track and untrack follow the entries in flight; the gauge, shared by
+// the lanes, counts up and down.
 func (c *Consumer) track(id string) {
 	c.mu.Lock()
+	_, had := c.inflight[id]
 	c.inflight[id] = time.Now()
-	n := len(c.inflight)
 	c.mu.Unlock()
-	c.m.InFlight.Set(float64(n))
+	if !had {
+		c.m.InFlight.Inc()
+	}
 }
 
 func (c *Consumer) untrack(ids ...string) {
 	c.mu.Lock()
+	gone := 0
 	for _, id := range ids {
-		delete(c.inflight, id)
+		if _, ok := c.inflight[id]; ok {
+			delete(c.inflight, id)
+			gone++
+		}
 	}
-	n := len(c.inflight)
 	c.mu.Unlock()
-	c.m.InFlight.Set(float64(n))
+	c.m.InFlight.Sub(float64(gone))
 }
 
 func (c *Consumer) inFlight() int {
@@ -578,10 +655,23 @@ func quoteShort(s string) string {
 // jobrelay_consumer_recorder_stalled gauge, and reports it to Redis for
 // `jobrelay status --check` and inspect.Snapshot.Health.
 func (c *Consumer) Ready() error {
-	if problem, _ := c.stall(time.Now()); problem != "" {
+	if problem, _ := c.stallAll(time.Now()); problem != "" {
 		return errors.New(problem)
 	}
 	return nil
+}
+
+// stallAll is stall of the lane that has been stalled the longest.
+func (c *Consumer) stallAll(now time.Time) (problem string, since time.Time) {
+	for _, l := range c.allLanes() {
+		if p, s := l.stall(now); p != "" && (problem == "" || s.Before(since)) {
+			problem, since = p, s
+			if l != c {
+				problem = l.cfg.Stream + ": " + problem
+			}
+		}
+	}
+	return problem, since
 }
 
 // stall describes the recorder stuck at its batch for the longest, if one
@@ -630,7 +720,7 @@ func (c *Consumer) stopRecording(rec int) {
 // healthLoop keeps the recorder-stalled gauge and this consumer's health
 // report in Redis up to date until ctx is done, and then clears the report.
 func (c *Consumer) healthLoop(ctx context.Context) {
-	rep := &stream.HealthReporter{Client: c.rdb, Stream: c.cfg.Stream, Component: "consumer " + c.cfg.Name}
+	rep := &stream.HealthReporter{Client: c.rdb, Stream: c.base, Component: "consumer " + c.cfg.Name}
 	ticker := time.NewTicker(c.healthEvery)
 	defer ticker.Stop()
 	for {
@@ -643,7 +733,7 @@ func (c *Consumer) healthLoop(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
-		problem, since := c.stall(time.Now())
+		problem, since := c.stallAll(time.Now())
 		if problem != "" {
 			c.m.RecorderStalled.Set(1)
 		} else {

@@ -221,7 +221,7 @@ func TestDeadLettersAPoisonJobAfterMaxDeliveries(t *testing.T) {
 	require.Equal(t, 19, b.count(t, db.StatusReviewed))
 	require.Equal(t, 3, seen.get(poison), "handler calls for the poison job")
 
-	dead, err := b.rdb.XRange(ctx, b.stream+":dead", "-", "+").Result()
+	dead, err := b.rdb.XRange(ctx, "{"+b.stream+"}:dead", "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 	require.Equal(t, poison, dead[0].Values["job_id"])

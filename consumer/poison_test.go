@@ -25,7 +25,7 @@ func soon(t *testing.T, cond func() bool, msg string) {
 
 func (b *testBundle) deadLetters(t *testing.T) []redis.XMessage {
 	t.Helper()
-	msgs, err := b.rdb.XRange(testenv.Context(t), b.stream+":dead", "-", "+").Result()
+	msgs, err := b.rdb.XRange(testenv.Context(t), "{"+b.stream+"}:dead", "-", "+").Result()
 	require.NoError(t, err)
 	return msgs
 }

@@ -181,7 +181,7 @@ func TestHandlerReportedFailuresStillDeadLetter(t *testing.T) {
 	require.Equal(t, 8, b.count(t, db.StatusReviewed))
 	require.Equal(t, 3, service.answered(ids[2], http.StatusUnprocessableEntity))
 	require.Equal(t, 3, service.answered(ids[5], http.StatusInternalServerError))
-	dead, err := b.rdb.XRange(ctx, b.stream+":dead", "-", "+").Result()
+	dead, err := b.rdb.XRange(ctx, "{"+b.stream+"}:dead", "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, dead, 2)
 	for _, d := range dead {

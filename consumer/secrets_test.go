@@ -141,7 +141,7 @@ func TestHandlerSecretsStaySecret(t *testing.T) {
 	for id, e := range errs {
 		requireNoSecret(t, "last_error of "+id, e)
 	}
-	dead, err := b.rdb.XRange(ctx, b.stream+":dead", "-", "+").Result()
+	dead, err := b.rdb.XRange(ctx, "{"+b.stream+"}:dead", "-", "+").Result()
 	require.NoError(t, err)
 	require.NotEmpty(t, dead)
 	for _, d := range dead {

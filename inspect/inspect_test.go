@@ -68,7 +68,7 @@ func TestGaugesFollowThePipeline(t *testing.T) {
 	}
 	require.NoError(t, rdb.XGroupCreate(ctx, stream, "workers", "0").Err())
 	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "w", Streams: []string{stream, ">"}, Count: 1}).Err())
-	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream + ":dead", Values: []any{"job_id", "y"}}).Err())
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + stream + "}:dead", Values: []any{"job_id", "y"}}).Err())
 
 	require.Eventually(t, func() bool { return gauges(t, c)["jobrelay_stream_group_pending{group=workers}"] == 1 }, time.Minute, time.Millisecond)
 	g := gauges(t, c)

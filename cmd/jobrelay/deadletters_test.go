@@ -34,7 +34,7 @@ func TestRetryFailedTakesTheDeadLettersAlong(t *testing.T) {
 		c := counts(t, pl)
 		return c[db.StatusFailed] == 3 && c[db.StatusReviewed] == 2
 	}, time.Minute, 10*time.Millisecond)
-	deadKey := pl.stream + ":dead"
+	deadKey := "{" + pl.stream + "}:dead"
 	require.EqualValues(t, 3, rdb.XLen(ctx, deadKey).Val())
 
 	cli := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
@@ -123,14 +123,14 @@ func TestALateSuccessAfterSIGSTOPWins(t *testing.T) {
 	// Another consumer takes the entry over and dead-letters it.
 	start(t, dir, env, "consume")
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusFailed] == 1 }, time.Minute, 5*time.Millisecond)
-	require.EqualValues(t, 1, rdb.XLen(ctx, pl.stream+":dead").Val())
+	require.EqualValues(t, 1, rdb.XLen(ctx, "{"+pl.stream+"}:dead").Val())
 
 	frozen.Signal(syscall.SIGCONT)
 	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 1 }, time.Minute, 5*time.Millisecond)
 	var lastError *string
 	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT last_error FROM jobs WHERE id = $1`, id).Scan(&lastError))
 	require.Nil(t, lastError)
-	require.Eventually(t, func() bool { return rdb.XLen(ctx, pl.stream+":dead").Val() == 0 }, time.Minute, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return rdb.XLen(ctx, "{"+pl.stream+"}:dead").Val() == 0 }, time.Minute, 5*time.Millisecond)
 }
 
 // TestStatusCheckFlagsJobsInReviewForTooLong: jobs nothing finishes (no

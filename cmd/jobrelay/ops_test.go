@@ -197,7 +197,7 @@ INSERT INTO jobs (title, status, last_error) VALUES ('poison', 'failed', 'boom')
 	require.NoError(t, rdb.XGroupCreate(ctx, pl.stream, "job_review_workers", "0").Err())
 	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "job_review_workers", Consumer: "worker-1",
 		Streams: []string{pl.stream, ">"}, Count: 2}).Err())
-	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: pl.stream + ":dead", Values: []any{"job_id", "x", "error", "boom"}}).Err())
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + pl.stream + "}:dead", Values: []any{"job_id", "x", "error", "boom"}}).Err())
 
 	env := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
 	code, stdout, stderr := runInProcess(t, env, "status", "--json")
