@@ -19,6 +19,9 @@ const RefreshDefault = 15 * time.Second
 type CollectorConfig struct {
 	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
+	// Partitions is the number of streams the pipeline spreads jobs over
+	// (see Options.Partitions); the gauges show their sums.
+	Partitions int
 	// Interval is how often Run reads the pipeline's state. Defaults to
 	// RefreshDefault.
 	Interval time.Duration
@@ -90,7 +93,7 @@ func (c *Collector) Run(ctx context.Context) {
 	failing := false
 	for {
 		rctx, cancel := context.WithTimeout(ctx, interval)
-		snap, err := Take(rctx, c.pool, c.rdb, Options{Stream: c.cfg.Stream})
+		snap, err := Take(rctx, c.pool, c.rdb, Options{Stream: c.cfg.Stream, Partitions: c.cfg.Partitions})
 		cancel()
 		switch {
 		case err == nil:

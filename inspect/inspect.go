@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,6 +33,9 @@ type Snapshot struct {
 	// failed (retry --failed and late successes remove their jobs' dead
 	// letters), and malformed entries that name no job.
 	DeadLetters int64 `json:"dead_letters"`
+	// Partitions holds each partition's stream, groups and dead letters,
+	// when the pipeline has more than one.
+	Partitions []Partition `json:"partitions,omitempty"`
 	// Health lists the problems the pipeline's components report (a
 	// consumer that cannot record its results...), reports of processes
 	// that stopped refreshing them left out.
@@ -107,6 +111,11 @@ const streamDefault = "job_review"
 type Options struct {
 	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
+	// Partitions is the number of streams the pipeline spreads jobs over
+	// (STREAM_PARTITIONS); 0 means 1. With more than one, the snapshot's
+	// Stream, Groups and DeadLetters sum up the partitions, and Partitions
+	// holds each one.
+	Partitions int
 	// Counts asks for jobs by status, which reads the whole table.
 	Counts bool
 }
@@ -139,7 +148,7 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 	if !b.OldestPending.IsZero() {
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
-	if err := readStream(ctx, rdb, s); err != nil {
+	if err := readStreams(ctx, rdb, s, opts.Partitions); err != nil {
 		return nil, err
 	}
 	reports, err := stream.Problems(ctx, rdb, s.Stream.Name, s.TakenAt, stream.HealthStaleAfter)
@@ -151,6 +160,74 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 		s.Health = append(s.Health, HealthReport(r))
 	}
 	return s, nil
+}
+
+// Partition is one stream of a partitioned pipeline.
+type Partition struct {
+	Stream      Stream  `json:"stream"`
+	Groups      []Group `json:"groups"`
+	DeadLetters int64   `json:"dead_letters"`
+}
+
+// readStreams reads the pipeline's streams: the one stream, or each
+// partition and their sums.
+func readStreams(ctx context.Context, rdb redis.UniversalClient, s *Snapshot, partitions int) error {
+	names := stream.Partitions(s.Stream.Name, partitions)
+	if len(names) == 1 {
+		return readStream(ctx, rdb, s)
+	}
+	base := s.Stream.Name
+	byName := map[string]int{}
+	s.Groups = []Group{}
+	for _, name := range names {
+		one := &Snapshot{TakenAt: s.TakenAt, Stream: Stream{Name: name}}
+		if err := readStream(ctx, rdb, one); err != nil {
+			return err
+		}
+		s.Partitions = append(s.Partitions, Partition{Stream: one.Stream, Groups: one.Groups, DeadLetters: one.DeadLetters})
+		s.DeadLetters += one.DeadLetters
+		s.Stream.Exists = s.Stream.Exists || one.Stream.Exists
+		s.Stream.Length += one.Stream.Length
+		s.Stream.EntriesAdded += one.Stream.EntriesAdded
+		for _, g := range one.Groups {
+			i, ok := byName[g.Name]
+			if !ok {
+				byName[g.Name] = len(s.Groups)
+				g.Consumers = slices.Clone(g.Consumers)
+				s.Groups = append(s.Groups, g)
+				continue
+			}
+			sum := &s.Groups[i]
+			sum.Pending += g.Pending
+			if sum.Lag >= 0 && g.Lag >= 0 {
+				sum.Lag += g.Lag
+			} else {
+				sum.Lag = -1
+			}
+			sum.LastDeliveredID = "" // one per partition: see Partitions
+			if g.OldestPendingID != "" && (sum.OldestPendingAt.IsZero() || g.OldestPendingAt.Before(sum.OldestPendingAt)) {
+				sum.OldestPendingID, sum.OldestPendingAt, sum.OldestPendingAge = g.OldestPendingID, g.OldestPendingAt, g.OldestPendingAge
+			}
+			sum.Consumers = mergeConsumers(sum.Consumers, g.Consumers)
+		}
+	}
+	s.Stream.Name = base
+	return nil
+}
+
+// mergeConsumers adds up a consumer's pending entries over partitions; its
+// idle time is the shortest.
+func mergeConsumers(into, more []Consumer) []Consumer {
+	for _, c := range more {
+		i := slices.IndexFunc(into, func(x Consumer) bool { return x.Name == c.Name })
+		if i < 0 {
+			into = append(into, c)
+			continue
+		}
+		into[i].Pending += c.Pending
+		into[i].Idle = min(into[i].Idle, c.Idle)
+	}
+	return into
 }
 
 func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) error {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/consumer"
 	"github.com/jobrelay/jobrelay/db"
@@ -50,8 +49,9 @@ func (c *dbConfig) bindings() []*binding {
 // commonConfig is what every command that talks to both servers needs.
 type commonConfig struct {
 	dbConfig
-	RedisURL string
-	Stream   string
+	RedisURL   string
+	Stream     string
+	Partitions int
 }
 
 func (c *commonConfig) bindings() []*binding {
@@ -60,6 +60,9 @@ func (c *commonConfig) bindings() []*binding {
 			help: "Redis URL; rediss:// for TLS", check: checkRedisURL, secret: db.RedactURL},
 		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
 			help: "Redis stream of jobs to review"},
+		&binding{env: "STREAM_PARTITIONS", flag: "partitions", ptr: &c.Partitions, def: relay.PartitionsDefault, meta: "N",
+			help:  "streams jobs are spread over (<stream>:0 …), for Redis Cluster; 1 is the stream itself",
+			check: intRange(1, relay.PartitionsMax)},
 	)
 }
 
@@ -144,8 +147,9 @@ func checkDatabaseURL(v string) error {
 var urlScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)
 
 func checkRedisURL(v string) error {
-	if _, err := redis.ParseURL(v); err != nil {
-		return errors.New("is not a valid Redis URL (redis://[user:password@]host:port/db, or rediss:// for TLS)")
+	if _, err := parseRedisURL(v); err != nil {
+		return errors.New("is not a valid Redis URL (redis://[user:password@]host:port/db, rediss:// for TLS, " +
+			"?addr=host:port for more cluster nodes, ?master_name=NAME for Sentinel)")
 	}
 	return nil
 }

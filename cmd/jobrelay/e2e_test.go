@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -188,11 +189,11 @@ func TestTLSThroughTheURLs(t *testing.T) {
 		dbConfig: dbConfig{DatabaseURL: "postgres://app:secret@db.internal:5432/jobs?sslmode=verify-full"},
 		RedisURL: "rediss://:secret@cache.internal:6380/0",
 	}
-	cl, err := openClients(ctxT(t), common, 2)
+	cl, err := openClients(ctxT(t), common, 2, nil)
 	require.NoError(t, err)
 	defer cl.Close()
-	require.NotNil(t, cl.rdb.Options().TLSConfig, "rediss:// connects with TLS")
-	require.Equal(t, "cache.internal", cl.rdb.Options().TLSConfig.ServerName)
+	require.NotNil(t, cl.rdb.(*redis.Client).Options().TLSConfig, "rediss:// connects with TLS")
+	require.Equal(t, "cache.internal", cl.rdb.(*redis.Client).Options().TLSConfig.ServerName)
 	require.NotNil(t, cl.pool.Config().ConnConfig.TLSConfig, "sslmode=verify-full connects with TLS")
 	require.False(t, cl.pool.Config().ConnConfig.TLSConfig.InsecureSkipVerify)
 }

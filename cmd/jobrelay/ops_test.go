@@ -131,7 +131,7 @@ func TestReadyzFollowsTheServers(t *testing.T) {
 	srv := testenv.StartRedisServer(t)
 	proxy := testenv.StartProxy(t, testenv.PostgresAddr(t))
 	common := &commonConfig{dbConfig: dbConfig{DatabaseURL: schema.ThroughProxy(t, proxy)}, RedisURL: srv.URL(), Stream: "job_review"}
-	cl, err := openClients(ctx, common, 4)
+	cl, err := openClients(ctx, common, 4, nil)
 	require.NoError(t, err)
 	defer cl.Close()
 	r, err := relay.New(cl.pool, cl.rdb, relay.Config{PollInterval: time.Hour, MaxStreamLag: -1, MaxMemoryRatio: -1})

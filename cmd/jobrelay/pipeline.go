@@ -64,7 +64,7 @@ func (p *pipelineCmd) bind(s *settings) {
 // bad field under its variable.
 func (p *pipelineCmd) configure(s *settings, logger *slog.Logger) error {
 	if p.relay != nil {
-		p.relay.Stream, p.relay.Logger = p.common.Stream, logger
+		p.relay.Stream, p.relay.Partitions, p.relay.Logger = p.common.Stream, p.common.Partitions, logger
 		if err := p.relay.Validate(); err != nil {
 			return s.configError(err)
 		}
@@ -77,7 +77,8 @@ func (p *pipelineCmd) configure(s *settings, logger *slog.Logger) error {
 		if err != nil {
 			return usagef("HANDLER: %v", err)
 		}
-		p.consumer.Stream, p.consumer.Handler, p.consumer.Logger = p.common.Stream, handler, logger
+		p.consumer.Stream, p.consumer.Partitions = p.common.Stream, p.common.Partitions
+		p.consumer.Handler, p.consumer.Logger = handler, logger
 		if err := p.consumer.Validate(); err != nil {
 			return s.configError(err)
 		}
@@ -106,7 +107,7 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 	if err := p.configure(s, logger); err != nil {
 		return err
 	}
-	cl, err := openClients(ctx, &p.common, p.maxConns())
+	cl, err := openClients(ctx, &p.common, p.maxConns(), logger)
 	if err != nil {
 		return err
 	}
@@ -159,7 +160,7 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 		return err
 	}
 	defer waitServer()
-	waitGauges := watchPipeline(serveCtx, h, cl, p.common.Stream, logger)
+	waitGauges := watchPipeline(serveCtx, h, cl, &p.common, logger)
 	defer waitGauges()
 	defer stopServing() // this defer runs first: the waits above then return
 
@@ -182,8 +183,9 @@ func serverChecks(h *health.Server, cl *clients) {
 
 // watchPipeline registers the pipeline gauges and refreshes them until ctx
 // is done.
-func watchPipeline(ctx context.Context, h *health.Server, cl *clients, stream string, logger *slog.Logger) (wait func()) {
-	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: stream, Interval: inspect.RefreshDefault, Logger: logger})
+func watchPipeline(ctx context.Context, h *health.Server, cl *clients, common *commonConfig, logger *slog.Logger) (wait func()) {
+	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: common.Stream, Partitions: common.Partitions,
+		Interval: inspect.RefreshDefault, Logger: logger})
 	h.Registry.MustRegister(col)
 	done := make(chan struct{})
 	go func() {

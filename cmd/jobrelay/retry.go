@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -53,7 +54,7 @@ func (c *retryCommand) parseFlags(a *app, args []string) error {
 
 func (c *retryCommand) run(ctx context.Context, a *app) error {
 	common, jobID := c.common, c.jobID
-	cl, err := openClients(ctx, &common, 2)
+	cl, err := openClients(ctx, &common, 2, nil)
 	if err != nil {
 		return err
 	}
@@ -68,12 +69,24 @@ func (c *retryCommand) run(ctx context.Context, a *app) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", len(ids))
-	dead := stream.DeadLetterKey(common.Stream)
-	n, err := stream.DeleteDeadLetters(ctx, cl.rdb, common.Stream, ids)
-	if err != nil {
-		return fmt.Errorf("retry: the jobs were sent back, but removing their dead letters from %s failed (remove them with redis-cli XDEL %s <ID>): %w",
-			dead, dead, err)
+	// Each partition dead-letters its own jobs; the base stream's dead
+	// letters are those of the layout without partitions.
+	streams := stream.Partitions(common.Stream, common.Partitions)
+	if len(streams) > 1 {
+		streams = append(streams, common.Stream)
 	}
-	fmt.Fprintf(a.stdout, "%d dead letter(s) removed from %s\n", n, dead)
+	var keys []string
+	var n int64
+	for _, s := range streams {
+		dead := stream.DeadLetterKey(s)
+		k, err := stream.DeleteDeadLetters(ctx, cl.rdb, s, ids)
+		if err != nil {
+			return fmt.Errorf("retry: the jobs were sent back, but removing their dead letters from %s failed (remove them with redis-cli XDEL %s <ID>): %w",
+				dead, dead, err)
+		}
+		n += k
+		keys = append(keys, dead)
+	}
+	fmt.Fprintf(a.stdout, "%d dead letter(s) removed from %s\n", n, strings.Join(keys, ", "))
 	return nil
 }

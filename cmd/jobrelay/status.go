@@ -78,12 +78,12 @@ func (c *statusCommand) parseFlags(a *app, args []string) error {
 
 func (c *statusCommand) run(ctx context.Context, a *app) error {
 	common, opts := c.common, c.opts
-	cl, err := openClients(ctx, &common, 2)
+	cl, err := openClients(ctx, &common, 2, nil)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	snap, err := inspect.Take(ctx, cl.pool, cl.rdb, inspect.Options{Stream: common.Stream, Counts: true})
+	snap, err := inspect.Take(ctx, cl.pool, cl.rdb, inspect.Options{Stream: common.Stream, Partitions: common.Partitions, Counts: true})
 	if err != nil {
 		if opts.Check {
 			fmt.Fprintln(a.stdout, "UNHEALTHY: cannot read the pipeline:", err)
@@ -198,8 +198,23 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 			}
 		}
 	}
+	if len(s.Partitions) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PARTITION\tLENGTH\tLAG\tPENDING\tDEAD LETTERS")
+		for _, p := range s.Partitions {
+			var lag, pending int64
+			for _, g := range p.Groups {
+				lag, pending = max(lag, g.Lag), pending+g.Pending
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Stream.Name, p.Stream.Length, lag, pending, p.DeadLetters)
+		}
+	}
 	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name))
+	if len(s.Partitions) > 0 {
+		fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name+":<k>"))
+	} else {
+		fmt.Fprintf(tw, "DEAD LETTERS\t%d\tin %s\n", s.DeadLetters, stream.DeadLetterKey(s.Stream.Name))
+	}
 	if len(s.Health) > 0 {
 		fmt.Fprintln(tw)
 		fmt.Fprintln(tw, "PROBLEMS REPORTED")
@@ -218,7 +233,11 @@ func printInReviewDetail(w io.Writer, s *inspect.Snapshot) {
 	}
 	streams := slices.Sorted(maps.Keys(s.Backlog.InReviewByStream))
 	for _, name := range streams {
-		if name != "" && name != s.Stream.Name {
+		switch {
+		case name == "" || name == s.Stream.Name || slices.ContainsFunc(s.Partitions, func(p inspect.Partition) bool { return p.Stream.Name == name }):
+		case stream.IsPartition(s.Stream.Name, name):
+			fmt.Fprintf(w, "  in stream %s\t%d\ta partition no more (STREAM_PARTITIONS changed): drained by consumers, reaped by relays\n", name, s.Backlog.InReviewByStream[name])
+		default:
 			fmt.Fprintf(w, "  in stream %s\t%d\treaped by that stream's relays only\n", name, s.Backlog.InReviewByStream[name])
 		}
 	}
