@@ -147,6 +147,10 @@ type Consumer struct {
 	// verifyEntriesBefore).
 	verifyBefore atomic.Int64
 	trimLog      stream.TrimLog
+	// gate collapses the failure lines of every loop of every lane into
+	// one per minute, so that a Redis outage or failover is a line, not a
+	// storm.
+	gate *backoff.Gate
 	// finishCtx bounds the recording of results: cancelled by Abort, or
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context //nolint:containedctx // outlives Run's ctx on purpose: results finish recording after a stop
@@ -255,7 +259,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 		slots <- struct{}{}
 	}
 	parts := stream.Partitions(c.Stream, c.Partitions)
-	root := newLane(pool, rdb, c, parts[0], m, slots)
+	root := newLane(pool, rdb, c, parts[0], m, slots, &backoff.Gate{Window: time.Minute})
 	root.baseCfg, root.laneNames = c, map[string]bool{parts[0]: true}
 	for _, p := range parts[1:] {
 		root.addLane(p)
@@ -265,7 +269,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 
 // newLane returns the Consumer of one stream of the pipeline: all of it
 // without partitions, else one partition. Lanes share slots and metrics.
-func newLane(pool *pgxpool.Pool, rdb redis.UniversalClient, base *Config, name string, m *metrics.Consumer, slots chan struct{}) *Consumer {
+func newLane(pool *pgxpool.Pool, rdb redis.UniversalClient, base *Config, name string, m *metrics.Consumer, slots chan struct{}, gate *backoff.Gate) *Consumer {
 	c := *base
 	c.Stream = name
 	log := c.Logger.With(slog.String("consumer", c.Name))
@@ -292,6 +296,8 @@ func newLane(pool *pgxpool.Pool, rdb redis.UniversalClient, base *Config, name s
 		stallAfter:   stallAfterDefault,
 		healthEvery:  healthEveryDefault,
 		base:         base.Stream,
+		gate:         gate,
+		trimLog:      stream.TrimLog{Gate: gate},
 	}
 }
 
@@ -303,7 +309,7 @@ func (c *Consumer) addLane(name string) *Consumer {
 	if c.laneNames[name] {
 		return nil
 	}
-	l := newLane(c.pool, c.rdb, c.baseCfg, name, c.m, c.slots)
+	l := newLane(c.pool, c.rdb, c.baseCfg, name, c.m, c.slots, c.gate)
 	l.stallAfter, l.healthEvery = c.stallAfter, c.healthEvery
 	c.lanes = append(c.lanes, l)
 	c.laneNames[name] = true
@@ -610,7 +616,7 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 
 // retrier retries what, logging when it starts failing and recovers.
 func (c *Consumer) retrier(what string) *backoff.Retrier {
-	return &backoff.Retrier{Logger: c.log, Level: slog.LevelError,
+	return &backoff.Retrier{Logger: c.log, Level: slog.LevelError, Gate: c.gate,
 		Failing: "consumer: " + what + " failed; retrying with backoff", Recovered: "consumer: " + what + " recovered"}
 }
 

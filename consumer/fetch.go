@@ -189,7 +189,7 @@ func (c *Consumer) reclaim(ctx context.Context, cursor string) string {
 				c.recoverGroup(ctx)
 			default:
 				c.m.Errors.WithLabelValues("reclaim").Inc()
-				c.log.WarnContext(ctx, "consumer: reclaiming idle entries failed", slog.String("err", err.Error()))
+				c.log.Log(ctx, c.gate.Level(slog.LevelWarn), "consumer: reclaiming idle entries failed", slog.String("err", err.Error()))
 			}
 			return "0-0"
 		}
@@ -282,6 +282,10 @@ func settle(d *delivery, states map[string]db.JobState, maxDeliveries int) {
 	}
 }
 
+// notRefreshed marks an entry in flight whose claim another consumer took:
+// later than any cutoff, so refreshLoop leaves it alone.
+var notRefreshed = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // refreshLoop keeps this consumer's claim on entries whose handler runs
 // long, so no other consumer reclaims them meanwhile: every ReclaimIdle/4
 // it resets the idle time of the entries it has held (or last refreshed)
@@ -314,7 +318,7 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.m.Errors.WithLabelValues("refresh").Inc()
-				c.log.WarnContext(ctx, "consumer: refreshing claims failed", slog.String("err", err.Error()))
+				c.log.Log(ctx, c.gate.Level(slog.LevelWarn), "consumer: refreshing claims failed", slog.String("err", err.Error()))
 				backoff.Sleep(ctx, bo.Next())
 			}
 			continue
@@ -325,6 +329,7 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		for _, id := range owned {
 			kept[id] = true
 		}
+		var lost []string
 		c.mu.Lock()
 		for _, id := range ids {
 			if _, ok := c.inflight[id]; !ok {
@@ -333,11 +338,18 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 			if kept[id] {
 				c.inflight[id] = now
 			} else {
-				c.log.WarnContext(ctx, "consumer: lost the claim on an entry still being handled (another consumer took it over)",
-					slog.String("task_id", id))
+				// Not ours to refresh any more: left out of the next rounds.
+				c.inflight[id] = notRefreshed
+				lost = append(lost, id)
 			}
 		}
 		c.mu.Unlock()
+		if len(lost) > 0 {
+			// Most often the aftermath of an outage that kept this consumer
+			// from refreshing its claims, which the gate has reported.
+			c.log.Log(ctx, c.gate.Level(slog.LevelWarn), "consumer: lost the claim on entries still being handled (another consumer took them over)",
+				slog.Int("num_lost", len(lost)), slog.Any("task_ids", lost[:min(len(lost), 10)]))
+		}
 	}
 }
 
@@ -373,7 +385,7 @@ func (c *Consumer) housekeepingLoop(ctx context.Context) {
 		switch {
 		case err != nil && ctx.Err() == nil && !isNoGroup(err):
 			c.m.Errors.WithLabelValues("group").Inc()
-			c.log.WarnContext(ctx, "consumer: removing idle consumers failed", slog.String("err", err.Error()))
+			c.log.Log(ctx, c.gate.Level(slog.LevelWarn), "consumer: removing idle consumers failed", slog.String("err", err.Error()))
 		case len(names) > 0:
 			c.log.InfoContext(ctx, "consumer: removed idle consumers with nothing pending", slog.Any("consumers", names))
 		}

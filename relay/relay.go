@@ -59,6 +59,10 @@ type Relay struct {
 
 	pressure pressureState // backpressure, shared by the workers (see pressure.go)
 
+	// gate collapses the failure lines of the relay's loops (cycles, the
+	// reaper, trimming) into one per minute: a Redis failover is a line.
+	gate *backoff.Gate
+
 	// reapRefused holds the lost jobs the database refused to send back
 	// to pending_review; the reaper passes over them.
 	reapRefused struct {
@@ -124,7 +128,9 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 		listenCfg: listenCfg,
 		log:       c.Logger,
 		m:         m,
+		gate:      &backoff.Gate{Window: time.Minute},
 	}
+	r.pressure.trimLog.Gate = r.gate
 	for range c.Workers {
 		r.workers = append(r.workers, &worker{r: r, jobs: make([]db.Job, 0, c.BatchSize)})
 	}
@@ -173,9 +179,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		poll.Reset(0)
 	} else if err := r.reap(ctx); err != nil && ctx.Err() == nil {
 		r.m.Errors.WithLabelValues("reap").Inc()
-		r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
+		r.log.Log(ctx, r.gate.Level(slog.LevelError), "relay: reaper failed", slog.String("err", err.Error()))
 	}
-	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError,
+	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError, Gate: r.gate,
 		Failing: "relay: cycle failed; retrying with backoff", Recovered: "relay: recovered"}
 	for {
 		select {
@@ -186,7 +192,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			poll.Reset(backoff.Jitter(r.cfg.PollInterval))
 			if err := r.reap(ctx); err != nil && ctx.Err() == nil {
 				r.m.Errors.WithLabelValues("reap").Inc()
-				r.log.ErrorContext(ctx, "relay: reaper failed", slog.String("err", err.Error()))
+				r.log.Log(ctx, r.gate.Level(slog.LevelError), "relay: reaper failed", slog.String("err", err.Error()))
 			}
 			r.trim(ctx)
 		}

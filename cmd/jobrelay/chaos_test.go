@@ -292,11 +292,11 @@ CREATE TRIGGER chaos_reject BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION 
 	// Dead letters: the malformed entries and at most the row whose outcome
 	// could not be recorded; no job of the outage.
 	require.Eventually(t, func() bool {
-		n, err := rdb.XLen(ctx, "job_review:dead").Result()
+		n, err := rdb.XLen(ctx, "{job_review}:dead").Result()
 		require.NoError(t, err)
 		return n >= int64(len(poison))
 	}, time.Minute, 50*time.Millisecond)
-	dead, err := rdb.XRange(ctx, "job_review:dead", "-", "+").Result()
+	dead, err := rdb.XRange(ctx, "{job_review}:dead", "-", "+").Result()
 	require.NoError(t, err)
 	malformed := 0
 	for _, e := range dead {

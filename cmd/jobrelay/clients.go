@@ -142,9 +142,18 @@ func clusterURL(raw string) string {
 	return u.String()
 }
 
+// clusterReloadInterval is how often a cluster client reloads the slot map
+// while in use. go-redis keeps sending a dead primary's slots to it until
+// a reload (60s by default): after a failover, the commands of its slots
+// fail for at most this long once the cluster has promoted a replica.
+const clusterReloadInterval = time.Second
+
 func newClusterClient(o *redis.ClusterOptions) *redis.ClusterClient {
 	o.ContextTimeoutEnabled = true
 	o.ClientName = clientName(o.ClientName)
+	if o.ClusterStateReloadInterval == 0 {
+		o.ClusterStateReloadInterval = clusterReloadInterval
+	}
 	return redis.NewClusterClient(o)
 }
 

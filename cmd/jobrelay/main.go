@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -348,19 +349,44 @@ func durationsAsText(_ []string, a slog.Attr) slog.Attr {
 }
 
 // redisLogger sends go-redis's own log lines ("redis: connection pool:
-// failed to dial …") through slog at Warn, so that with LOG_FORMAT=json they
-// are JSON like every other line.
-type redisLogger struct{ l *slog.Logger }
+// failed to dial …") through slog, so that with LOG_FORMAT=json they are
+// JSON like every other line. A node that is down makes go-redis log each
+// failed dial: the first line of a kind is a Warn, its repeats within
+// redisLogRepeat are Debug, so a failover shows as a line, not a storm.
+type redisLogger struct {
+	l *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]time.Time // message → when it was last logged at Warn
+}
+
+// redisLogRepeat is how long a go-redis message logged at Warn is logged at
+// Debug when it comes again.
+const redisLogRepeat = time.Minute
 
 // Printf implements go-redis's internal.Logging.
-func (r redisLogger) Printf(ctx context.Context, format string, args ...any) {
+func (r *redisLogger) Printf(ctx context.Context, format string, args ...any) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	msg := strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
-	r.l.LogAttrs(ctx, slog.LevelWarn, "go-redis: "+msg)
+	msg := "go-redis: " + strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
+	level := slog.LevelWarn
+	now := time.Now()
+	r.mu.Lock()
+	if last, ok := r.seen[msg]; ok && now.Sub(last) < redisLogRepeat {
+		level = slog.LevelDebug
+	} else {
+		if len(r.seen) > 1000 { // addresses vary; keep the memory bounded
+			clear(r.seen)
+		}
+		r.seen[msg] = now
+	}
+	r.mu.Unlock()
+	r.l.LogAttrs(ctx, level, msg)
 }
 
 // setRedisLogger routes go-redis's package-global logger through l. Only
 // main calls it (see main).
-func setRedisLogger(l *slog.Logger) { redis.SetLogger(redisLogger{l}) }
+func setRedisLogger(l *slog.Logger) {
+	redis.SetLogger(&redisLogger{l: l, seen: map[string]time.Time{}})
+}

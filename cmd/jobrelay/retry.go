@@ -20,8 +20,8 @@ Their dead letters go with them: the entries of the retried jobs are
 removed from the dead-letter stream "<stream>:dead", which so holds only
 the jobs still failed (a job reviewed after all loses its dead letter
 too). Malformed entries, which name no job, stay there until removed by
-hand: redis-cli XRANGE job_review:dead - + shows them, and
-redis-cli XDEL job_review:dead <ID> removes one.`
+hand: redis-cli XRANGE {job_review}:dead - + shows them, and
+redis-cli XDEL {job_review}:dead <ID> removes one.`
 
 type retryCommand struct {
 	common commonConfig

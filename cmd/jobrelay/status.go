@@ -47,7 +47,7 @@ The same names work in redis-cli:
   redis-cli XINFO STREAM job_review
   redis-cli XINFO GROUPS job_review
   redis-cli XINFO CONSUMERS job_review job_review_workers
-  redis-cli XRANGE job_review:dead - + COUNT 10`
+  redis-cli XRANGE {job_review}:dead - + COUNT 10`
 
 type statusOptions struct {
 	JSON           bool

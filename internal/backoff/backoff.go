@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -78,8 +79,12 @@ type Retrier struct {
 	Level     slog.Level // of the Failing line
 	Failing   string     // logged at the first failure, with the error
 	Recovered string     // logged at Info when it works again
+	// Gate, if set, is shared with the process's other loops: the first
+	// failure is logged at Level only if the gate allows it, else at Debug.
+	Gate *Gate
 
 	failing bool
+	quiet   bool // the Gate held back the Failing line
 	since   time.Time
 }
 
@@ -87,8 +92,12 @@ type Retrier struct {
 // waits before the next try; it returns false if ctx ends first.
 func (r *Retrier) Failed(ctx context.Context, err error) bool {
 	if !r.failing {
-		r.failing, r.since = true, time.Now()
-		r.Logger.Log(ctx, r.Level, r.Failing, slog.String("err", err.Error()))
+		r.failing, r.since, r.quiet = true, time.Now(), !r.Gate.Allow()
+		level := r.Level
+		if r.quiet {
+			level = slog.LevelDebug
+		}
+		r.Logger.Log(ctx, level, r.Failing, slog.String("err", err.Error()))
 	} else {
 		r.Logger.DebugContext(ctx, "still failing; retrying with backoff", slog.String("while", r.Failing),
 			slog.String("err", err.Error()))
@@ -99,9 +108,51 @@ func (r *Retrier) Failed(ctx context.Context, err error) bool {
 // OK records a success and logs the recovery, if there was a failure.
 func (r *Retrier) OK(ctx context.Context) {
 	if r.failing {
-		r.Logger.InfoContext(ctx, r.Recovered, slog.Int("failures", r.Failures()),
+		level := slog.LevelInfo
+		if r.quiet { // its failure was not logged either
+			level = slog.LevelDebug
+		}
+		r.Logger.Log(ctx, level, r.Recovered, slog.Int("failures", r.Failures()),
 			slog.Duration("down_for", time.Since(r.since)))
 		r.failing = false
 	}
 	r.Reset()
+}
+
+// Gate collapses the failure lines of the loops of one process that reach
+// one server: while the server is down (or failing over), each of them
+// fails, and each would log. Allow lets one line through per Window; the
+// others are logged at Debug. The zero value lets one line through per
+// minute; a nil *Gate lets every line through. Safe for concurrent use.
+type Gate struct {
+	Window time.Duration
+
+	mu   sync.Mutex
+	last time.Time
+}
+
+// Allow reports whether a failure line may be logged at its own level now.
+func (g *Gate) Allow() bool {
+	if g == nil {
+		return true
+	}
+	window := g.Window
+	if window <= 0 {
+		window = time.Minute
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now := time.Now(); g.last.IsZero() || now.Sub(g.last) >= window {
+		g.last = now
+		return true
+	}
+	return false
+}
+
+// Level is level if Allow, else Debug.
+func (g *Gate) Level(level slog.Level) slog.Level {
+	if g.Allow() {
+		return level
+	}
+	return slog.LevelDebug
 }

@@ -19,7 +19,7 @@ func TestPartitionNames(t *testing.T) {
 	require.Equal(t, []string{"job_review:0", "job_review:1", "job_review:2"}, Partitions("job_review", 3))
 	require.True(t, IsPartition("job_review", "job_review"))
 	require.True(t, IsPartition("job_review", "job_review:12"))
-	require.False(t, IsPartition("job_review", "job_review:dead"))
+	require.False(t, IsPartition("job_review", "{job_review}:dead"))
 	require.False(t, IsPartition("job_review", "job_review:"))
 	require.False(t, IsPartition("job_review", "job_reviews:1"))
 	require.Equal(t, "{job_review:3}:dead", DeadLetterKey("job_review:3"))

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/internal/backoff"
 )
 
 // luaIDLess compares two entry IDs in Lua (strings "ms-seq").
@@ -83,13 +85,20 @@ func Trim(ctx context.Context, rdb redis.Scripter, stream string) (int64, error)
 // callers count every failure in their errors_total metric with kind
 // "trim". The zero value is ready; it is safe for concurrent use.
 type TrimLog struct {
+	// Gate, if set, is shared with the process's other loops that reach
+	// Redis: the failure is logged at Error only if it allows.
+	Gate *backoff.Gate
+
 	failing atomic.Bool
+	quiet   atomic.Bool
 }
 
 // Failed logs a failed trim; prefix names the component ("relay").
 func (l *TrimLog) Failed(ctx context.Context, logger *slog.Logger, prefix string, err error) {
 	if l.failing.CompareAndSwap(false, true) {
-		logger.ErrorContext(ctx, prefix+": trimming the stream failed; it keeps every entry until trimming works again",
+		level := l.Gate.Level(slog.LevelError)
+		l.quiet.Store(level != slog.LevelError)
+		logger.Log(ctx, level, prefix+": trimming the stream failed; it keeps every entry until trimming works again",
 			slog.String("err", err.Error()))
 		return
 	}
@@ -99,7 +108,11 @@ func (l *TrimLog) Failed(ctx context.Context, logger *slog.Logger, prefix string
 // OK records a trim that worked, and logs it if the last one failed.
 func (l *TrimLog) OK(ctx context.Context, logger *slog.Logger, prefix string) {
 	if l.failing.CompareAndSwap(true, false) {
-		logger.InfoContext(ctx, prefix+": trimming the stream works again")
+		level := slog.LevelInfo
+		if l.quiet.Load() {
+			level = slog.LevelDebug
+		}
+		logger.Log(ctx, level, prefix+": trimming the stream works again")
 	}
 }
 
