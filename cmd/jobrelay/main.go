@@ -371,6 +371,11 @@ func (r *redisLogger) Printf(ctx context.Context, format string, args ...any) {
 	}
 	msg := "go-redis: " + strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
 	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "go-redis: sentinel: new master") || strings.HasPrefix(msg, "go-redis: sentinel: selected") {
+		// Which primary the sentinels name: at start, and the one line
+		// that shows a failover.
+		level = slog.LevelInfo
+	}
 	now := time.Now()
 	r.mu.Lock()
 	if last, ok := r.seen[msg]; ok && now.Sub(last) < redisLogRepeat {

@@ -135,7 +135,7 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 		h.Ready("recorder", func(context.Context) error { return c.Ready() })
 		attrs = append(attrs, consumerAttrs(p.consumer, p.handler, c.Name())...)
 	}
-	logStart(ctx, logger, p.name, &p.common, attrs...)
+	logStart(ctx, logger, p.name, &p.common, append(attrs, slog.String("redis", redisKind(cl.rdb)))...)
 
 	if p.migrate {
 		if !waitForPostgres(ctx, logger, cl.pool) {

@@ -21,6 +21,7 @@ type RedisServer struct {
 	dir  string
 	cmd  *exec.Cmd
 	args []string
+	conf string // a sentinel's configuration file; empty for a server
 }
 
 // StartRedisServer starts a redis-server on a free port and stops it when
@@ -54,6 +55,9 @@ func (s *RedisServer) Start() {
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	}, s.args...)
+	if s.conf != "" { // a sentinel rewrites its file, and takes no server settings
+		args = []string{s.conf, "--sentinel", "--logfile", filepath.Join(s.dir, "sentinel.log")}
+	}
 	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
