@@ -41,6 +41,7 @@ type options struct {
 	latencyFor  time.Duration
 	latencyPoll string
 	rate        int
+	clusterJobs int
 	out         string
 	only        map[string]bool
 	dbURL       string
@@ -56,9 +57,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.pollerJobs, "poller-jobs", 20_000, "jobs per run of the old poller's pattern (it is slow)")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
+	fs.IntVar(&o.clusterJobs, "cluster-jobs", 50_000, "jobs per run of the scale-out scenario (single Redis against a 3-primary cluster)")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, cluster (default all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -137,6 +139,15 @@ const benchmarksNotes = `
 - **Latency** is from the INSERT's commit, as the inserting client sees it,
   to the entry being readable by a plain XREAD, and to the handler's HTTP
   request arriving.
+- **Scaling out** runs 3 relays and 2 consumers (no-op handler,
+  ` + "`CONCURRENCY=64`" + `) from start until every job is reviewed, on a
+  redis-server of the benchmark's own and on a 3-primary Redis Cluster
+  (no replicas) with ` + "`STREAM_PARTITIONS`" + ` 1, 3 and 6. The Redis CPU time
+  is read from /proc (utime + stime of every node) before and after. On
+  one 2-core machine the nodes share the cores with PostgreSQL and the
+  processes, so jobs/s cannot grow with nodes; what the cluster changes is
+  how the Redis work is spread, which the busiest node's CPU time per job
+  shows: on 3 machines, Redis stops being the bound at 1 s divided by it.
 - **Idle**: after start-up, an idle relay sends nothing but what its poll
   interval and LISTEN connection need (none within 10 s here).
 `

@@ -130,6 +130,13 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 	}
 
+	var scale []scaleRow
+	if b.runs("cluster") {
+		if scale, err = b.scaleOutAll(ctx); err != nil {
+			return "", fmt.Errorf("scale-out: %w", err)
+		}
+	}
+
 	var sb strings.Builder
 	sb.WriteString(machine)
 	sb.WriteString("\n| scenario | jobs/s | ratio | target |\n| --- | ---: | ---: | --- |\n")
@@ -194,6 +201,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	fmt.Fprintf(&sb, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
 	fmt.Fprintf(&sb, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
 		check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
+	if len(scale) > 0 {
+		writeScale(&sb, scale, b.o.clusterJobs)
+	}
 	return sb.String(), nil
 }
 
@@ -217,4 +227,80 @@ func thousands(v float64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// scaleRow is the median of the runs of one scale-out setup.
+type scaleRow struct {
+	name       string
+	partitions int
+	rate       float64
+	cpuPerJob  time.Duration
+	busiest    time.Duration
+	loaded     int
+	nodes      int
+}
+
+// scaleOutAll runs the scale-out scenario on one redis-server and on a
+// 3-primary cluster with 1, 3 and 6 partitions, b.o.runs rounds.
+func (b *bench) scaleOutAll(ctx context.Context) ([]scaleRow, error) {
+	single, err := startRedisNodes(ctx, 1, false)
+	if err != nil {
+		return nil, err
+	}
+	defer single.stop()
+	cluster, err := startRedisNodes(ctx, 3, true)
+	if err != nil {
+		return nil, err
+	}
+	defer cluster.stop()
+	setups := []struct {
+		name       string
+		nodes      *redisNodes
+		partitions int
+	}{
+		{"one redis-server", single, 1},
+		{"cluster, 3 primaries", cluster, 1},
+		{"cluster, 3 primaries", cluster, 3},
+		{"cluster, 3 primaries", cluster, 6},
+	}
+	runs := make([][]scaleResult, len(setups))
+	for round := range b.o.runs {
+		for i, s := range setups {
+			r, err := b.scaleOut(ctx, s.nodes, s.partitions, b.o.clusterJobs)
+			if err != nil {
+				return nil, fmt.Errorf("%s, %d partitions: %w", s.name, s.partitions, err)
+			}
+			b.logf("round %d: scale-out, %s, %d partition(s): %8.0f jobs/s, Redis CPU %s/job (busiest node %s)",
+				round+1, s.name, s.partitions, r.rate, r.cpuPerJob, r.busiestJob)
+			runs[i] = append(runs[i], r)
+		}
+	}
+	rows := make([]scaleRow, len(setups))
+	for i, s := range setups {
+		var rate, cpu, busiest []float64
+		loaded := 0
+		for _, r := range runs[i] {
+			rate = append(rate, r.rate)
+			cpu = append(cpu, float64(r.cpuPerJob))
+			busiest = append(busiest, float64(r.busiestJob))
+			loaded = max(loaded, r.nodesLoaded)
+		}
+		rows[i] = scaleRow{name: s.name, partitions: s.partitions, rate: median(rate), cpuPerJob: time.Duration(median(cpu)),
+			busiest: time.Duration(median(busiest)), loaded: loaded, nodes: len(s.nodes.addrs)}
+	}
+	return rows, nil
+}
+
+func writeScale(sb *strings.Builder, rows []scaleRow, jobs int) {
+	fmt.Fprintf(sb, "\n| scaling out: 3 relays + 2 consumers, %s jobs, relayed and reviewed | partitions | jobs/s | Redis CPU per job, all nodes | busiest node's CPU per job | nodes doing ≥ 10%% | Redis-bound jobs/s, a core per node |\n",
+		thousands(float64(jobs)))
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		bound := 0.0
+		if r.busiest > 0 {
+			bound = float64(time.Second) / float64(r.busiest)
+		}
+		fmt.Fprintf(sb, "| %s | %d | %s | %.1f µs | %.1f µs | %d of %d | %s |\n", r.name, r.partitions, thousands(r.rate),
+			float64(r.cpuPerJob)/float64(time.Microsecond), float64(r.busiest)/float64(time.Microsecond), r.loaded, r.nodes, thousands(bound))
+	}
 }

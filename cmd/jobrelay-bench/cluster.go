@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisNodes are redis-server processes the benchmark starts for itself:
+// one server, or the primaries of a cluster (no replicas: the figure is
+// what the primaries spend on jobrelay's work). Their CPU time is read from
+// /proc.
+type redisNodes struct {
+	dir   string
+	cmds  []*exec.Cmd
+	addrs []string
+}
+
+// startRedisNodes starts n servers, as cluster nodes if cluster is set,
+// and joins them with redis-cli --cluster create. Each port is at most
+// 55535, its cluster bus port (+10000) free too.
+func startRedisNodes(ctx context.Context, n int, cluster bool) (*redisNodes, error) {
+	dir, err := os.MkdirTemp("", "jobrelay-bench-redis-")
+	if err != nil {
+		return nil, err
+	}
+	rn := &redisNodes{dir: dir}
+	for i := range n {
+		port, err := nodePort()
+		if err != nil {
+			rn.stop()
+			return nil, err
+		}
+		nodeDir := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.Mkdir(nodeDir, 0o755); err != nil {
+			rn.stop()
+			return nil, err
+		}
+		args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", nodeDir, "--logfile", filepath.Join(nodeDir, "redis.log")}
+		if cluster {
+			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		}
+		cmd := exec.Command("redis-server", args...) //nolint:noctx // stopped by stop, not by a context
+		if err := cmd.Start(); err != nil {
+			rn.stop()
+			return nil, fmt.Errorf("start redis-server: %w", err)
+		}
+		rn.cmds = append(rn.cmds, cmd)
+		rn.addrs = append(rn.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	}
+	for _, addr := range rn.addrs {
+		if err := waitPing(ctx, addr); err != nil {
+			rn.stop()
+			return nil, err
+		}
+	}
+	if !cluster {
+		return rn, nil
+	}
+	args := append(append([]string{"--cluster", "create"}, rn.addrs...), "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		rn.stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %w\n%s", err, out)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: rn.addrs[0]})
+	defer rdb.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		info, err := rdb.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return rn, nil
+		}
+		if time.Now().After(deadline) {
+			rn.stop()
+			return nil, errors.New("the benchmark's cluster did not become ok")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// url is a REDIS_URL naming every node.
+func (rn *redisNodes) url() string {
+	u := "redis://" + rn.addrs[0]
+	for i, a := range rn.addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
+}
+
+// cpu returns the CPU time (user + system) each node has used so far.
+func (rn *redisNodes) cpu() ([]time.Duration, error) {
+	out := make([]time.Duration, len(rn.cmds))
+	for i, cmd := range rn.cmds {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat")
+		if err != nil {
+			return nil, err
+		}
+		// Fields after the command name, which is in parentheses: state is
+		// field 3, utime 14 and stime 15, in clock ticks (USER_HZ, 100 on
+		// Linux).
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			return nil, fmt.Errorf("unexpected /proc stat: %q", s)
+		}
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("unexpected /proc stat: %q", s)
+		}
+		out[i] = time.Duration(utime+stime) * 10 * time.Millisecond
+	}
+	return out, nil
+}
+
+func (rn *redisNodes) stop() {
+	for _, cmd := range rn.cmds {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	_ = os.RemoveAll(rn.dir)
+}
+
+// nodePort finds a free port at most 55535 whose port + 10000 is free too.
+func nodePort() (int, error) {
+	for range 1000 {
+		p := 20000 + rand.IntN(35535)
+		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
+		_ = a.Close()
+		if err != nil {
+			continue
+		}
+		_ = b.Close()
+		return p, nil
+	}
+	return 0, errors.New("no free port pair for a Redis node")
+}
+
+func waitPing(ctx context.Context, addr string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for rdb.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server on %s did not start", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// scaleResult is one run of the scale-out scenario.
+type scaleResult struct {
+	rate        float64       // jobs/s, relayed and reviewed
+	cpuPerJob   time.Duration // Redis CPU time per job, all nodes
+	busiestJob  time.Duration // the busiest node's CPU time per job
+	nodesLoaded int           // nodes that did a tenth of the work or more
+}
+
+// scaleOut runs 3 relays and 2 consumers (no-op handler) over the jobs on
+// rn with the given partitions, from their start until every job is
+// reviewed, and reads the Redis CPU time it cost.
+func (b *bench) scaleOut(ctx context.Context, rn *redisNodes, partitions, jobs int) (scaleResult, error) {
+	var res scaleResult
+	p, err := b.newPipeline(ctx, jobs)
+	if err != nil {
+		return res, err
+	}
+	defer p.pool.Close()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = b.admin.Exec(dctx, "DROP SCHEMA "+p.schema+" CASCADE")
+	}()
+	env := append(p.env("LOG_LEVEL=warn", "HANDLER=log", "CONCURRENCY=64", "MAX_STREAM_LAG=0",
+		"STREAM_PARTITIONS="+strconv.Itoa(partitions)), "REDIS_URL="+rn.url())
+	before, err := rn.cpu()
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	var procs []*proc
+	defer func() {
+		for _, pr := range procs {
+			_ = pr.stop()
+		}
+	}()
+	for _, cmd := range []string{"relay", "relay", "relay", "consume", "consume"} {
+		pr, err := p.start(env, cmd)
+		if err != nil {
+			return res, err
+		}
+		procs = append(procs, pr)
+	}
+	err = waitFor(ctx, 10*time.Minute, func() bool {
+		time.Sleep(100 * time.Millisecond)
+		var n int64
+		return p.pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'reviewed'`).Scan(&n) == nil && n == int64(jobs)
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("%d partitions: %w", partitions, err)
+	}
+	after, err := rn.cpu()
+	if err != nil {
+		return res, err
+	}
+	var total, busiest time.Duration
+	deltas := make([]time.Duration, len(after))
+	for i := range after {
+		deltas[i] = after[i] - before[i]
+		total += deltas[i]
+		busiest = max(busiest, deltas[i])
+	}
+	for _, d := range deltas {
+		if d*10 >= total {
+			res.nodesLoaded++
+		}
+	}
+	res.rate = float64(jobs) / elapsed.Seconds()
+	res.cpuPerJob = total / time.Duration(jobs)
+	res.busiestJob = busiest / time.Duration(jobs)
+	return res, nil
+}
