@@ -1,0 +1,56 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+	"github.com/jobrelay/jobrelay/internal/testenv"
+	"github.com/jobrelay/jobrelay/relay"
+)
+
+// TestPartitionsAreReadAndRetiredOnesDrained: a consumer of 2 partitions
+// reviews every job a relay of 3 published, each once: the third partition,
+// which in_review jobs still name, is read until drained.
+func TestPartitionsAreReadAndRetiredOnesDrained(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	testenv.Seed(t, b.schema.Pool, 300)
+	r, err := relay.New(b.schema.Pool, b.rdb, relay.Config{Stream: b.stream, Partitions: 3, MaxStreamLag: -1, MaxMemoryRatio: -1})
+	require.NoError(t, err)
+	n, err := r.Drain(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 300, n)
+
+	var mu sync.Mutex
+	calls := map[string]int{}
+	cfg := b.cfg
+	cfg.Partitions = 2
+	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error {
+		mu.Lock()
+		calls[j.ID]++
+		mu.Unlock()
+		return nil
+	})
+	_, stop := b.start(t, cfg)
+	require.Eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 300 }, time.Minute, 10*time.Millisecond)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, calls, 300)
+	for id, c := range calls {
+		require.Equal(t, 1, c, "job %s handled %d times", id, c)
+	}
+	for _, name := range stream.Partitions(b.stream, 3) {
+		p, err := b.rdb.XPending(ctx, name, GroupDefault).Result()
+		require.NoError(t, err)
+		require.Zero(t, p.Count, "entries left pending in %s", name)
+	}
+	require.NotEmpty(t, b.logs.Matching("not a partition any more"), "the retired partition was found")
+}
