@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
 // redisNodes are redis-server processes the benchmark starts for itself:
@@ -174,6 +176,45 @@ type scaleResult struct {
 	cpuPerJob   time.Duration // Redis CPU time per job, all nodes
 	busiestJob  time.Duration // the busiest node's CPU time per job
 	nodesLoaded int           // nodes that did a tenth of the work or more
+	placement   string        // partitions per node, "2/2/2"
+}
+
+// benchStream is the stream of the scale-out runs: the default name.
+const benchStream = "job_review"
+
+// flush empties every node.
+func (rn *redisNodes) flush(ctx context.Context) error {
+	for _, addr := range rn.addrs {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		err := rdb.FlushAll(ctx).Err()
+		_ = rdb.Close()
+		if err != nil {
+			return fmt.Errorf("flush the benchmark's redis-server %s: %w", addr, err)
+		}
+	}
+	return nil
+}
+
+// placement counts the streams each node serves, "2/2/2".
+func (rn *redisNodes) placement(ctx context.Context, streams []string) (string, error) {
+	if len(rn.addrs) == 1 {
+		return strconv.Itoa(len(streams)), nil
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rn.addrs})
+	defer rdb.Close()
+	per := map[string]int{}
+	for _, s := range streams {
+		node, err := rdb.MasterForKey(ctx, s)
+		if err != nil {
+			return "", fmt.Errorf("find the primary of %s: %w", s, err)
+		}
+		per[node.Options().Addr]++
+	}
+	counts := make([]string, len(rn.addrs))
+	for i, a := range rn.addrs {
+		counts[i] = strconv.Itoa(per[a])
+	}
+	return strings.Join(counts, "/"), nil
 }
 
 // scaleOut runs 3 relays and 2 consumers (no-op handler) over the jobs on
@@ -191,8 +232,17 @@ func (b *bench) scaleOut(ctx context.Context, rn *redisNodes, partitions, jobs i
 		defer cancel()
 		_, _ = b.admin.Exec(dctx, "DROP SCHEMA "+p.schema+" CASCADE")
 	}()
+	// The servers are the benchmark's own: each run starts them empty, and
+	// names the stream job_review, so that the partitions sit where they
+	// would in a deployment with the default name.
+	if err := rn.flush(ctx); err != nil {
+		return res, err
+	}
+	if res.placement, err = rn.placement(ctx, stream.Partitions(benchStream, partitions)); err != nil {
+		return res, err
+	}
 	env := append(p.env("LOG_LEVEL=warn", "HANDLER=log", "CONCURRENCY=64", "MAX_STREAM_LAG=0",
-		"STREAM_PARTITIONS="+strconv.Itoa(partitions)), "REDIS_URL="+rn.url())
+		"STREAM_PARTITIONS="+strconv.Itoa(partitions)), "REDIS_URL="+rn.url(), "JOB_REVIEW_QUEUE_NAME="+benchStream)
 	before, err := rn.cpu()
 	if err != nil {
 		return res, err

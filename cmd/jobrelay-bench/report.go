@@ -238,6 +238,7 @@ type scaleRow struct {
 	busiest    time.Duration
 	loaded     int
 	nodes      int
+	placement  string
 }
 
 // scaleOutAll runs the scale-out scenario on one redis-server and on a
@@ -278,29 +279,30 @@ func (b *bench) scaleOutAll(ctx context.Context) ([]scaleRow, error) {
 	rows := make([]scaleRow, len(setups))
 	for i, s := range setups {
 		var rate, cpu, busiest []float64
-		loaded := 0
+		loaded, placement := 0, ""
 		for _, r := range runs[i] {
+			placement = r.placement
 			rate = append(rate, r.rate)
 			cpu = append(cpu, float64(r.cpuPerJob))
 			busiest = append(busiest, float64(r.busiestJob))
 			loaded = max(loaded, r.nodesLoaded)
 		}
 		rows[i] = scaleRow{name: s.name, partitions: s.partitions, rate: median(rate), cpuPerJob: time.Duration(median(cpu)),
-			busiest: time.Duration(median(busiest)), loaded: loaded, nodes: len(s.nodes.addrs)}
+			busiest: time.Duration(median(busiest)), loaded: loaded, nodes: len(s.nodes.addrs), placement: placement}
 	}
 	return rows, nil
 }
 
 func writeScale(sb *strings.Builder, rows []scaleRow, jobs int) {
-	fmt.Fprintf(sb, "\n| scaling out: 3 relays + 2 consumers, %s jobs, relayed and reviewed | partitions | jobs/s | Redis CPU per job, all nodes | busiest node's CPU per job | nodes doing ≥ 10%% | Redis-bound jobs/s, a core per node |\n",
+	fmt.Fprintf(sb, "\n| scaling out: 3 relays + 2 consumers, %s jobs, relayed and reviewed | partitions | per node | jobs/s | Redis CPU per job, all nodes | busiest node's CPU per job | nodes doing ≥ 10%% | Redis-bound jobs/s, a core per node |\n",
 		thousands(float64(jobs)))
-	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
 		bound := 0.0
 		if r.busiest > 0 {
 			bound = float64(time.Second) / float64(r.busiest)
 		}
-		fmt.Fprintf(sb, "| %s | %d | %s | %.1f µs | %.1f µs | %d of %d | %s |\n", r.name, r.partitions, thousands(r.rate),
+		fmt.Fprintf(sb, "| %s | %d | %s | %s | %.1f µs | %.1f µs | %d of %d | %s |\n", r.name, r.partitions, r.placement, thousands(r.rate),
 			float64(r.cpuPerJob)/float64(time.Microsecond), float64(r.busiest)/float64(time.Microsecond), r.loaded, r.nodes, thousands(bound))
 	}
 }
