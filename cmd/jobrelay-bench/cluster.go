@@ -38,7 +38,7 @@ func startRedisNodes(ctx context.Context, n int, cluster bool) (*redisNodes, err
 	}
 	rn := &redisNodes{dir: dir}
 	for i := range n {
-		port, err := nodePort()
+		port, err := nodePort(ctx)
 		if err != nil {
 			rn.stop()
 			return nil, err
@@ -93,15 +93,16 @@ func startRedisNodes(ctx context.Context, n int, cluster bool) (*redisNodes, err
 
 // url is a REDIS_URL naming every node.
 func (rn *redisNodes) url() string {
-	u := "redis://" + rn.addrs[0]
+	var b strings.Builder
+	b.WriteString("redis://" + rn.addrs[0])
 	for i, a := range rn.addrs[1:] {
-		sep := "&"
 		if i == 0 {
-			sep = "?"
+			b.WriteString("?addr=" + a)
+		} else {
+			b.WriteString("&addr=" + a)
 		}
-		u += sep + "addr=" + a
 	}
-	return u
+	return b.String()
 }
 
 // cpu returns the CPU time (user + system) each node has used so far.
@@ -139,14 +140,15 @@ func (rn *redisNodes) stop() {
 }
 
 // nodePort finds a free port at most 55535 whose port + 10000 is free too.
-func nodePort() (int, error) {
+func nodePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
 	for range 1000 {
 		p := 20000 + rand.IntN(35535)
-		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		a, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
 			continue
 		}
-		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
+		b, err := lc.Listen(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
 		_ = a.Close()
 		if err != nil {
 			continue

@@ -40,6 +40,7 @@ func TestRedisCluster(t *testing.T) {
 }
 
 func clusterRun(t *testing.T, killPrimary bool) {
+	t.Helper()
 	ctx := testenv.Context(t)
 	cluster := testenv.StartRedisCluster(t, 3, 1)
 	rdb := cluster.Client()

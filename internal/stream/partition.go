@@ -33,7 +33,7 @@ func PartitionOf(jobID string, n int) int {
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(jobID))
-	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is a small positive partition count
+	return int(h.Sum32() % uint32(n))
 }
 
 // IsPartition reports whether name is one of base's streams for some

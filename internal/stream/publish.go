@@ -211,9 +211,7 @@ func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishR
 			todo = append(todo, c)
 		}
 	}
-	if err := runPublish(ctx, rdb, p, todo, fields, attempts); err != nil {
-		return PublishResult{}, err
-	}
+	runPublish(ctx, rdb, p, todo, fields, attempts)
 	res := PublishResult{StreamIDs: make([]string, n), Streams: make([]string, n), Records: DedupRecords{Fields: fields}}
 	for _, c := range todo {
 		ids, err := c.cmd.StringSlice()
@@ -232,8 +230,9 @@ func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishR
 
 // runPublish runs the calls' scripts: a single call as Script.Run does, a
 // few in one pipeline of EVALSHA, then EVAL for those whose node did not
-// know the script yet (NOSCRIPT means it did not run).
-func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls []partitionCall, fields, attempts []string) error {
+// know the script yet (NOSCRIPT means it did not run). Each call's result
+// and error are in its cmd.
+func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls []partitionCall, fields, attempts []string) {
 	args := func(c *partitionCall) (keys []string, argv []any) {
 		argv = make([]any, 0, 4+len(c.forget)+7*len(c.jobs))
 		argv = append(argv, p.DedupTTL.Milliseconds(), len(c.jobs), p.EnqueuedAt, len(c.forget))
@@ -252,7 +251,7 @@ func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls 
 	if len(calls) == 1 {
 		keys, argv := args(&calls[0])
 		calls[0].cmd = publishScript.Run(ctx, rdb, keys, argv...)
-		return nil
+		return
 	}
 	pipe := rdb.Pipeline()
 	for i := range calls {
@@ -267,7 +266,7 @@ func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls 
 		}
 	}
 	if len(again) == 0 {
-		return nil
+		return
 	}
 	pipe = rdb.Pipeline()
 	for _, i := range again {
@@ -275,7 +274,6 @@ func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls 
 		calls[i].cmd = publishScript.Eval(ctx, pipe, keys, argv...)
 	}
 	_, _ = pipe.Exec(ctx)
-	return nil
 }
 
 // orNUL is a column's value, or a NUL byte for NULL (see publishScript).

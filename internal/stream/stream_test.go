@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 
 	// Records expire after the TTL, each with its own expiry, in keys of
 	// the stream's hash slot.
-	fields := append(again.Records.Fields, next.Records.Fields...)
+	fields := slices.Concat(again.Records.Fields, next.Records.Fields)
 	exp, err := rdb.ZRangeWithScores(ctx, "{"+s+"}:sent:exp", 0, -1).Result()
 	require.NoError(t, err)
 	require.Len(t, exp, 4) // a:1, b:1, c:1, a:2
