@@ -60,8 +60,14 @@ func TestJSONLogsUnderTrouble(t *testing.T) {
 	p.Signal(syscall.SIGTERM)
 	require.Zero(t, p.Wait(time.Minute))
 	lines := requireJSONLines(t, p.Output())
-	for _, l := range p.Logged("go-redis:") {
-		require.Equal(t, "WARN", l["level"])
+	// The first line of a kind is a Warn; its repeats within a minute are
+	// Debug (redisLogger), so an outage is not a storm.
+	for i, l := range p.Logged("go-redis:") {
+		if i == 0 {
+			require.Equal(t, "WARN", l["level"])
+		} else {
+			require.Contains(t, []any{"WARN", "DEBUG"}, l["level"])
+		}
 	}
 	require.NotEmpty(t, lines)
 	require.NotContains(t, p.Output(), "Secret-Pass12")
