@@ -49,6 +49,9 @@ type Collector struct {
 	up                                               *prometheus.Desc
 	inReviewUntracked                                *prometheus.Desc
 	problems                                         *prometheus.Desc
+	// With partitions, each one's: stream, lag and pending of each group,
+	// dead letters.
+	partLength, partLag, partPending, partDead *prometheus.Desc
 }
 
 // NewCollector returns a Collector of the pipeline that pool and rdb reach,
@@ -78,6 +81,10 @@ func NewCollector(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg CollectorCo
 		groupPending:   d("stream_group_pending", "Entries delivered to the group and not yet acknowledged.", "group"),
 		oldestEntry:    d("stream_oldest_pending_entry_age_seconds", "Age of the group's oldest unacknowledged entry (0 when none).", "group"),
 		consumers:      d("stream_group_consumers", "Consumers of the group.", "group"),
+		partLength:     d("partition_length", "Entries in one partition of the review stream (STREAM_PARTITIONS > 1).", "stream"),
+		partLag:        d("partition_group_lag", "Entries of one partition not yet delivered to the group (-1 when Redis cannot tell).", "stream", "group"),
+		partPending:    d("partition_group_pending", "Entries of one partition delivered to the group and not yet acknowledged.", "stream", "group"),
+		partDead:       d("partition_dead_letter_length", "Entries in one partition's dead-letter stream.", "stream"),
 		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
 		inReviewUntracked: d("jobs_in_review_untracked", "Jobs in in_review without a stream entry or enqueued_at recorded; "+
 			"the reaper re-enqueues them once their updated_at is REENQUEUE_AFTER old."),
@@ -121,7 +128,8 @@ func (c *Collector) Run(ctx context.Context) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
-		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked, c.problems} {
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked, c.problems,
+		c.partLength, c.partLag, c.partPending, c.partDead} {
 		ch <- d
 	}
 }
@@ -159,5 +167,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		g(c.groupPending, float64(grp.Pending), grp.Name)
 		g(c.oldestEntry, age(grp.OldestPendingAt), grp.Name)
 		g(c.consumers, float64(len(grp.Consumers)), grp.Name)
+	}
+	for _, p := range s.Partitions {
+		g(c.partLength, float64(p.Stream.Length), p.Stream.Name)
+		g(c.partDead, float64(p.DeadLetters), p.Stream.Name)
+		for _, grp := range p.Groups {
+			g(c.partLag, float64(grp.Lag), p.Stream.Name, grp.Name)
+			g(c.partPending, float64(grp.Pending), p.Stream.Name, grp.Name)
+		}
 	}
 }
