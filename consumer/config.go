@@ -84,7 +84,7 @@ type Config struct {
 	ReclaimIdle time.Duration
 
 	// MaxDeliveries is how many deliveries that count a job gets before it
-	// is dead-lettered: copied to "<stream>:dead" with its error and
+	// is dead-lettered: copied to "{<stream>}:dead" with its error and
 	// delivery count, acknowledged, and marked failed. Transient failures
 	// (the review service down or slow) count slowly or not at all; see
 	// the package doc. Defaults to 5.

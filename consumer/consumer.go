@@ -16,7 +16,7 @@
 // or stopped mid-handler has no failure noted, and is taken over as soon as
 // it has been idle for ReclaimIdle. Once the deliveries that count reach
 // MaxDeliveries, the entry is copied to the dead-letter stream
-// "<stream>:dead", acknowledged, and the job marked failed.
+// "{<stream>}:dead", acknowledged, and the job marked failed.
 //
 // What the handler says about the job counts: an error of a Go handler, a
 // non-zero exit status of an exec command, an HTTP status such as 400, 422
@@ -43,7 +43,7 @@
 // HandlerTimeout 5 minutes) a review service down for 10 minutes, or much
 // longer, dead-letters no job, and every job is reviewed once it is back.
 //
-// A failed delivery is noted in the hash "<stream>:retry:<group>" (when it
+// A failed delivery is noted in the hash "{<stream>}:retry:<group>" (when it
 // is due, the failures so far); a failure that does not count is taken
 // back from the entry's delivery counter (XCLAIM … RETRYCOUNT), so that
 // XPENDING, Job.Delivery and the dead letter's deliveries show the

@@ -5,7 +5,7 @@ import "github.com/jobrelay/jobrelay/consumer"
 const consumeHelp = `Runs a consumer of the review group: reads jobs from the stream, runs the
 review handler, marks each job reviewed, then acknowledges it. A failed job
 is retried after RECLAIM_IDLE, by any consumer; after MAX_DELIVERIES it goes
-to the dead-letter stream "<stream>:dead" and the job is marked failed.
+to the dead-letter stream "{<stream>}:dead" and the job is marked failed.
 
 Handlers (--handler or HANDLER):
   log          log each job and succeed (the default)

@@ -17,7 +17,7 @@ pending_review, so the relay publishes them again as a new attempt. Their
 attempts count is kept and last_error cleared. With --job, only that job.
 
 Their dead letters go with them: the entries of the retried jobs are
-removed from the dead-letter stream "<stream>:dead", which so holds only
+removed from the dead-letter stream "{<stream>}:dead", which so holds only
 the jobs still failed (a job reviewed after all loses its dead letter
 too). Malformed entries, which name no job, stay there until removed by
 hand: redis-cli XRANGE {job_review}:dead - + shows them, and

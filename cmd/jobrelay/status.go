@@ -40,7 +40,7 @@ Dead letters are the jobs still failed: retry --failed removes the dead
 letters of the jobs it sends back, and a job reviewed after all loses its
 own. Malformed entries (no job to retry) stay until removed with
 redis-cli XDEL. Components refresh their problem reports every few seconds
-in the hash "<stream>:health"; a report older than 30s (its process died)
+in the hash "{<stream>}:health"; a report older than 30s (its process died)
 is ignored.
 
 The same names work in redis-cli:

@@ -196,8 +196,8 @@ func newRedisClient(t testing.TB, rawURL string) *redis.Client {
 	return rdb
 }
 
-// Stream returns a stream name of the test's own and deletes the stream and
-// every key under "<stream>:" (dead letters, dedup records) when it ends.
+// Stream returns a stream name of the test's own and deletes the stream,
+// its partitions and their helper keys (see DeleteStream) when it ends.
 func Stream(t testing.TB, rdb redis.UniversalClient) string {
 	t.Helper()
 	name := "test:" + uniqueName(t, "-", 60)
