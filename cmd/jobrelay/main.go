@@ -371,10 +371,15 @@ func (r *redisLogger) Printf(ctx context.Context, format string, args ...any) {
 	}
 	msg := "go-redis: " + strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
 	level := slog.LevelWarn
-	if strings.HasPrefix(msg, "go-redis: sentinel: new master") || strings.HasPrefix(msg, "go-redis: sentinel: selected") {
+	switch {
+	case strings.HasPrefix(msg, "go-redis: sentinel: new master") || strings.HasPrefix(msg, "go-redis: sentinel: selected"):
 		// Which primary the sentinels name: at start, and the one line
 		// that shows a failover.
 		level = slog.LevelInfo
+	case strings.HasSuffix(msg, context.Canceled.Error()) || strings.HasSuffix(msg, context.DeadlineExceeded.Error()):
+		// A call of ours that ended (a stop, a bounded wait), not a
+		// server's trouble.
+		level = slog.LevelDebug
 	}
 	now := time.Now()
 	r.mu.Lock()
