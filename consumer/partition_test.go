@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -53,4 +54,23 @@ func TestPartitionsAreReadAndRetiredOnesDrained(t *testing.T) {
 		require.Zero(t, p.Count, "entries left pending in %s", name)
 	}
 	require.NotEmpty(t, b.logs.Matching("not a partition any more"), "the retired partition was found")
+}
+
+// TestConsumerMovesOldHelperKeys: a consumer's start moves the dead
+// letters and retry records a deployment from before the hash tag left.
+func TestConsumerMovesOldHelperKeys(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	t.Cleanup(func() { b.rdb.Del(ctx, b.stream+":dead", b.stream+":retry:"+GroupDefault) })
+	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream + ":dead", Values: []any{"job_id", "x", "error", "boom"}}).Err())
+	require.NoError(t, b.rdb.HSet(ctx, b.stream+":retry:"+GroupDefault, "1-1", "0 1 0").Err())
+	cfg := b.cfg
+	cfg.Handler = HandlerFunc(func(context.Context, Job) error { return nil })
+	_, stop := b.start(t, cfg)
+	require.Eventually(t, func() bool { return b.rdb.Exists(ctx, b.stream+":dead").Val() == 0 }, time.Minute, 5*time.Millisecond)
+	stop()
+	require.EqualValues(t, 1, b.rdb.XLen(ctx, stream.DeadLetterKey(b.stream)).Val())
+	require.Equal(t, "0 1 0", b.rdb.HGet(ctx, stream.RetryKey(b.stream, GroupDefault), "1-1").Val())
+	require.NotEmpty(t, b.logs.Matching("moved the stream's helper keys"))
 }
