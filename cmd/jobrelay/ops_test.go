@@ -177,6 +177,46 @@ func TestReadyzFollowsTheServers(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
+// TestStatusShowsEachPartition: with STREAM_PARTITIONS, status sums the
+// partitions and shows each, and names a retired partition that still
+// holds jobs.
+func TestStatusShowsEachPartition(t *testing.T) {
+	t.Parallel()
+	pl := newPipeline(t)
+	ctx := ctxT(t)
+	rdb := testenv.NewRedis(t)
+	_, err := pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title) SELECT 'published ' || i FROM generate_series(1, 30) i`)
+	require.NoError(t, err)
+	r, err := relay.New(pl.schema.Pool, rdb, relay.Config{Stream: pl.stream, Partitions: 3, MaxStreamLag: -1, MaxMemoryRatio: -1})
+	require.NoError(t, err)
+	_, err = r.Drain(ctx)
+	require.NoError(t, err)
+
+	env := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream,
+		"STREAM_PARTITIONS": "3"}
+	code, stdout, stderr := runInProcess(t, env, "status", "--json")
+	require.Zero(t, code, stderr)
+	var got inspect.Snapshot
+	require.NoError(t, json.Unmarshal([]byte(stdout), &got), stdout)
+	require.EqualValues(t, 30, got.Stream.Length)
+	require.Len(t, got.Partitions, 3)
+	var sum int64
+	for i, p := range got.Partitions {
+		require.Equal(t, pl.stream+":"+strconv.Itoa(i), p.Stream.Name)
+		sum += p.Stream.Length
+	}
+	require.EqualValues(t, 30, sum)
+
+	// Down to 2 partitions: the third is listed while its jobs are in_review.
+	env["STREAM_PARTITIONS"] = "2"
+	code, stdout, _ = runInProcess(t, env, "status")
+	require.Zero(t, code)
+	require.Contains(t, stdout, "PARTITION")
+	require.Regexp(t, `(?m)^`+regexp.QuoteMeta(pl.stream+":1")+`\s+\d+`, stdout)
+	require.Contains(t, stdout, "in stream "+pl.stream+":2")
+	require.Contains(t, stdout, "a partition no more")
+}
+
 func TestStatus(t *testing.T) {
 	t.Parallel()
 	pl := newPipeline(t)
