@@ -58,9 +58,9 @@ func (c *commonConfig) bindings() []*binding {
 	return append(c.dbConfig.bindings(),
 		&binding{env: "REDIS_URL", flag: "redis-url", ptr: &c.RedisURL, def: redisURLDefault, meta: "URL",
 			help: "Redis URL; rediss:// for TLS", check: checkRedisURL, secret: db.RedactURL},
-		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
+		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", field: "Stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
 			help: "Redis stream of jobs to review"},
-		&binding{env: "STREAM_PARTITIONS", flag: "partitions", ptr: &c.Partitions, def: relay.PartitionsDefault, meta: "N",
+		&binding{env: "STREAM_PARTITIONS", flag: "partitions", field: "Partitions", ptr: &c.Partitions, def: relay.PartitionsDefault, meta: "N",
 			help:  "streams jobs are spread over (<stream>:0 …), for Redis Cluster; 1 is the stream itself",
 			check: intRange(1, relay.PartitionsMax)},
 	)
