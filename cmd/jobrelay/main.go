@@ -348,11 +348,12 @@ func durationsAsText(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// redisLogger sends go-redis's own log lines ("redis: connection pool:
-// failed to dial …") through slog, so that with LOG_FORMAT=json they are
-// JSON like every other line. A node that is down makes go-redis log each
-// failed dial: the first line of a kind is a Warn, its repeats within
-// redisLogRepeat are Debug, so a failover shows as a line, not a storm.
+// redisLogger sends go-redis's own log lines through slog, so that with
+// LOG_FORMAT=json they are JSON like every other line. They are Warn, but
+// for the repeats of a line within redisLogRepeat, failed dials (the
+// component whose call failed says so) and calls our contexts ended, which
+// are Debug, and the sentinels' choice of primary, which is Info: a Redis
+// outage or failover shows as one line per component, not a storm.
 type redisLogger struct {
 	l *slog.Logger
 
@@ -379,6 +380,11 @@ func (r *redisLogger) Printf(ctx context.Context, format string, args ...any) {
 	case strings.HasSuffix(msg, context.Canceled.Error()) || strings.HasSuffix(msg, context.DeadlineExceeded.Error()):
 		// A call of ours that ended (a stop, a bounded wait), not a
 		// server's trouble.
+		level = slog.LevelDebug
+	case strings.HasPrefix(msg, "go-redis: connection pool: failed to dial"):
+		// The call that needed the connection fails with the same error,
+		// and its component logs it (once per outage): a second line per
+		// process would say nothing more.
 		level = slog.LevelDebug
 	}
 	now := time.Now()
