@@ -25,6 +25,10 @@ type CollectorConfig struct {
 	// Logger receives a line when reading starts and stops failing.
 	// Defaults to discarding them.
 	Logger *slog.Logger
+	// ObserveFunc, if set, is given every snapshot Run takes, for another
+	// reader of the same state (the dashboard's throughput chart) to add
+	// no load of its own. It must not block.
+	ObserveFunc func(*Snapshot)
 }
 
 // Collector exports the answers to "are we keeping up?" as gauges: the
@@ -97,6 +101,9 @@ func (c *Collector) Run(ctx context.Context) {
 			c.mu.Lock()
 			c.snap = snap
 			c.mu.Unlock()
+			if c.cfg.ObserveFunc != nil {
+				c.cfg.ObserveFunc(snap)
+			}
 			if failing {
 				logger.InfoContext(ctx, "metrics: reading the pipeline state works again")
 				failing = false

@@ -85,6 +85,10 @@ type Group struct {
 	Pending         int64  `json:"pending"`
 	Lag             int64  `json:"lag"` // -1 when Redis cannot tell
 	LastDeliveredID string `json:"last_delivered_id"`
+	// EntriesRead counts the entries ever delivered to the group (Redis
+	// 7's entries-read); EntriesRead - Pending is what it finished, a
+	// counter whose rate is the group's throughput.
+	EntriesRead int64 `json:"entries_read"`
 	// OldestPendingID is the oldest entry delivered and not yet
 	// acknowledged; OldestPendingAt is when it was added.
 	OldestPendingID  string     `json:"oldest_pending_id,omitempty"`
@@ -180,7 +184,8 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 	}
 	s.Groups = make([]Group, 0, len(groups))
 	for _, g := range groups {
-		grp := Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID, Consumers: []Consumer{}}
+		grp := Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID, EntriesRead: g.EntriesRead,
+			Consumers: []Consumer{}}
 		if g.Pending > 0 {
 			p, err := rdb.XPending(ctx, name, g.Name).Result()
 			if err != nil {

@@ -115,7 +115,39 @@ func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
 	)
 }
 
+// uiBindings binds the dashboard's settings (served at /ui on the metrics
+// listener).
+func uiBindings(c *serveConfig) []*binding {
+	return []*binding{
+		{env: "UI_WRITE", flag: "ui-write", ptr: &c.UIWrite, def: false,
+			help: "enable the dashboard's actions (retry failed jobs), as CSRF-protected POSTs; the dashboard is read-only otherwise"},
+		{env: "UI_AUTH", flag: "ui-auth", ptr: &c.UIAuth, meta: "USER:PASSWORD",
+			help: "HTTP basic auth for the dashboard at /ui (never logged); serve it on a private address either way",
+			check: checkUIAuth, secret: redactUIAuth},
+	}
+}
+
 // checks of the CLI's own settings
+
+// checkUIAuth accepts user:password, both not empty, or nothing.
+func checkUIAuth(v string) error {
+	if v == "" {
+		return nil
+	}
+	if user, password, ok := strings.Cut(v, ":"); !ok || user == "" || password == "" {
+		return errors.New("must be user:password, both not empty")
+	}
+	return nil
+}
+
+// redactUIAuth hides the password of a UI_AUTH value.
+func redactUIAuth(v string) string {
+	user, _, ok := strings.Cut(v, ":")
+	if !ok {
+		return "xxxxx"
+	}
+	return user + ":xxxxx"
+}
 
 func oneOf(allowed ...string) func(string) error {
 	return func(v string) error {
