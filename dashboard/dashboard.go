@@ -210,7 +210,7 @@ func (d *Dashboard) authorized(r *http.Request) bool {
 		return false
 	}
 	sum := sha256.Sum256([]byte(user + ":" + pass))
-	return subtle.ConstantTimeCompare(sum[:], d.authSum[:]) == 1 && !strings.Contains(user, ":")
+	return subtle.ConstantTimeCompare(sum[:], d.authSum[:]) == 1
 }
 
 func (d *Dashboard) serveStatic(w http.ResponseWriter, r *http.Request) {

@@ -148,7 +148,7 @@ func newChart(samples []sample, window time.Duration, now time.Time) chart {
 	}
 	top := niceCeil(peak)
 	for _, f := range []float64{0, 0.5, 1} {
-		c.Ticks = append(c.Ticks, tick{X: c.Left - 8, Y: c.y(f * top, top), Label: rate(f * top)})
+		c.Ticks = append(c.Ticks, tick{X: c.Left - 8, Y: c.y(f*top, top), Label: rate(f * top)})
 	}
 	for i, l := range lines {
 		if len(l) == 0 {

@@ -299,11 +299,11 @@ type deadView struct {
 }
 
 type deadRow struct {
-	ID, JobID, Title, Error  string
-	Deliveries, Attempt      string
-	When, WhenISO, Consumer  string
-	TaskID                   string
-	Linked                   bool // JobID is a job ID to link to
+	ID, JobID, Title, Error string
+	Deliveries, Attempt     string
+	When, WhenISO, Consumer string
+	TaskID                  string
+	Linked                  bool // JobID is a job ID to link to
 }
 
 func (d *Dashboard) newDeadView(snap *inspect.Snapshot, list []inspect.DeadLetter, now time.Time) deadView {

@@ -122,7 +122,7 @@ func uiBindings(c *serveConfig) []*binding {
 		{env: "UI_WRITE", flag: "ui-write", ptr: &c.UIWrite, def: false,
 			help: "enable the dashboard's actions (retry failed jobs), as CSRF-protected POSTs; the dashboard is read-only otherwise"},
 		{env: "UI_AUTH", flag: "ui-auth", ptr: &c.UIAuth, meta: "USER:PASSWORD",
-			help: "HTTP basic auth for the dashboard at /ui (never logged); serve it on a private address either way",
+			help:  "HTTP basic auth for the dashboard at /ui (never logged); serve it on a private address either way",
 			check: checkUIAuth, secret: redactUIAuth},
 	}
 }

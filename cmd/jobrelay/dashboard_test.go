@@ -312,3 +312,21 @@ func startDashboardOnly(t *testing.T, pl *pipeline, dir string, extra ...string)
 	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
 	return p, "http://" + addr + "/ui"
 }
+
+// A bad UI_AUTH is refused naming the variable, its password hidden.
+func TestUIAuthIsCheckedAndHidden(t *testing.T) {
+	t.Parallel()
+	for value, shown := range map[string]string{
+		"Secret-NoColon1": `"xxxxx"`,
+		"ops:":            `"ops:xxxxx"`,
+		":Secret-Pass2":   `":xxxxx"`,
+	} {
+		code, _, stderr := runInProcess(t, map[string]string{"UI_AUTH": value}, "consume")
+		require.Equal(t, 2, code, stderr)
+		require.Contains(t, stderr, "UI_AUTH: must be user:password, both not empty, got "+shown)
+		require.NotContains(t, stderr, "Secret-")
+	}
+	code, _, stderr := runInProcess(t, map[string]string{"UI_WRITE": "yes please"}, "relay")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "UI_WRITE: must be true or false")
+}
