@@ -35,6 +35,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -271,7 +272,8 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 
 // retry sends one failed job (form field job) or all of them back to
 // pending_review, as `jobrelay retry --failed [--job ID]` does, then
-// redirects to the page named by the form field back.
+// redirects to the job's page if the form field back is "job", else to the
+// dead letters.
 func (d *Dashboard) retry(w http.ResponseWriter, r *http.Request) {
 	if !d.cfg.Write {
 		d.fail(w, r, http.StatusForbidden, "This dashboard is read-only: actions need UI_WRITE=true.")
@@ -292,10 +294,6 @@ func (d *Dashboard) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jobID := r.PostFormValue("job")
-	back := d.cfg.Prefix + "/dead-letters"
-	if b := r.PostFormValue("back"); strings.HasPrefix(b, d.cfg.Prefix+"/") && !strings.HasPrefix(b, "//") && !strings.ContainsAny(b, "\\?#") {
-		back = b
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	res, err := retry.Failed(ctx, d.pool, d.rdb, d.cfg.Stream, jobID)
@@ -314,6 +312,12 @@ func (d *Dashboard) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.snaps.invalidate()
+	// Only to one of the dashboard's own pages: the job's ID is the one the
+	// database returned.
+	back := d.cfg.Prefix + "/dead-letters"
+	if r.PostFormValue("back") == "job" && len(res.JobIDs) == 1 {
+		back = d.cfg.Prefix + "/jobs/" + url.PathEscape(res.JobIDs[0])
+	}
 	http.Redirect(w, r, back+"?retried="+strconv.Itoa(len(res.JobIDs)), http.StatusSeeOther)
 }
 
@@ -335,8 +339,12 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, name string, 
 
 func (d *Dashboard) renderStatus(w http.ResponseWriter, r *http.Request, status int, name string, p page, body any) {
 	if d.cfg.Write {
-		http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: d.token, Path: d.cfg.Prefix + "/", HttpOnly: true,
-			Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		// Secure only over TLS: the dashboard is served over plain HTTP on
+		// a private address, where a Secure cookie would never come back.
+		http.SetCookie(w, &http.Cookie{ //nolint:gosec // Secure whenever the request came over TLS (see above)
+			Name: csrfCookie, Value: d.token, Path: d.cfg.Prefix + "/", HttpOnly: true,
+			Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		})
 	}
 	p.Body = body
 	var buf strings.Builder

@@ -178,7 +178,7 @@ func newChart(samples []sample, window time.Duration, now time.Time) chart {
 // x places a time on the plot.
 func (c *chart) x(t, start time.Time, window time.Duration) float64 {
 	f := t.Sub(start).Seconds() / window.Seconds()
-	return c.Left + math.Min(math.Max(f, 0), 1)*(c.Right-c.Left)
+	return c.Left + min(max(f, 0), 1)*(c.Right-c.Left)
 }
 
 // y places a rate on the plot.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/stream"
@@ -344,7 +346,7 @@ type jobView struct {
 
 type fact struct {
 	Label, Value string
-	Mono         bool
+	Mono, Null   bool
 }
 
 type event struct {
@@ -360,26 +362,26 @@ func newJobView(l *inspect.JobLife) jobView {
 	r, now := l.Row, l.TakenAt
 	v := jobView{ID: r.ID, Status: r.Status, Tone: statusTones[r.Status], Title: cmp.Or(r.Title.String, "(untitled)"),
 		LastError: r.LastError.String, Stream: l.Stream, Entry: l.Entry, Failed: r.Status == db.StatusFailed}
-	text := func(s string, valid bool) string {
-		if !valid {
-			return "NULL"
+	text := func(label string, t pgtype.Text, mono bool) fact {
+		if !t.Valid {
+			return fact{Label: label, Value: "NULL", Mono: true, Null: true}
 		}
-		return s
+		return fact{Label: label, Value: t.String, Mono: mono}
 	}
 	v.Facts = []fact{
-		{"Status", r.Status, true},
-		{"Company", text(r.Company.String, r.Company.Valid), false},
-		{"Site", text(r.Site.String, r.Site.Valid), false},
-		{"Location", text(r.Location.String, r.Location.Valid), false},
-		{"URL", text(r.JobURL.String, r.JobURL.Valid), true},
-		{"Publish attempts", strconv.Itoa(int(r.Attempts)), true},
-		{"Stream", text(r.Stream.String, r.Stream.Valid), true},
-		{"Entry ID", text(r.StreamID.String, r.StreamID.Valid), true},
-		{"Created", stamp(now, r.CreatedAt), false},
-		{"Updated", stamp(now, r.UpdatedAt), false},
+		{Label: "Status", Value: r.Status, Mono: true},
+		text("Company", r.Company, false),
+		text("Site", r.Site, false),
+		text("Location", r.Location, false),
+		text("URL", r.JobURL, true),
+		{Label: "Publish attempts", Value: strconv.Itoa(int(r.Attempts)), Mono: true},
+		text("Stream", r.Stream, true),
+		text("Entry ID", r.StreamID, true),
+		{Label: "Created", Value: stamp(now, r.CreatedAt)},
+		{Label: "Updated", Value: stamp(now, r.UpdatedAt)},
 	}
 	if r.EnqueuedAt.Valid {
-		v.Facts = append(v.Facts, fact{"Published", stamp(now, r.EnqueuedAt.Time), false})
+		v.Facts = append(v.Facts, fact{Label: "Published", Value: stamp(now, r.EnqueuedAt.Time)})
 	}
 	add := func(at time.Time, label, detail, tone string) {
 		v.Events = append(v.Events, event{When: ago(now, at), WhenISO: at.UTC().Format(time.RFC3339), Label: label, Detail: detail, Tone: tone, at: at})
@@ -475,7 +477,7 @@ func ago(now, t time.Time) string { return human(now.Sub(t)) + " ago" }
 
 // stamp is a time with how long ago it was.
 func stamp(now, t time.Time) string {
-	return t.UTC().Format("2006-01-02 15:04:05 UTC") + " (" + ago(now, t) + ")"
+	return t.UTC().Format("2006-01-02 15:04:05") + " UTC · " + ago(now, t)
 }
 
 // entryAge is an entry ID with the age its ID says.

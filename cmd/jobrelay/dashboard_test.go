@@ -65,7 +65,7 @@ func pipelineEnv(pl *pipeline, down string) []string {
 // startDashboard starts `jobrelay consume` (a consumer, no relay: pending
 // jobs stay pending) with its metrics listener on a free port, and returns
 // the process and the dashboard's URL.
-func startDashboard(t *testing.T, pl *pipeline, dir string, env []string) (*proc, string) {
+func startDashboard(t *testing.T, dir string, env []string) (*proc, string) {
 	t.Helper()
 	p := start(t, dir, append(env, "METRICS_ADDR=127.0.0.1:0"), "consume")
 	var addr string
@@ -154,7 +154,7 @@ func TestDashboardShowsWhatStatusShows(t *testing.T) {
 	require.NoError(t, err)
 	_, err = pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title, status) VALUES ('old', 'archived')`)
 	require.NoError(t, err)
-	p, ui := startDashboard(t, pl, dir, pipelineEnv(pl, down))
+	p, ui := startDashboard(t, dir, pipelineEnv(pl, down))
 
 	browser := testenv.NewBrowser(t)
 	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/"), chromedp.WaitVisible(chromedp.CSS(".tiles"))))
@@ -210,7 +210,7 @@ func TestDashboardRetriesAFailedJob(t *testing.T) {
 	var jobID string
 	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT id::text FROM jobs WHERE status = 'failed'`).Scan(&jobID))
 	require.NoError(t, os.Remove(down)) // the review service is back
-	_, ui := startDashboard(t, pl, dir, append(pipelineEnv(pl, down), "UI_WRITE=true"))
+	_, ui := startDashboard(t, dir, append(pipelineEnv(pl, down), "UI_WRITE=true"))
 	browser := testenv.NewBrowser(t)
 
 	// Another site's page that posts to the dashboard: refused.
