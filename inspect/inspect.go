@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -116,32 +117,23 @@ type Options struct {
 }
 
 // Take reads a snapshot: two queries on the partial indexes (plus counts
-// by status and of in_review jobs by stream if asked), and a few Redis
-// round trips.
+// by status and of in_review jobs by stream if asked, all in one read-only
+// transaction), and a few Redis round trips.
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
 	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: cmp.Or(opts.Stream, streamDefault)}}
-	if opts.Counts {
-		counts, err := db.CountByStatus(ctx, pool)
+	if !opts.Counts {
+		if err := readTable(ctx, pool, s, false); err != nil {
+			return nil, err
+		}
+	} else {
+		// One moment of the table, so that the counts by status and the
+		// backlog agree (a page shows them side by side).
+		err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			return readTable(ctx, tx, s, true)
+		})
 		if err != nil {
 			return nil, err
 		}
-		s.Jobs = counts
-	}
-	b, err := db.ReadBacklog(ctx, pool)
-	if err != nil {
-		return nil, err
-	}
-	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
-		InReviewUntracked: b.InReviewUntracked}
-	if opts.Counts {
-		byStream, err := db.CountInReviewByStream(ctx, pool)
-		if err != nil {
-			return nil, err
-		}
-		s.Backlog.InReviewByStream = byStream
-	}
-	if !b.OldestPending.IsZero() {
-		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
 	if err := readStream(ctx, rdb, s); err != nil {
 		return nil, err
@@ -155,6 +147,35 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 		s.Health = append(s.Health, HealthReport(r))
 	}
 	return s, nil
+}
+
+// readTable reads the jobs table's part of a snapshot: the backlog, and
+// the counts if asked.
+func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
+	if counts {
+		c, err := db.CountByStatus(ctx, q)
+		if err != nil {
+			return err
+		}
+		s.Jobs = c
+	}
+	b, err := db.ReadBacklog(ctx, q)
+	if err != nil {
+		return err
+	}
+	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
+		InReviewUntracked: b.InReviewUntracked}
+	if counts {
+		byStream, err := db.CountInReviewByStream(ctx, q)
+		if err != nil {
+			return err
+		}
+		s.Backlog.InReviewByStream = byStream
+	}
+	if !b.OldestPending.IsZero() {
+		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
+	}
+	return nil
 }
 
 func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) error {

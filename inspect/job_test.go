@@ -108,3 +108,35 @@ func TestCollectorHandsOnItsSnapshots(t *testing.T) {
 	require.EqualValues(t, 1, s.Groups[0].Pending)
 	require.Nil(t, s.Jobs, "the collector does not count the whole table")
 }
+
+// The counts by status and the backlog of one snapshot are of one moment,
+// however fast jobs move.
+func TestSnapshotIsOneMomentOfTheTable(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	schema := testenv.NewSchema(t)
+	rdb := testenv.NewRedis(t)
+	name := testenv.Stream(t, rdb)
+	testenv.Seed(t, schema.Pool, 2000)
+
+	moverCtx, stop := context.WithCancel(ctx)
+	moved := make(chan error, 1)
+	go func() {
+		for moverCtx.Err() == nil {
+			_, err := schema.Pool.Exec(moverCtx, `UPDATE jobs SET status = 'in_review' WHERE id IN (SELECT id FROM jobs WHERE status = 'pending_review' LIMIT 5)`)
+			if err != nil && moverCtx.Err() == nil {
+				moved <- err
+				return
+			}
+		}
+		moved <- nil
+	}()
+	for range 100 {
+		s, err := Take(ctx, schema.Pool, rdb, Options{Stream: name, Counts: true})
+		require.NoError(t, err)
+		require.Equal(t, s.Jobs[db.StatusPendingReview], s.Backlog.Pending)
+		require.Equal(t, s.Jobs[db.StatusInReview], s.Backlog.InReview)
+	}
+	stop()
+	require.NoError(t, <-moved)
+}
