@@ -294,10 +294,12 @@ func numTile(label, metric string, n int64, note, tone, href string) tile {
 
 // deadView is the dead letters page.
 type deadView struct {
-	Total  string
-	Shown  int
-	Rows   []deadRow
-	Failed int64 // failed jobs, for "retry all"; -1 when unknown
+	Total string
+	// TotalRaw is Total unformatted.
+	TotalRaw string
+	Shown    int
+	Rows     []deadRow
+	Failed   int64 // failed jobs, for "retry all"; -1 when unknown
 }
 
 type deadRow struct {
@@ -312,7 +314,8 @@ func (d *Dashboard) newDeadView(snap *inspect.Snapshot, list []inspect.DeadLette
 	v := deadView{Shown: len(list), Failed: -1, Total: "?"}
 	if snap != nil {
 		v.Failed = snap.Jobs[db.StatusFailed]
-		v.Total = formatInt(max(snap.DeadLetters, int64(len(list))))
+		n := max(snap.DeadLetters, int64(len(list)))
+		v.Total, v.TotalRaw = formatInt(n), strconv.FormatInt(n, 10)
 	}
 	for _, l := range list {
 		v.Rows = append(v.Rows, newDeadRow(l, now))
