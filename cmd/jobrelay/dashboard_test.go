@@ -234,6 +234,8 @@ func TestDashboardRetriesAFailedJob(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(browser, chromedp.WaitVisible(chromedp.CSS(".flash.ok"))))
 	require.Contains(t, see(t, browser, chromedp.Text(chromedp.CSS(".flash.ok"))), "1 failed job sent back to pending_review")
+	require.Empty(t, see(t, browser, chromedp.Evaluate[string](`location.search`)),
+		"the page's script ran (the CSP lets it) and dropped the outcome from the address, so a refresh does not repeat it")
 	c := counts(t, pl)
 	require.Equal(t, int64(1), c[db.StatusPendingReview], "back to pending_review (no relay runs yet)")
 	require.Zero(t, c[db.StatusFailed])
