@@ -12,11 +12,14 @@ import (
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
-// setIdle makes consumer own the pending entry id, last delivered idle ago
-// (XCLAIM's IDLE option), with deliveries counted.
-func setIdle(ctx context.Context, t *testing.T, rdb redis.UniversalClient, stream, group, consumer, id string, idle time.Duration, deliveries int) {
+// testGroup is the consumer group of these tests.
+const testGroup = "workers"
+
+// setIdle makes consumer own the pending entry id of testGroup, last
+// delivered idle ago (XCLAIM's IDLE option), with deliveries counted.
+func setIdle(ctx context.Context, t *testing.T, rdb redis.UniversalClient, stream, consumer, id string, idle time.Duration, deliveries int) {
 	t.Helper()
-	require.NoError(t, rdb.Do(ctx, "XCLAIM", stream, group, consumer, 0, id,
+	require.NoError(t, rdb.Do(ctx, "XCLAIM", stream, testGroup, consumer, 0, id,
 		"IDLE", idle.Milliseconds(), "RETRYCOUNT", deliveries).Err())
 }
 
@@ -29,7 +32,7 @@ func TestMostIdleCountsFromTheLastDelivery(t *testing.T) {
 	schema := testenv.NewSchema(t)
 	rdb := testenv.NewRedis(t)
 	stream := testenv.Stream(t, rdb)
-	const group = "workers"
+	const group = testGroup
 
 	// Three entries added an hour ago, delivered now.
 	hourAgo := time.Now().Add(-time.Hour).UnixMilli()
@@ -62,8 +65,8 @@ func TestMostIdleCountsFromTheLastDelivery(t *testing.T) {
 
 	// The middle entry's consumer has held it for 10 minutes without a
 	// result; another for 5.
-	setIdle(ctx, t, rdb, stream, group, "b", ids[1], 10*time.Minute, 3)
-	setIdle(ctx, t, rdb, stream, group, "c", ids[2], 5*time.Minute, 1)
+	setIdle(ctx, t, rdb, stream, "b", ids[1], 10*time.Minute, 3)
+	setIdle(ctx, t, rdb, stream, "c", ids[2], 5*time.Minute, 1)
 	snap, err = Take(ctx, schema.Pool, rdb, Options{Stream: stream})
 	require.NoError(t, err)
 	grp = snap.Groups[0]
@@ -93,7 +96,7 @@ func TestMostIdleFindsTheEntryOnAnyPage(t *testing.T) {
 	ctx := testenv.Context(t)
 	rdb := testenv.NewRedis(t)
 	stream := testenv.Stream(t, rdb)
-	const group = "workers"
+	const group = testGroup
 	const n = 2*mostIdlePage + 50
 
 	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err())
@@ -112,7 +115,7 @@ func TestMostIdleFindsTheEntryOnAnyPage(t *testing.T) {
 		idx  int
 		idle time.Duration
 	}{{10, 5 * time.Minute}, {mostIdlePage + 20, 15 * time.Minute}, {2*mostIdlePage + 40, 20 * time.Minute}, {2*mostIdlePage + 45, 7 * time.Minute}} {
-		setIdle(ctx, t, rdb, stream, group, "b", entries[tc.idx].ID, tc.idle, 2)
+		setIdle(ctx, t, rdb, stream, "b", entries[tc.idx].ID, tc.idle, 2)
 	}
 	e, err := mostIdle(ctx, rdb, stream, group)
 	require.NoError(t, err)
@@ -121,7 +124,7 @@ func TestMostIdleFindsTheEntryOnAnyPage(t *testing.T) {
 	require.InDelta(t, (20 * time.Minute).Seconds(), e.Idle.Seconds(), 60)
 
 	// The most idle one on the first page, the others after it.
-	setIdle(ctx, t, rdb, stream, group, "b", entries[3].ID, time.Hour, 2)
+	setIdle(ctx, t, rdb, stream, "b", entries[3].ID, time.Hour, 2)
 	e, err = mostIdle(ctx, rdb, stream, group)
 	require.NoError(t, err)
 	require.Equal(t, entries[3].ID, e.ID)

@@ -233,7 +233,7 @@ func TestComposeWithTheLocalEnv(t *testing.T) {
 
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	require.True(t, strings.Contains(string(readme), "Docker Compose v2"), "README says which Compose runs compose.yaml")
+	require.Contains(t, string(readme), "Docker Compose v2", "README says which Compose runs compose.yaml")
 }
 
 // boundVariables are the bindings of every variable, by name: the one list
