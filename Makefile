@@ -31,7 +31,8 @@ test: promtool
 
 ## promtool: Prometheus's promtool, which the alert rules' test runs; installed unless there
 promtool:
-	@test -x $(PROMTOOL) || GOBIN=$(PROMTOOL_DIR) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+	@test -x $(PROMTOOL) || { echo "installing promtool $(PROMTOOL_VERSION) in $(PROMTOOL_DIR)"; \
+		GOBIN=$(PROMTOOL_DIR) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); }
 
 ## bench: measure against the local servers, print the table and write BENCHMARKS.md
 bench:
