@@ -129,3 +129,46 @@ func TestMostIdleFindsTheEntryOnAnyPage(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, entries[3].ID, e.ID)
 }
+
+// BenchmarkMostIdle measures finding the most idle of 10,000 pending
+// entries, delivered in ID order as consumers do (one round trip) and in
+// the reverse order of idleness (the worst case: every page has a more
+// idle entry).
+func BenchmarkMostIdle(b *testing.B) {
+	ctx := testenv.Context(b)
+	rdb := testenv.NewRedis(b)
+	stream := testenv.Stream(b, rdb)
+	const n = 10_000
+	require.NoError(b, rdb.XGroupCreateMkStream(ctx, stream, testGroup, "0").Err())
+	pipe := rdb.Pipeline()
+	for i := range n {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"job_id", strconv.Itoa(i)}})
+	}
+	_, err := pipe.Exec(ctx)
+	require.NoError(b, err)
+	msgs, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: testGroup, Consumer: "a", Streams: []string{stream, ">"}, Count: n}).Result()
+	require.NoError(b, err)
+	entries := msgs[0].Messages
+
+	b.Run("delivered_in_order", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := mostIdle(ctx, rdb, stream, testGroup); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Later entries more idle: each page holds a new most idle one.
+	pipe = rdb.Pipeline()
+	for i, e := range entries {
+		pipe.Do(ctx, "XCLAIM", stream, testGroup, "b", 0, e.ID, "IDLE", 1000+i*10)
+	}
+	_, err = pipe.Exec(ctx)
+	require.NoError(b, err)
+	b.Run("worst_order", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := mostIdle(ctx, rdb, stream, testGroup); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
