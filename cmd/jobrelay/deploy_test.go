@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -137,11 +139,99 @@ func TestComposeTakesTheOldPollersEnv(t *testing.T) {
 	relay, err := p.GetService("relay")
 	require.NoError(t, err)
 	env := relay.Environment
-	require.Equal(t, "postgres://app:pw@db.internal/jobs", *env["DATABASE_URL"])
 	require.Equal(t, "3", *env["POLL_INTERVAL_MINUTES"])
 	require.Empty(t, *env["POLL_INTERVAL"], "empty, so POLL_INTERVAL_MINUTES applies")
 	require.Equal(t, "review_queue", *env["JOB_REVIEW_QUEUE_NAME"])
 	require.Equal(t, "50", *env["BATCH_SIZE"])
+	require.Equal(t, "postgres://jobrelay:jobrelay@postgres:5432/jobrelay?sslmode=disable", *env["DATABASE_URL"],
+		"the containers use compose's own PostgreSQL")
+}
+
+// Issue 14, item 5: `make up` with the .env that README and .env.example
+// describe (127.0.0.1 URLs, for jobrelay on the host) gives the containers
+// URLs that reach compose's own servers; their metrics are published on
+// the host's loopback only, on ports that let every service scale.
+func TestComposeWithTheLocalEnv(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, f := range []string{"compose.yaml", "Dockerfile", ".dockerignore"} {
+		b, err := os.ReadFile(filepath.Join("../..", f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o600))
+	}
+	// .env as README says: .env.example copied and edited for local runs.
+	example, err := os.ReadFile("../../.env.example")
+	require.NoError(t, err)
+	local := map[string]string{
+		"DATABASE_URL":      "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"REDIS_URL":         "redis://127.0.0.1:6379/0",
+		"METRICS_ADDR":      "127.0.0.1:9090", // "keeps it off the network", .env.example says
+		"BATCH_SIZE":        "50",
+		"POSTGRES_PASSWORD": "s3cret",
+	}
+	var dotenv strings.Builder
+	for line := range strings.SplitSeq(string(example), "\n") {
+		name, _, _ := strings.Cut(strings.TrimPrefix(line, "#"), "=")
+		if _, ok := local[name]; !ok {
+			dotenv.WriteString(line + "\n")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(local)) {
+		dotenv.WriteString(name + "=" + local[name] + "\n")
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv.String()), 0o600))
+
+	// The shell of someone who runs jobrelay locally may export the same.
+	opts, err := cli.NewProjectOptions(nil,
+		cli.WithWorkingDirectory(dir),
+		cli.WithDefaultConfigPath,
+		cli.WithEnv([]string{"DATABASE_URL=" + local["DATABASE_URL"], "REDIS_URL=" + local["REDIS_URL"]}),
+		cli.WithEnvFiles(),
+		cli.WithDotEnv,
+		cli.WithInterpolation(true),
+	)
+	require.NoError(t, err)
+	p, err := opts.LoadProject(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, "jobrelay", p.Name)
+
+	pg, err := p.GetService("postgres")
+	require.NoError(t, err)
+	_, err = p.GetService("redis")
+	require.NoError(t, err)
+	for _, name := range []string{"migrate", "relay", "consumer"} {
+		s, err := p.GetService(name)
+		require.NoError(t, err)
+		env := s.Environment
+		u, err := url.Parse(*env["DATABASE_URL"])
+		require.NoError(t, err, name)
+		require.Equal(t, "postgres:5432", u.Host, "%s reaches compose's PostgreSQL", name)
+		pw, _ := u.User.Password()
+		require.Equal(t, *pg.Environment["POSTGRES_USER"], u.User.Username(), name)
+		require.Equal(t, "s3cret", pw, "%s: the password compose gives PostgreSQL", name)
+		require.Equal(t, *pg.Environment["POSTGRES_PASSWORD"], pw, name)
+		require.Equal(t, "/"+*pg.Environment["POSTGRES_DB"], u.Path, name)
+		require.Equal(t, "redis://redis:6379/0", *env["REDIS_URL"], "%s reaches compose's Redis", name)
+		require.Equal(t, ":9090", *env["METRICS_ADDR"], "%s serves metrics where its port is published", name)
+		require.Equal(t, "50", *env["BATCH_SIZE"], "%s: other settings come from .env", name)
+	}
+
+	for _, s := range p.Services {
+		require.Empty(t, s.ContainerName, "%s: a container name would keep it from scaling", s.Name)
+		for _, port := range s.Ports {
+			require.Equal(t, "127.0.0.1", port.HostIP, "%s publishes %d on the host's loopback only", s.Name, port.Target)
+			require.Empty(t, port.Published, "%s: a fixed host port would keep --scale from starting a second one", s.Name)
+		}
+	}
+	for _, name := range []string{"relay", "consumer"} {
+		s, err := p.GetService(name)
+		require.NoError(t, err)
+		require.NotEmpty(t, s.Ports, "%s publishes its metrics", name)
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	require.Contains(t, string(readme), "Docker Compose v2", "README says which Compose runs compose.yaml")
 }
 
 // boundVariables are the bindings of every variable, by name: the one list
