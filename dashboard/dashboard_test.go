@@ -346,3 +346,19 @@ func TestChart(t *testing.T) {
 	require.Equal(t, "2h", human(2*time.Hour))
 	require.Equal(t, "3d 4h", human(76*time.Hour))
 }
+
+func TestOverviewShowsTheLongestWaitForAResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	require.NoError(t, rdb.XGroupCreateMkStream(ctx, b.stream, "workers", "0").Err())
+	id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: []any{"job_id", "x"}}).Result()
+	require.NoError(t, err)
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "c1", Streams: []string{b.stream, ">"}, Count: 1}).Err())
+
+	body := get(t, b.dashboard(t, Config{}), "/ui/").Body.String()
+	require.Contains(t, body, id+" at c1, 1 delivery")
+	require.Contains(t, body, `data-metric="groups.workers.pending" data-value="1"`)
+	require.Contains(t, body, `data-metric="groups.workers.consumers" data-value="1"`)
+}

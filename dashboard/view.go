@@ -20,11 +20,12 @@ import (
 // Thresholds of the colours. The bad ones are the defaults of `jobrelay
 // status --check`, so that red on the page is what --check fails on.
 const (
-	pendingAgeWarn = time.Minute
-	pendingAgeBad  = 15 * time.Minute
-	inReviewAgeBad = time.Hour
-	lagWarn        = 1_000
-	lagBad         = 10_000
+	pendingAgeWarn  = time.Minute
+	pendingAgeBad   = 15 * time.Minute
+	inReviewAgeBad  = time.Hour
+	deliveryIdleBad = 45 * time.Minute
+	lagWarn         = 1_000
+	lagBad          = 10_000
 )
 
 // Tones, the CSS classes of the status colours.
@@ -88,6 +89,7 @@ func overallHealth(s *inspect.Snapshot) (tone, label string) {
 	}
 	for _, g := range s.Groups {
 		worse(lagTone(g.Lag))
+		worse(deliveryTone(g.MostIdle))
 	}
 	switch tone {
 	case toneBad:
@@ -121,6 +123,15 @@ func inReviewTone(s *inspect.Snapshot) string {
 	default:
 		return toneOK
 	}
+}
+
+// deliveryTone colours the pending entry delivered longest ago: past
+// deliveryIdleBad, it looks stuck (retries wait 30 minutes at most).
+func deliveryTone(e *inspect.PendingEntry) string {
+	if e != nil && e.IdleSecs > deliveryIdleBad.Seconds() {
+		return toneBad
+	}
+	return toneOK
 }
 
 func lagTone(lag int64) string {
@@ -181,7 +192,10 @@ type groupRow struct {
 	Lag, LagRaw, LagTone string
 	Pending, PendingRaw  string
 	OldestPending        string
-	Members              []consumerRow
+	// MostIdle is the pending delivery that has waited longest for a
+	// result.
+	MostIdle, MostIdleNote, MostIdleTone string
+	Members                              []consumerRow
 }
 
 type consumerRow struct {
@@ -267,6 +281,12 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 		}
 		if g.Lag < 0 {
 			row.Lag, row.LagTone = "unknown", toneWarn
+		}
+		row.MostIdle, row.MostIdleTone = "–", toneOK
+		if e := g.MostIdle; e != nil {
+			row.MostIdle = human(time.Duration(e.IdleSecs * float64(time.Second)))
+			row.MostIdleNote = e.ID + " at " + e.Consumer + ", " + plural(e.Deliveries, "delivery", "deliveries")
+			row.MostIdleTone = deliveryTone(e)
 		}
 		for _, c := range g.Consumers {
 			idle := time.Duration(c.Idle * float64(time.Second))
