@@ -75,7 +75,9 @@ func documentedBindings() []*binding {
 	)
 	all := slices.Concat(common.bindings(), relayBindings(&relay.Config{}),
 		consumerBindings(&consumer.Config{}, &spec, false), serve.bindings())
-	last := func(b *binding) bool { return strings.HasPrefix(b.env, "LOG_") || b.env == "METRICS_ADDR" }
+	last := func(b *binding) bool {
+		return strings.HasPrefix(b.env, "LOG_") || b.env == "METRICS_ADDR" || strings.HasPrefix(b.env, "UI_")
+	}
 	return slices.Concat(slices.DeleteFunc(slices.Clone(all), last), slices.DeleteFunc(all, func(b *binding) bool { return !last(b) }))
 }
 
@@ -136,9 +138,9 @@ func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
 func uiBindings(c *serveConfig) []*binding {
 	return []*binding{
 		{env: "UI_WRITE", flag: "ui-write", ptr: &c.UIWrite, def: false,
-			help: "enable the dashboard's actions (retry failed jobs), as CSRF-protected POSTs; the dashboard is read-only otherwise"},
+			help: "`true` shows and accepts the dashboard's actions (retry a failed job, retry all), as CSRF-protected POSTs; read-only otherwise"},
 		{env: "UI_AUTH", flag: "ui-auth", ptr: &c.UIAuth, meta: "USER:PASSWORD",
-			help:  "HTTP basic auth for the dashboard at /ui (never logged); serve it on a private address either way",
+			help:  "`user:password`: HTTP basic auth for the dashboard at `/ui` (never logged); keep the listener on a private address either way",
 			check: checkUIAuth, secret: redactUIAuth},
 	}
 }

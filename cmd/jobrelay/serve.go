@@ -22,7 +22,7 @@ type serveConfig struct {
 
 func (c *serveConfig) bindings() []*binding {
 	c.b = &binding{env: "METRICS_ADDR", flag: "metrics-addr", ptr: &c.MetricsAddr, def: metricsAddrDefault, meta: "HOST:PORT",
-		help: "the listener of `/metrics`, `/healthz` and `/readyz`; empty disables it. If the default is taken " +
+		help: "the listener of `/metrics`, `/healthz`, `/readyz` and the dashboard at `/ui`; empty disables it. If the default is taken " +
 			"(another jobrelay on this host), the next free port up to `:9099`, then any, with a warning",
 		check: checkListenAddr, emptyIsValue: true}
 	return append([]*binding{c.b}, uiBindings(c)...)
