@@ -88,6 +88,7 @@ func TestViewsShareOneSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	perSnapshot := b.queries.n.Swap(0)
 	require.Positive(t, perSnapshot)
+	t.Logf("one snapshot with counts: %d statements", perSnapshot)
 
 	d := b.dashboard(t, Config{Refresh: time.Hour})
 	var takes atomic.Int64
