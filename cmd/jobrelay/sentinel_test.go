@@ -19,8 +19,9 @@ import (
 // promote its replica: every job is reviewed, what the old primary took
 // with it is re-enqueued by the reaper, and each process logs the
 // failover in one line.
+//
+// Like TestRedisCluster, it runs on its own, before the parallel tests.
 func TestSentinelFailover(t *testing.T) {
-	t.Parallel()
 	const jobs, bursts = 10_000, 4
 	ctx := testenv.Context(t)
 	sentinel := testenv.StartSentinel(t)
