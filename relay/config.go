@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -65,11 +66,22 @@ type Config struct {
 	// (PgBouncer in transaction mode). New jobs then wait up to PollInterval.
 	PollOnly bool
 
+	// ListenDatabaseURL, if set, is the PostgreSQL URL (or key=value DSN)
+	// the relay's LISTEN connection uses instead of the pool's. Behind
+	// PgBouncer in transaction mode, which breaks LISTEN, it points at
+	// PostgreSQL itself, so that new jobs still wake the relay at once
+	// while its cycles go through the pooler. It must reach the same
+	// database and schema (search_path) as the pool: notifications name
+	// the schema of the jobs table. It cannot be combined with PollOnly.
+	// Defaults to "": LISTEN uses the pool's configuration.
+	ListenDatabaseURL string
+
 	// CycleTimeout bounds one cycle, and so how long the relay holds row
-	// locks while Redis stalls. The relay's PostgreSQL session also sets it
-	// as statement_timeout and idle_in_transaction_session_timeout, so a
-	// relay that hangs or vanishes mid-cycle releases its locks after it.
-	// Defaults to 30 seconds.
+	// locks while Redis stalls. Each cycle's transaction also sets it as
+	// its statement_timeout and idle_in_transaction_session_timeout (SET
+	// LOCAL, so it holds behind a transaction pooler), so a relay that
+	// hangs or vanishes mid-cycle releases its locks after it. Defaults to
+	// 30 seconds.
 	CycleTimeout time.Duration
 
 	// DedupTTL is how long the record of a published batch outlives a
@@ -180,6 +192,10 @@ func (c *Config) validate() error {
 		return configErrorf("Workers", "must be between 1 and %d", WorkersMax)
 	case c.PollInterval < PollIntervalMin:
 		return configErrorf("PollInterval", "must be at least %s", PollIntervalMin)
+	case c.ListenDatabaseURL != "" && c.PollOnly:
+		return configErrorf("ListenDatabaseURL", "cannot be combined with PollOnly: a relay that only polls does not LISTEN")
+	case c.ListenDatabaseURL != "" && !validDatabaseURL(c.ListenDatabaseURL):
+		return configErrorf("ListenDatabaseURL", "is not a valid PostgreSQL URL")
 	case c.CycleTimeout < CycleTimeoutMin:
 		return configErrorf("CycleTimeout", "must be at least %s", CycleTimeoutMin)
 	case c.DedupTTL < c.CycleTimeout:
@@ -194,6 +210,13 @@ func (c *Config) validate() error {
 		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
 	}
 	return nil
+}
+
+// validDatabaseURL reports whether pgx can read s as a connection string.
+// The error is dropped: pgx quotes the string, password and all.
+func validDatabaseURL(s string) bool {
+	_, err := pgx.ParseConfig(s)
+	return err == nil
 }
 
 // ConfigError is a Config field that is out of range. Its message names the

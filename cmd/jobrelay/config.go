@@ -79,6 +79,9 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "the old poller's POLL_INTERVAL, in minutes; read when POLL_INTERVAL is not set"},
 		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
 			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"},
+		{env: "LISTEN_DATABASE_URL", flag: "listen-database-url", field: "ListenDatabaseURL", ptr: &c.ListenDatabaseURL, meta: "URL",
+			help: "PostgreSQL URL for LISTEN alone, when DATABASE_URL goes through a pooler that breaks it (default: DATABASE_URL)",
+			check: checkOptionalDatabaseURL, secret: db.RedactURL},
 		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
 			help: "longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"},
 		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (CYCLE_TIMEOUT + POLL_INTERVAL)", meta: "DURATION",
@@ -135,10 +138,20 @@ func checkDatabaseURL(v string) error {
 	if m := urlScheme.FindStringSubmatch(v); m != nil && m[1] != "postgres" && m[1] != "postgresql" {
 		return errors.New("is not a valid PostgreSQL URL")
 	}
-	if _, err := pgxpool.ParseConfig(v); err != nil {
+	cfg, err := pgxpool.ParseConfig(v)
+	if err != nil {
 		return errors.New("is not a valid PostgreSQL URL")
 	}
-	return nil
+	return db.CheckExecMode(cfg.ConnConfig)
+}
+
+// checkOptionalDatabaseURL is checkDatabaseURL for a URL that may be left
+// empty.
+func checkOptionalDatabaseURL(v string) error {
+	if v == "" {
+		return nil
+	}
+	return checkDatabaseURL(v)
 }
 
 var urlScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)
