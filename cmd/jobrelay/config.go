@@ -80,7 +80,7 @@ func relayBindings(c *relay.Config) []*binding {
 		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
 			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"},
 		{env: "LISTEN_DATABASE_URL", flag: "listen-database-url", field: "ListenDatabaseURL", ptr: &c.ListenDatabaseURL, meta: "URL",
-			help: "PostgreSQL URL for LISTEN alone, when DATABASE_URL goes through a pooler that breaks it (default: DATABASE_URL)",
+			help:  "PostgreSQL URL for LISTEN alone, when DATABASE_URL goes through a pooler that breaks it (default: DATABASE_URL)",
 			check: checkOptionalDatabaseURL, secret: db.RedactURL},
 		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
 			help: "longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"},
