@@ -22,6 +22,8 @@ const (
 	MaxMemoryRatioDefault = 0.8
 	MaxEntryBytesDefault  = 1 << 20
 	JobLogLimitDefault    = 10
+	// ArchiveAfterDefault is 0: the archiver is off unless asked for.
+	ArchiveAfterDefault = 0
 	WorkersDefault        = 2
 
 	// stalledAfterDefault is how long a paused relay may see no progress
@@ -98,6 +100,16 @@ type Config struct {
 	// pending_review if not. -1 disables the reaper. Defaults to 5 minutes.
 	ReenqueueAfter time.Duration
 
+	// ArchiveAfter, if positive, turns the archiver on: every minute it
+	// moves the jobs reviewed more than ArchiveAfter ago (by updated_at) to
+	// archived, in batches of 1000, each one short statement of its own
+	// that skips rows other transactions hold, until none is left (see
+	// Archive). Archived jobs leave the partial indexes of the hot paths
+	// and the reviewed count, and may be moved elsewhere or deleted by the
+	// application. At least ArchiveAfterMin. 0 or -1 disables it.
+	// Defaults to 0: disabled.
+	ArchiveAfter time.Duration
+
 	// MaxStreamLag is the number of entries a consumer group may have left
 	// unread before the relay stops claiming; the backlog then waits in
 	// PostgreSQL. Every group reading the stream counts, the furthest
@@ -133,6 +145,13 @@ type Config struct {
 	// of its own. Defaults to nil: the metrics are not registered.
 	Registerer prometheus.Registerer
 
+	// archiveInterval is the archiver's tick. Tests shorten it.
+	archiveInterval time.Duration
+
+	// archiveBatchSize is the most jobs one archiving statement moves.
+	// Tests shorten it.
+	archiveBatchSize int
+
 	// pressureInterval is the longest the relay goes on the last reading
 	// of the pressure while far from its limits (near them it reads before
 	// every claim), and how often it reads again while paused. Tests
@@ -159,6 +178,8 @@ func (c *Config) withDefaults() *Config {
 	out.MaxMemoryRatio = cmp.Or(out.MaxMemoryRatio, MaxMemoryRatioDefault)
 	out.MaxEntryBytes = cmp.Or(out.MaxEntryBytes, MaxEntryBytesDefault)
 	out.JobLogLimit = cmp.Or(out.JobLogLimit, JobLogLimitDefault)
+	out.archiveInterval = cmp.Or(out.archiveInterval, archiveIntervalDefault)
+	out.archiveBatchSize = cmp.Or(out.archiveBatchSize, ArchiveBatchSizeDefault)
 	out.pressureInterval = cmp.Or(out.pressureInterval, 250*time.Millisecond)
 	out.stalledAfter = cmp.Or(out.stalledAfter, stalledAfterDefault)
 	if out.Logger == nil {
@@ -181,6 +202,9 @@ const (
 	CycleTimeoutMin  = 10 * time.Millisecond
 	WorkersMax       = 16
 	MaxEntryBytesMin = 1024
+	// ArchiveAfterMin is the shortest ArchiveAfter: a job just reviewed
+	// stays visible as reviewed for at least this long.
+	ArchiveAfterMin = time.Minute
 )
 
 // validate reports the first field that is out of range.
@@ -206,6 +230,8 @@ func (c *Config) validate() error {
 		return configErrorf("MaxStreamLag", "must be positive, or -1 to disable it")
 	case c.MaxMemoryRatio != -1 && (c.MaxMemoryRatio <= 0 || c.MaxMemoryRatio > 1):
 		return configErrorf("MaxMemoryRatio", "must be in (0, 1], or -1 to disable it")
+	case c.ArchiveAfter < -1 || c.ArchiveAfter > 0 && c.ArchiveAfter < ArchiveAfterMin:
+		return configErrorf("ArchiveAfter", "must be at least %s, or -1 (or 0) to disable the archiver", ArchiveAfterMin)
 	case c.MaxEntryBytes < MaxEntryBytesMin:
 		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
 	}

@@ -159,6 +159,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		wg.Go(func() { r.listen(ctx, wake) })
 	}
 	wg.Go(func() { r.healthLoop(ctx) })
+	if r.cfg.ArchiveAfter > 0 {
+		wg.Go(func() { r.archiveLoop(ctx) })
+	}
 
 	r.log.InfoContext(ctx, "relay: started", slog.String("stream", r.cfg.Stream),
 		slog.Int("batch_size", r.cfg.BatchSize), slog.Duration("poll_interval", r.cfg.PollInterval),

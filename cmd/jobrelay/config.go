@@ -88,6 +88,8 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "how long records of uncommitted batches are kept"},
 		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
 			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
+		{env: "ARCHIVE_AFTER", flag: "archive-after", field: "ArchiveAfter", ptr: &c.ArchiveAfter, defText: "0", meta: "DURATION",
+			help: "move jobs reviewed longer ago than this (e.g. 30d) to archived, in small batches; 0 disables", days: true},
 		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
 			help: "entries the group may leave unread before the relay pauses; 0 disables"},
 	}

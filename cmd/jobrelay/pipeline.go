@@ -245,6 +245,7 @@ func relayAttrs(c *relay.Config, once bool) []slog.Attr {
 		slog.Duration("cycle_timeout", c.CycleTimeout),
 		slog.Duration("reenqueue_after", c.ReenqueueAfter),
 		slog.Int64("max_stream_lag", c.MaxStreamLag),
+		slog.Duration("archive_after", max(c.ArchiveAfter, 0)),
 		slog.Bool("once", once),
 	}
 	if c.ListenDatabaseURL != "" {
