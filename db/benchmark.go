@@ -64,3 +64,30 @@ WHERE id = $1 AND status = 'pending_review'`, id, streamID)
 	}
 	return nil
 }
+
+// GenerateReviewedJobs inserts n jobs already reviewed, numbered from
+// first, built by the server in one statement: the history of a table that
+// has served for a while, for the benchmark of a table of millions. Their
+// IDs follow their numbers (an ordered primary key fills fastest; the
+// queries measured do not read it), their created_at and updated_at are
+// spread over the 60 days before now, oldest first, and their description
+// is short, to keep the table small on disk.
+func GenerateReviewedJobs(ctx context.Context, q DBTX, first, n int) error {
+	_, err := q.Exec(ctx, `
+INSERT INTO jobs (id, site, job_url, title, company, location, description,
+                  created_at, updated_at, status, stream_id, enqueued_at, attempts, stream)
+SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+       (ARRAY['linkedin','indeed','glassdoor','stepstone','otta','wellfound','remoteok','welcometothejungle'])[1 + i % 8],
+       'https://jobs.example.com/' || i,
+       (ARRAY['Backend Engineer','Data Engineer','Go Developer','Product Manager','Platform Engineer'])[1 + i % 5],
+       (ARRAY['Acme','Globex','Initech','Umbrella','Hooli','Stark','Wayne'])[1 + i % 7],
+       'Remote (EU)',
+       'Go, PostgreSQL, Redis.',
+       t, t + interval '5 minutes', 'reviewed', '1-' || i, t + interval '1 minute', 1, 'job_review'
+FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS i,
+     LATERAL (SELECT now() - interval '60 days' + (i - $1::bigint) * (interval '60 days' / $2::bigint)) AS c(t)`, first, n)
+	if err != nil {
+		return fmt.Errorf("generate %d reviewed jobs: %w", n, err)
+	}
+	return nil
+}

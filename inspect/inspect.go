@@ -24,7 +24,11 @@ type Snapshot struct {
 	TakenAt time.Time `json:"taken_at"`
 	// Jobs counts jobs by status; nil unless asked for (it reads the
 	// whole table).
-	Jobs    map[string]int64 `json:"jobs,omitempty"`
+	Jobs map[string]int64 `json:"jobs,omitempty"`
+	// JobsEstimated lists the statuses whose count in Jobs is PostgreSQL's
+	// estimate: reviewed and archived on a table of millions (see
+	// db.ReadJobCounts).
+	JobsEstimated []string `json:"jobs_estimated,omitempty"`
 	Backlog Backlog          `json:"backlog"`
 	Stream  Stream           `json:"stream"`
 	Groups  []Group          `json:"groups"`
@@ -107,7 +111,8 @@ const streamDefault = "job_review"
 type Options struct {
 	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
-	// Counts asks for jobs by status, which reads the whole table.
+	// Counts asks for jobs by status: a count of the whole table, or on a
+	// table of millions, estimates of the reviewed and archived counts.
 	Counts bool
 }
 
@@ -117,11 +122,11 @@ type Options struct {
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
 	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: cmp.Or(opts.Stream, streamDefault)}}
 	if opts.Counts {
-		counts, err := db.CountByStatus(ctx, pool)
+		counts, err := db.ReadJobCounts(ctx, pool)
 		if err != nil {
 			return nil, err
 		}
-		s.Jobs = counts
+		s.Jobs, s.JobsEstimated = counts.ByStatus, counts.Estimated
 	}
 	b, err := db.ReadBacklog(ctx, pool)
 	if err != nil {
