@@ -6,7 +6,10 @@ package db
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // GenerateJobs inserts n varied sample jobs, pending_review, built by the
@@ -90,4 +93,69 @@ FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS i,
 		return fmt.Errorf("generate %d reviewed jobs: %w", n, err)
 	}
 	return nil
+}
+
+// Plan is what EXPLAIN says one of the hot queries reads.
+type Plan struct {
+	Query   string   // what the query is for
+	Indexes []string // the indexes its plan reads
+	SeqScan bool     // whether its plan reads a table sequentially
+}
+
+// ExplainHotQueries explains (without running them) the queries whose
+// cost must not grow with the number of finished jobs: the relay's claim,
+// the reaper's page, the metrics' backlog, status's counts and the
+// archiver's batch, and says which indexes they read.
+func ExplainHotQueries(ctx context.Context, q DBTX) ([]Plan, error) {
+	zero := "00000000-0000-0000-0000-000000000000"
+	now := time.Now()
+	queries := []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"relay claim", claimSQL, []any{100}},
+		{"reaper page", publishedBeforeSQL, []any{now, nil, zero, 100, "job_review"}},
+		{"metrics backlog", backlogSQL, nil},
+		{"status counts", smallCountsSQL, nil},
+		{"archiver batch", archiveSQL, []any{now.Add(-30 * 24 * time.Hour), 1000}},
+	}
+	var plans []Plan
+	for _, query := range queries {
+		var raw []byte
+		if err := q.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+query.sql, query.args...).Scan(&raw); err != nil {
+			return nil, fmt.Errorf("explain %s: %w", query.name, err)
+		}
+		var tree []struct{ Plan planNode }
+		if err := json.Unmarshal(raw, &tree); err != nil {
+			return nil, fmt.Errorf("explain %s: %w", query.name, err)
+		}
+		p := Plan{Query: query.name}
+		for _, t := range tree {
+			t.Plan.walk(&p)
+		}
+		slices.Sort(p.Indexes)
+		p.Indexes = slices.Compact(p.Indexes)
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
+
+// planNode is a node of EXPLAIN's JSON output.
+type planNode struct {
+	NodeType  string     `json:"Node Type"`
+	IndexName string     `json:"Index Name"`
+	Plans     []planNode `json:"Plans"`
+}
+
+func (n *planNode) walk(p *Plan) {
+	if n.IndexName != "" {
+		p.Indexes = append(p.Indexes, n.IndexName)
+	}
+	if n.NodeType == "Seq Scan" {
+		p.SeqScan = true
+	}
+	for i := range n.Plans {
+		n.Plans[i].walk(p)
+	}
 }

@@ -23,19 +23,23 @@ type Backlog struct {
 	InReviewUntracked int64
 }
 
+// backlogSQL reads the backlog from the partial indexes on pending_review
+// and in_review rows.
+const backlogSQL = `
+SELECT (SELECT count(*) FROM jobs WHERE status = 'pending_review'),
+       (SELECT min(created_at) FROM jobs WHERE status = 'pending_review'),
+       (SELECT count(*) FROM jobs WHERE status = 'in_review'),
+       least((SELECT min(enqueued_at) FROM jobs WHERE status = 'in_review'),
+             (SELECT min(updated_at) FROM jobs WHERE status = 'in_review' AND enqueued_at IS NULL)),
+       (SELECT count(*) FROM jobs WHERE status = 'in_review' AND (enqueued_at IS NULL OR stream_id IS NULL))`
+
 // ReadBacklog counts pending_review and in_review jobs and finds the oldest
 // of each. An in_review row without enqueued_at counts from its updated_at,
 // as the reaper does, so none is left out of the oldest age.
 func ReadBacklog(ctx context.Context, q DBTX) (Backlog, error) {
 	var b Backlog
 	var oldestPending, oldestInReview *time.Time
-	err := q.QueryRow(ctx, `
-SELECT (SELECT count(*) FROM jobs WHERE status = 'pending_review'),
-       (SELECT min(created_at) FROM jobs WHERE status = 'pending_review'),
-       (SELECT count(*) FROM jobs WHERE status = 'in_review'),
-       least((SELECT min(enqueued_at) FROM jobs WHERE status = 'in_review'),
-             (SELECT min(updated_at) FROM jobs WHERE status = 'in_review' AND enqueued_at IS NULL)),
-       (SELECT count(*) FROM jobs WHERE status = 'in_review' AND (enqueued_at IS NULL OR stream_id IS NULL))`).
+	err := q.QueryRow(ctx, backlogSQL).
 		Scan(&b.Pending, &oldestPending, &b.InReview, &oldestInReview, &b.InReviewUntracked)
 	if err != nil {
 		return Backlog{}, fmt.Errorf("read backlog: %w", err)

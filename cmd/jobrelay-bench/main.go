@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ type options struct {
 	latencyFor  time.Duration
 	latencyPoll string
 	rate        int
+	tableSizes  []int
 	out         string
 	only        map[string]bool
 	dbURL       string
@@ -58,7 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, table (default all)")
+	sizes := fs.String("table-sizes", "1000000,10000000", "reviewed jobs in the tables of the table part (claim, reaper, status and archiver times against table size)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +70,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for part := range strings.SplitSeq(*only, ",") {
 			o.only[strings.TrimSpace(part)] = true
 		}
+	}
+	for s := range strings.SplitSeq(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-table-sizes: %q is not a number of jobs", s)
+		}
+		o.tableSizes = append(o.tableSizes, n)
 	}
 	o.dbURL, o.redisURL = testenv.DatabaseURL(), testenv.RedisURL()
 
