@@ -13,7 +13,9 @@ import (
 // index. SKIP LOCKED passes over rows another transaction holds (a late
 // success being recorded, another archiver): they are archived by a later
 // batch. The status guard in the UPDATE re-checks a row changed between
-// the two steps.
+// the two steps. The IDs go to the UPDATE as an array, which it looks up
+// in the primary key: a join would let the planner hash the batch and read
+// the whole table.
 const archiveSQL = `
 WITH batch AS (
   SELECT id FROM jobs
@@ -22,8 +24,7 @@ WITH batch AS (
   LIMIT $2
   FOR UPDATE SKIP LOCKED)
 UPDATE jobs SET status = 'archived', updated_at = now()
-FROM batch
-WHERE jobs.id = batch.id AND jobs.status = 'reviewed'`
+WHERE id = ANY(ARRAY(SELECT id FROM batch)) AND status = 'reviewed'`
 
 // ArchiveReviewedBatch moves up to limit jobs reviewed before before (by
 // updated_at, when they became reviewed) to archived, in one statement

@@ -40,3 +40,34 @@ FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM jobs) o WHERE jobs.id
 	require.InDelta(t, 600, big.ByStatus[db.StatusReviewed], 30)
 	require.InDelta(t, 300, big.ByStatus[db.StatusArchived], 30)
 }
+
+// Issue 11, item 5: the queries that run all the time read the partial
+// indexes, never the whole table, however many jobs were reviewed.
+func TestHotQueriesUseThePartialIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	s := testenv.NewSchema(t)
+	require.NoError(t, db.GenerateReviewedJobs(ctx, s.Pool, 1, 50_000))
+	testenv.Seed(t, s.Pool, 200)
+	_, err := s.Pool.Exec(ctx, `
+UPDATE jobs SET status = 'in_review', stream_id = '1-1', enqueued_at = now(), stream = 'job_review'
+WHERE id IN (SELECT id FROM jobs WHERE status = 'pending_review' LIMIT 50)`)
+	require.NoError(t, err)
+	_, err = s.Pool.Exec(ctx, `VACUUM ANALYZE jobs`)
+	require.NoError(t, err)
+
+	plans, err := db.ExplainHotQueries(ctx, s.Pool)
+	require.NoError(t, err)
+	want := map[string][]string{
+		"relay claim":     {"jobs_pending_review_created_at_idx"},
+		"reaper page":     {"jobs_in_review_enqueued_at_idx"},
+		"metrics backlog": {"jobs_in_review_enqueued_at_idx", "jobs_pending_review_created_at_idx"},
+		"status counts":   {"jobs_failed_updated_at_idx", "jobs_in_review_enqueued_at_idx", "jobs_pending_review_created_at_idx"},
+		"archiver batch":  {"jobs_pkey", "jobs_reviewed_updated_at_idx"},
+	}
+	require.Len(t, plans, len(want))
+	for _, p := range plans {
+		require.False(t, p.SeqScan, "%s reads the table: %v", p.Query, p)
+		require.Equal(t, want[p.Query], p.Indexes, p.Query)
+	}
+}
