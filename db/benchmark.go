@@ -126,7 +126,9 @@ func ExplainHotQueries(ctx context.Context, q DBTX) ([]Plan, error) {
 		if err := q.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+query.sql, query.args...).Scan(&raw); err != nil {
 			return nil, fmt.Errorf("explain %s: %w", query.name, err)
 		}
-		var tree []struct{ Plan planNode }
+		var tree []struct {
+			Plan planNode `json:"Plan"`
+		}
 		if err := json.Unmarshal(raw, &tree); err != nil {
 			return nil, fmt.Errorf("explain %s: %w", query.name, err)
 		}

@@ -69,8 +69,7 @@ func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Poo
 // prepared statement support (before 1.21, or max_prepared_statements =
 // 0), use cache_describe: it prepares nothing that outlives a statement.
 func CheckExecMode(cfg *pgx.ConnConfig) error {
-	switch cfg.DefaultQueryExecMode {
-	case pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol:
+	if mode := cfg.DefaultQueryExecMode; mode == pgx.QueryExecModeExec || mode == pgx.QueryExecModeSimpleProtocol {
 		return fmt.Errorf("default_query_exec_mode=%s is not supported (jobrelay's statements need the parameter types the server describes): use cache_describe behind PgBouncer, or leave it unset",
 			cfg.DefaultQueryExecMode)
 	}

@@ -29,9 +29,9 @@ type Snapshot struct {
 	// estimate: reviewed and archived on a table of millions (see
 	// db.ReadJobCounts).
 	JobsEstimated []string `json:"jobs_estimated,omitempty"`
-	Backlog Backlog          `json:"backlog"`
-	Stream  Stream           `json:"stream"`
-	Groups  []Group          `json:"groups"`
+	Backlog       Backlog  `json:"backlog"`
+	Stream        Stream   `json:"stream"`
+	Groups        []Group  `json:"groups"`
 	// DeadLetters is the length of the dead-letter stream: the jobs still
 	// failed (retry --failed and late successes remove their jobs' dead
 	// letters), and malformed entries that name no job.

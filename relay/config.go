@@ -24,7 +24,7 @@ const (
 	JobLogLimitDefault    = 10
 	// ArchiveAfterDefault is 0: the archiver is off unless asked for.
 	ArchiveAfterDefault = 0
-	WorkersDefault        = 2
+	WorkersDefault      = 2
 
 	// stalledAfterDefault is how long a paused relay may see no progress
 	// before Ready reports it: longer than consumers take to read an entry

@@ -43,6 +43,7 @@ INSERT INTO jobs (title) VALUES ('waiting')`)
 	// whichever way it is asked for. The migrations after them may go.
 	code, stdout, stderr := runInProcess(t, env, "migrate", "down-to", "4")
 	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "database version: 4")
 	refused("down")
 	refused("down-to", "3")
 	refused("down-to", "2")

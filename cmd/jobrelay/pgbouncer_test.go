@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +85,7 @@ WHERE datname = current_database() AND application_name = 'jobrelay listener'`).
 			}
 			require.NotContains(t, bouncer.Output(), "unsupported startup parameter")
 			if tc.listenURL {
-				require.True(t, strings.Contains(relays[0].Output(), `"listen_database_url"`), "the start-up line shows the LISTEN URL")
+				require.Contains(t, relays[0].Output(), `"listen_database_url"`, "the start-up line shows the LISTEN URL")
 			}
 		})
 	}

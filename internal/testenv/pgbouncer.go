@@ -56,12 +56,12 @@ func StartPgBouncer(t testing.TB) *PgBouncer {
 		t.Fatalf("PostgreSQL address: %v", err)
 	}
 	// A directory the postgres user can read: t.TempDir's parent is not.
-	dir, err := os.MkdirTemp("", "jobrelay-pgbouncer-")
+	dir, err := os.MkdirTemp("", "jobrelay-pgbouncer-") //nolint:usetesting // pgbouncer runs as the postgres user, which cannot enter the 0700 parent of t.TempDir
 	if err != nil {
 		t.Fatalf("pgbouncer directory: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { //nolint:gosec // pgbouncer runs as another user and must read its configuration
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatalf("pgbouncer directory: %v", err)
 	}
 	b := &PgBouncer{t: t, port: freePort(t), done: make(chan struct{})}
@@ -83,7 +83,7 @@ func StartPgBouncer(t testing.TB) *PgBouncer {
 		"",
 	}, "\n")
 	for name, text := range map[string]string{"users.txt": users, "pgbouncer.ini": ini} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil { //nolint:gosec // read by pgbouncer's user
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatalf("write %s: %v", name, err)
 		}
 	}
