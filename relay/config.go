@@ -66,6 +66,7 @@ type Config struct {
 
 	// PollOnly turns off LISTEN/NOTIFY, for connection poolers that break it
 	// (PgBouncer in transaction mode). New jobs then wait up to PollInterval.
+	// ListenDatabaseURL keeps notifications behind such a pooler instead.
 	PollOnly bool
 
 	// ListenDatabaseURL, if set, is the PostgreSQL URL (or key=value DSN)
