@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -89,12 +90,37 @@ type Group struct {
 	Pending         int64  `json:"pending"`
 	Lag             int64  `json:"lag"` // -1 when Redis cannot tell
 	LastDeliveredID string `json:"last_delivered_id"`
+	// EntriesRead counts the entries ever delivered to the group (Redis
+	// 7's entries-read); EntriesRead - Pending is what it finished, a
+	// counter whose rate is the group's throughput.
+	EntriesRead int64 `json:"entries_read"`
 	// OldestPendingID is the oldest entry delivered and not yet
-	// acknowledged; OldestPendingAt is when it was added.
-	OldestPendingID  string     `json:"oldest_pending_id,omitempty"`
-	OldestPendingAt  time.Time  `json:"oldest_pending_at,omitzero"`
-	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
-	Consumers        []Consumer `json:"consumers"`
+	// acknowledged; OldestPendingAt is when it was added to the stream,
+	// and OldestPendingAge the time since: its wait in the stream before
+	// its first delivery and its retries included, so an old backlog
+	// being delivered makes it large. It is not a measure of a stuck
+	// delivery: MostIdle is.
+	OldestPendingID  string    `json:"oldest_pending_id,omitempty"`
+	OldestPendingAt  time.Time `json:"oldest_pending_at,omitzero"`
+	OldestPendingAge float64   `json:"oldest_pending_age_seconds"`
+	// MostIdle is the pending entry delivered longest ago; nil when none
+	// is pending.
+	MostIdle  *PendingEntry `json:"most_idle,omitempty"`
+	Consumers []Consumer    `json:"consumers"`
+}
+
+// PendingEntry is an entry delivered to a group and not yet acknowledged.
+type PendingEntry struct {
+	ID string `json:"id"`
+	// Consumer holds it.
+	Consumer string `json:"consumer"`
+	// Deliveries counts its deliveries that count toward MaxDeliveries.
+	Deliveries int64 `json:"deliveries"`
+	// DeliveredAt is when it was last delivered, or its claim refreshed
+	// by a consumer whose handler runs long (XPENDING's idle time), and
+	// IdleSecs the time since: how long it has waited for a result.
+	DeliveredAt time.Time `json:"delivered_at"`
+	IdleSecs    float64   `json:"idle_seconds"`
 }
 
 // Consumer describes a member of a group.
@@ -117,32 +143,23 @@ type Options struct {
 }
 
 // Take reads a snapshot: two queries on the partial indexes (plus counts
-// by status and of in_review jobs by stream if asked), and a few Redis
-// round trips.
+// by status and of in_review jobs by stream if asked, all in one read-only
+// transaction), and a few Redis round trips.
 func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, opts Options) (*Snapshot, error) {
 	s := &Snapshot{TakenAt: time.Now(), Stream: Stream{Name: cmp.Or(opts.Stream, streamDefault)}}
-	if opts.Counts {
-		counts, err := db.ReadJobCounts(ctx, pool)
+	if !opts.Counts {
+		if err := readTable(ctx, pool, s, false); err != nil {
+			return nil, err
+		}
+	} else {
+		// One moment of the table, so that the counts by status and the
+		// backlog agree (a page shows them side by side).
+		err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			return readTable(ctx, tx, s, true)
+		})
 		if err != nil {
 			return nil, err
 		}
-		s.Jobs, s.JobsEstimated = counts.ByStatus, counts.Estimated
-	}
-	b, err := db.ReadBacklog(ctx, pool)
-	if err != nil {
-		return nil, err
-	}
-	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
-		InReviewUntracked: b.InReviewUntracked}
-	if opts.Counts {
-		byStream, err := db.CountInReviewByStream(ctx, pool)
-		if err != nil {
-			return nil, err
-		}
-		s.Backlog.InReviewByStream = byStream
-	}
-	if !b.OldestPending.IsZero() {
-		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
 	if err := readStream(ctx, rdb, s); err != nil {
 		return nil, err
@@ -156,6 +173,35 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 		s.Health = append(s.Health, HealthReport(r))
 	}
 	return s, nil
+}
+
+// readTable reads the jobs table's part of a snapshot: the backlog, and
+// the counts if asked.
+func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
+	if counts {
+		c, err := db.ReadJobCounts(ctx, q)
+		if err != nil {
+			return err
+		}
+		s.Jobs, s.JobsEstimated = c.ByStatus, c.Estimated
+	}
+	b, err := db.ReadBacklog(ctx, q)
+	if err != nil {
+		return err
+	}
+	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
+		InReviewUntracked: b.InReviewUntracked}
+	if counts {
+		byStream, err := db.CountInReviewByStream(ctx, q)
+		if err != nil {
+			return err
+		}
+		s.Backlog.InReviewByStream = byStream
+	}
+	if !b.OldestPending.IsZero() {
+		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
+	}
+	return nil
 }
 
 func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) error {
@@ -185,7 +231,8 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 	}
 	s.Groups = make([]Group, 0, len(groups))
 	for _, g := range groups {
-		grp := Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID, Consumers: []Consumer{}}
+		grp := Group{Name: g.Name, Pending: g.Pending, Lag: g.Lag, LastDeliveredID: g.LastDeliveredID, EntriesRead: g.EntriesRead,
+			Consumers: []Consumer{}}
 		if g.Pending > 0 {
 			p, err := rdb.XPending(ctx, name, g.Name).Result()
 			if err != nil {
@@ -195,6 +242,14 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 			if id, ok := stream.ParseID(p.Lower); ok {
 				grp.OldestPendingAt = time.UnixMilli(int64(id.MS))
 				grp.OldestPendingAge = s.TakenAt.Sub(grp.OldestPendingAt).Seconds()
+			}
+			e, err := mostIdle(ctx, rdb, name, g.Name)
+			if err != nil {
+				return err
+			}
+			if e != nil {
+				grp.MostIdle = &PendingEntry{ID: e.ID, Consumer: e.Consumer, Deliveries: e.RetryCount,
+					DeliveredAt: s.TakenAt.Add(-e.Idle), IdleSecs: e.Idle.Seconds()}
 			}
 		}
 		consumers, err := rdb.XInfoConsumers(ctx, name, g.Name).Result()
@@ -207,4 +262,39 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 		s.Groups = append(s.Groups, grp)
 	}
 	return nil
+}
+
+// mostIdlePage is how many pending entries one XPENDING call of mostIdle
+// returns at most.
+const mostIdlePage = 100
+
+// mostIdle returns the group's pending entry delivered longest ago, or nil
+// if none is pending. XPENDING lists entries in ID order, not by idle
+// time, so it pages through the pending entries list, asking each page
+// only for entries more idle than the most idle one found so far (the
+// IDLE filter): Redis scans the list once, few entries travel, and one
+// round trip is usual, since entries are mostly delivered in ID order and
+// the first is the most idle.
+func mostIdle(ctx context.Context, rdb redis.UniversalClient, name, group string) (*redis.XPendingExt, error) {
+	var best *redis.XPendingExt
+	start := "-"
+	for {
+		args := &redis.XPendingExtArgs{Stream: name, Group: group, Start: start, End: "+", Count: mostIdlePage}
+		if best != nil {
+			args.Idle = best.Idle + time.Millisecond // IDLE is in ms, and at least
+		}
+		page, err := rdb.XPendingExt(ctx, args).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read pending entries of %s: %w", group, err)
+		}
+		for i := range page {
+			if best == nil || page[i].Idle > best.Idle {
+				best = &page[i]
+			}
+		}
+		if len(page) < mostIdlePage {
+			return best, nil
+		}
+		start = "(" + page[len(page)-1].ID
+	}
 }

@@ -39,11 +39,11 @@ type dbConfig struct {
 func (c *dbConfig) bindings() []*binding {
 	return []*binding{
 		{env: "DATABASE_URL", flag: "database-url", ptr: &c.DatabaseURL, def: databaseURLDefault, meta: "URL",
-			help: "PostgreSQL URL; sslmode and search_path go in its query", check: checkDatabaseURL, secret: db.RedactURL},
+			help: "PostgreSQL. `sslmode` and `search_path` go in the query. Logged with the password hidden.", check: checkDatabaseURL, secret: db.RedactURL},
 		{env: "LOG_FORMAT", flag: "log-format", ptr: &c.LogFormat, def: "text", meta: "text|json",
-			help: "text (colored on a terminal) or json", check: oneOf("text", "json")},
+			help: "`text` (colored on a terminal, through tint) or `json`", check: oneOf("text", "json")},
 		{env: "LOG_LEVEL", flag: "log-level", ptr: &c.LogLevel, def: "info", meta: "LEVEL",
-			help: "debug, info, warn or error"},
+			help: "`debug`, `info`, `warn` or `error`"},
 	}
 }
 
@@ -57,10 +57,28 @@ type commonConfig struct {
 func (c *commonConfig) bindings() []*binding {
 	return append(c.dbConfig.bindings(),
 		&binding{env: "REDIS_URL", flag: "redis-url", ptr: &c.RedisURL, def: redisURLDefault, meta: "URL",
-			help: "Redis URL; rediss:// for TLS", check: checkRedisURL, secret: db.RedactURL},
+			help: "Redis; `rediss://` for TLS. Logged with the password hidden.", check: checkRedisURL, secret: db.RedactURL},
 		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
-			help: "Redis stream of jobs to review"},
+			help: "the stream of jobs to review; dead letters go to `<name>:dead`"},
 	)
+}
+
+// documentedBindings is every variable the binary reads, once, in the
+// order README's settings table lists them: connections and names, the
+// relay's, the consumers', then logging and the listener. The table is
+// made from it (go test ./cmd/jobrelay -run TestReadmeSettingsTable -update).
+func documentedBindings() []*binding {
+	var (
+		common commonConfig
+		serve  serveConfig
+		spec   string
+	)
+	all := slices.Concat(common.bindings(), relayBindings(&relay.Config{}),
+		consumerBindings(&consumer.Config{}, &spec, false), serve.bindings())
+	last := func(b *binding) bool {
+		return strings.HasPrefix(b.env, "LOG_") || b.env == "METRICS_ADDR" || strings.HasPrefix(b.env, "UI_")
+	}
+	return slices.Concat(slices.DeleteFunc(slices.Clone(all), last), slices.DeleteFunc(all, func(b *binding) bool { return !last(b) }))
 }
 
 // relayBindings binds the relay's variables to the fields of c. Stream is
@@ -68,30 +86,30 @@ func (c *commonConfig) bindings() []*binding {
 func relayBindings(c *relay.Config) []*binding {
 	return []*binding{
 		{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: relay.GroupDefault, meta: "NAME",
-			help: "consumer group (its lag holds the relay back)"},
+			help: "the consumer group (its lag holds the relay back)"},
 		{env: "BATCH_SIZE", flag: "batch-size", field: "BatchSize", ptr: &c.BatchSize, def: relay.BatchSizeDefault, meta: "N",
-			help: "jobs claimed, published and committed per cycle"},
+			help: fmt.Sprintf("jobs claimed, published and committed per cycle (1 to %d)", relay.BatchSizeMax)},
 		{env: "RELAY_WORKERS", flag: "workers", field: "Workers", ptr: &c.Workers, def: relay.WorkersDefault, meta: "N",
-			help: "cycles run side by side while a backlog drains, each on its own connection"},
+			help: fmt.Sprintf("cycles a relay runs side by side while a backlog drains, each on its own connection: one commits while another publishes (1 to %d)", relay.WorkersMax)},
 		{env: "POLL_INTERVAL", flag: "poll-interval", field: "PollInterval", ptr: &c.PollInterval, def: relay.PollIntervalDefault, meta: "DURATION",
-			help: "safety-net poll under LISTEN/NOTIFY, and the reaper's tick"},
+			help: fmt.Sprintf("the safety-net poll under LISTEN/NOTIFY, jittered ±10%%, and the reaper's tick (at least %s)", relay.PollIntervalMin)},
 		{env: "POLL_INTERVAL_MINUTES", field: "PollInterval", ptr: &c.PollInterval, minutesOf: "POLL_INTERVAL", meta: "MINUTES",
-			help: "the old poller's POLL_INTERVAL, in minutes; read when POLL_INTERVAL is not set"},
+			help: "the old poller's setting, in minutes, honoured when `POLL_INTERVAL` is not set; same bounds"},
 		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
-			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"},
+			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer in transaction mode)"},
 		{env: "LISTEN_DATABASE_URL", flag: "listen-database-url", field: "ListenDatabaseURL", ptr: &c.ListenDatabaseURL, meta: "URL",
-			help:  "PostgreSQL URL for LISTEN alone, when DATABASE_URL goes through a pooler that breaks it (default: DATABASE_URL)",
+			help:  "PostgreSQL for the relay's LISTEN connection alone, when `DATABASE_URL` goes through PgBouncer in transaction mode (see Scaling out); same database and `search_path`. Logged with the password hidden. Empty: `DATABASE_URL`",
 			check: checkOptionalDatabaseURL, secret: db.RedactURL},
 		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
-			help: "longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"},
-		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (CYCLE_TIMEOUT + POLL_INTERVAL)", meta: "DURATION",
-			help: "how long records of uncommitted batches are kept"},
+			help: "the longest a cycle holds its row locks; also each cycle transaction's `statement_timeout` and `idle_in_transaction_session_timeout` (`SET LOCAL`)"},
+		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (`CYCLE_TIMEOUT` + `POLL_INTERVAL`)", meta: "DURATION",
+			help: "how long the record of a published but uncommitted batch is kept"},
 		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
-			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
+			help: "an `in_review` job older than this whose stream entry is gone goes back to `pending_review`; `0` disables"},
 		{env: "ARCHIVE_AFTER", flag: "archive-after", field: "ArchiveAfter", ptr: &c.ArchiveAfter, defText: "0", meta: "DURATION",
-			help: "move jobs reviewed longer ago than this (e.g. 30d) to archived, in small batches; 0 disables", days: true},
+			help: "jobs reviewed longer ago than this (`30d`, `1d12h`; at least `1m`) are moved to `archived` by the relays, 1000 per statement, once a minute (see Scaling out); `0` disables", days: true},
 		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
-			help: "entries the group may leave unread before the relay pauses; 0 disables"},
+			help: "entries the group may leave unread before the relay pauses; `0` disables"},
 	}
 }
 
@@ -102,25 +120,57 @@ func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
 	var bs []*binding
 	if group {
 		bs = append(bs, &binding{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: consumer.GroupDefault, meta: "NAME",
-			help: "consumer group"})
+			help: "the consumer group"})
 	}
 	return append(bs,
 		&binding{env: "HANDLER", flag: "handler", field: "Handler", ptr: spec, def: consumer.HandlerSpecDefault, meta: "SPEC",
-			help: `review handler: "log", "exec:CMD" (job JSON on stdin) or "http:URL" (job JSON POSTed)`},
+			help: "the review handler: `log`, `exec:CMD` (job JSON on stdin, exit 0 = success) or `http:URL` (job JSON POSTed, 2xx = success)"},
 		&binding{env: "CONCURRENCY", flag: "concurrency", field: "Concurrency", ptr: &c.Concurrency, def: consumer.ConcurrencyDefault, meta: "N",
-			help: "handlers running at once"},
+			help: fmt.Sprintf("handlers running at once per consumer (1 to %d)", consumer.ConcurrencyMax)},
 		&binding{env: "RECLAIM_IDLE", flag: "reclaim-idle", field: "ReclaimIdle", ptr: &c.ReclaimIdle, def: consumer.ReclaimIdleDefault, meta: "DURATION",
-			help: "idle time after which a delivered job is retried by any consumer"},
+			help: "a delivered job without a result for this long is retried, by any consumer"},
 		&binding{env: "MAX_DELIVERIES", flag: "max-deliveries", field: "MaxDeliveries", ptr: &c.MaxDeliveries, def: consumer.MaxDeliveriesDefault, meta: "N",
-			help: "deliveries before a job is dead-lettered and marked failed"},
+			help: "deliveries before a job is dead-lettered and marked `failed`"},
 		&binding{env: "HANDLER_TIMEOUT", flag: "handler-timeout", field: "HandlerTimeout", ptr: &c.HandlerTimeout, def: consumer.HandlerTimeoutDefault, meta: "DURATION",
-			help: "longest one handler call may run"},
+			help: "the longest one handler call may run"},
 		&binding{env: "SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", field: "ShutdownTimeout", ptr: &c.ShutdownTimeout, def: consumer.ShutdownTimeoutDefault, meta: "DURATION",
-			help: "how long handlers in flight may finish after SIGTERM; 0 cancels them at once"},
+			help: "how long handlers in flight may finish after SIGTERM; `0` cancels them at once"},
 	)
 }
 
+// uiBindings binds the dashboard's settings (served at /ui on the metrics
+// listener).
+func uiBindings(c *serveConfig) []*binding {
+	return []*binding{
+		{env: "UI_WRITE", flag: "ui-write", ptr: &c.UIWrite, def: false,
+			help: "`true` shows and accepts the dashboard's actions (retry a failed job, retry all), as CSRF-protected POSTs; read-only otherwise"},
+		{env: "UI_AUTH", flag: "ui-auth", ptr: &c.UIAuth, meta: "USER:PASSWORD",
+			help:  "`user:password`: HTTP basic auth for the dashboard at `/ui` (never logged); keep the listener on a private address either way",
+			check: checkUIAuth, secret: redactUIAuth},
+	}
+}
+
 // checks of the CLI's own settings
+
+// checkUIAuth accepts user:password, both not empty, or nothing.
+func checkUIAuth(v string) error {
+	if v == "" {
+		return nil
+	}
+	if user, password, ok := strings.Cut(v, ":"); !ok || user == "" || password == "" {
+		return errors.New("must be user:password, both not empty")
+	}
+	return nil
+}
+
+// redactUIAuth hides the password of a UI_AUTH value.
+func redactUIAuth(v string) string {
+	user, _, ok := strings.Cut(v, ":")
+	if !ok {
+		return "xxxxx"
+	}
+	return user + ":xxxxx"
+}
 
 func oneOf(allowed ...string) func(string) error {
 	return func(v string) error {

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/dashboard"
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/inspect"
 	"github.com/jobrelay/jobrelay/internal/health"
@@ -149,6 +150,16 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 	}
 
 	serverChecks(h, cl)
+	var observe func(*inspect.Snapshot)
+	if p.serve.MetricsAddr != "" {
+		dash, err := newDashboard(cl, &p.serve, p.common.Stream, logger)
+		if err != nil {
+			return err
+		}
+		h.Handle(dashboard.PrefixDefault+"/", dash)
+		h.Handle(dashboard.PrefixDefault, dash)
+		observe = dash.Observe // the chart draws on the gauges' snapshots
+	}
 	// The listener and the gauges stop when the components have: on a
 	// signal, or when one fails.
 	g, gctx := errgroup.WithContext(ctx)
@@ -159,7 +170,7 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 		return err
 	}
 	defer waitServer()
-	waitGauges := watchPipeline(serveCtx, h, cl, p.common.Stream, logger)
+	waitGauges := watchPipeline(serveCtx, h, cl, p.common.Stream, observe, logger)
 	defer waitGauges()
 	defer stopServing() // this defer runs first: the waits above then return
 
@@ -182,8 +193,10 @@ func serverChecks(h *health.Server, cl *clients) {
 
 // watchPipeline registers the pipeline gauges and refreshes them until ctx
 // is done.
-func watchPipeline(ctx context.Context, h *health.Server, cl *clients, stream string, logger *slog.Logger) (wait func()) {
-	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: stream, Interval: inspect.RefreshDefault, Logger: logger})
+// observe, if not nil, is given each snapshot.
+func watchPipeline(ctx context.Context, h *health.Server, cl *clients, stream string, observe func(*inspect.Snapshot), logger *slog.Logger) (wait func()) {
+	col := inspect.NewCollector(cl.pool, cl.rdb, inspect.CollectorConfig{Stream: stream, Interval: inspect.RefreshDefault, Logger: logger,
+		ObserveFunc: observe})
 	h.Registry.MustRegister(col)
 	done := make(chan struct{})
 	go func() {

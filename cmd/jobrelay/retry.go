@@ -7,8 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/jobrelay/jobrelay/db"
-	"github.com/jobrelay/jobrelay/internal/stream"
+	"github.com/jobrelay/jobrelay/internal/retry"
 )
 
 const retryHelp = `Sends failed jobs (dead-lettered after MAX_DELIVERIES) back to
@@ -58,22 +57,14 @@ func (c *retryCommand) run(ctx context.Context, a *app) error {
 		return err
 	}
 	defer cl.Close()
-	// Redis first: jobs sent back while their dead letters cannot be
-	// removed would leave dead letters nobody can retry.
-	if err := cl.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("retry: Redis, which holds the dead letters, is unreachable; nothing changed: %w", err)
+	res, err := retry.Failed(ctx, cl.pool, cl.rdb, common.Stream, jobID)
+	if _, left := errors.AsType[*retry.DeadLettersLeftError](err); err != nil && !left {
+		return err // nothing changed
 	}
-	ids, err := db.RetryFailedJobs(ctx, cl.pool, jobID)
+	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", len(res.JobIDs))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d failed job(s) sent back to pending_review\n", len(ids))
-	dead := stream.DeadLetterKey(common.Stream)
-	n, err := stream.DeleteDeadLetters(ctx, cl.rdb, common.Stream, ids)
-	if err != nil {
-		return fmt.Errorf("retry: the jobs were sent back, but removing their dead letters from %s failed (remove them with redis-cli XDEL %s <ID>): %w",
-			dead, dead, err)
-	}
-	fmt.Fprintf(a.stdout, "%d dead letter(s) removed from %s\n", n, dead)
+	fmt.Fprintf(a.stdout, "%d dead letter(s) removed from %s\n", res.DeadLettersRemoved, res.DeadLetterStream)
 	return nil
 }

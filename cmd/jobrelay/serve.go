@@ -2,24 +2,30 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 
+	"github.com/jobrelay/jobrelay/dashboard"
 	"github.com/jobrelay/jobrelay/internal/health"
 )
 
-// serveConfig is the metrics and health listener's setting.
+// serveConfig is the settings of the metrics and health listener and of
+// the dashboard it serves at /ui.
 type serveConfig struct {
 	MetricsAddr string
+	UIWrite     bool   // the dashboard's actions are enabled
+	UIAuth      string // "user:password" of the dashboard's basic auth; empty: none
 
 	b *binding // where MetricsAddr came from
 }
 
 func (c *serveConfig) bindings() []*binding {
 	c.b = &binding{env: "METRICS_ADDR", flag: "metrics-addr", ptr: &c.MetricsAddr, def: metricsAddrDefault, meta: "HOST:PORT",
-		help: "listener for /metrics, /healthz and /readyz; empty disables it. If the default is taken (another " +
-			"jobrelay on this host), the next free port up to :9099, then any free port, with a warning",
+		help: "the listener of `/metrics`, `/healthz`, `/readyz` and the dashboard at `/ui`; empty disables it. If the default is taken " +
+			"(another jobrelay on this host), the next free port up to `:9099`, then any, with a warning",
 		check: checkListenAddr, emptyIsValue: true}
-	return []*binding{c.b}
+	return append([]*binding{c.b}, uiBindings(c)...)
 }
 
 // isDefault reports whether MetricsAddr is the default rather than an
@@ -58,6 +64,18 @@ func serveHealth(ctx context.Context, h *health.Server, sc *serveConfig, logger 
 			slog.String("hint", "jobrelay healthcheck probes METRICS_ADDR: give it --metrics-addr with this port, or set METRICS_ADDR per process"))
 	}
 	wait = h.Serve(ctx, ln, logger)
-	logger.InfoContext(ctx, "jobrelay: serving /metrics, /healthz and /readyz", slog.String("addr", ln.Addr().String()))
+	logger.InfoContext(ctx, "jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui", slog.String("addr", ln.Addr().String()),
+		slog.Bool("ui_write", sc.UIWrite), slog.Bool("ui_auth", sc.UIAuth != "")) // whether a password is set, never which
 	return wait, nil
+}
+
+// newDashboard builds the dashboard that the listener serves at /ui.
+func newDashboard(cl *clients, sc *serveConfig, stream string, logger *slog.Logger) (*dashboard.Dashboard, error) {
+	user, password, _ := strings.Cut(sc.UIAuth, ":")
+	dash, err := dashboard.New(cl.pool, cl.rdb, dashboard.Config{Stream: stream, Prefix: dashboard.PrefixDefault, Write: sc.UIWrite,
+		Username: user, Password: password, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	return dash, nil
 }

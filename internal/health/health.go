@@ -34,6 +34,13 @@ type Server struct {
 	Registry *prometheus.Registry
 
 	checks []readyCheck
+	pages  []page
+}
+
+// page is a handler served beside the endpoints (the dashboard).
+type page struct {
+	pattern string
+	handler http.Handler
 }
 
 // readyCheck is one condition of /readyz.
@@ -56,9 +63,19 @@ func (s *Server) Ready(name string, check func(ctx context.Context) error) {
 	s.checks = append(s.checks, readyCheck{name, check})
 }
 
-// Handler serves /metrics, /healthz and /readyz.
+// Handle serves handler at pattern (an http.ServeMux pattern) beside the
+// endpoints, such as the dashboard at "/ui/". Add pages before serving.
+func (s *Server) Handle(pattern string, handler http.Handler) {
+	s.pages = append(s.pages, page{pattern, handler})
+}
+
+// Handler serves /metrics, /healthz, /readyz and the pages added with
+// Handle.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	for _, p := range s.pages {
+		mux.Handle(p.pattern, p.handler)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintln(w, "ok")

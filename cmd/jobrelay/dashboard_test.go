@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+// The dashboard's browser tests run the built binary against a real
+// pipeline and look at /ui in headless Chromium (testenv.NewBrowser).
+
+// failedPipeline runs `jobrelay run` until the jobs titled "poison …"
+// are dead-lettered and the others reviewed, then stops it. The review
+// service the handler stands for is down while the file it returns exists.
+func failedPipeline(t *testing.T, poison, fine int) (pl *pipeline, dir, down string) {
+	t.Helper()
+	pl = newPipeline(t)
+	dir = t.TempDir()
+	down = filepath.Join(dir, "review-service-down")
+	require.NoError(t, os.WriteFile(down, nil, 0o600))
+	p := start(t, dir, append(pipelineEnv(pl, down), "METRICS_ADDR="), "run")
+	for i := range poison {
+		_, err := pl.schema.Pool.Exec(ctxT(t), `INSERT INTO jobs (title, company, site) VALUES ($1, 'Initech', 'indeed')`, fmt.Sprintf("poison %d", i+1))
+		require.NoError(t, err)
+	}
+	for i := range fine {
+		_, err := pl.schema.Pool.Exec(ctxT(t), `INSERT INTO jobs (title, company, site) VALUES ($1, 'Acme', 'linkedin')`, fmt.Sprintf("fine %d", i+1))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		c := counts(t, pl)
+		return c[db.StatusFailed] == int64(poison) && c[db.StatusReviewed] == int64(fine)
+	}, time.Minute, 10*time.Millisecond)
+	p.Signal(syscall.SIGTERM)
+	require.Zero(t, p.Wait(time.Minute))
+	return pl, dir, down
+}
+
+// pipelineEnv is the environment of the pipeline's processes: one delivery
+// before a job is dead-lettered, a handler that fails the poison jobs while
+// the review service is down.
+func pipelineEnv(pl *pipeline, down string) []string {
+	return append(append([]string{}, pl.env...), "MAX_DELIVERIES=1", "RECLAIM_IDLE=100ms",
+		"HANDLER=exec:if grep -q poison; then test ! -e "+down+"; fi")
+}
+
+// startDashboard starts `jobrelay consume` (a consumer, no relay: pending
+// jobs stay pending) with its metrics listener on a free port, and returns
+// the process and the dashboard's URL.
+func startDashboard(t *testing.T, dir string, env []string) (*proc, string) {
+	t.Helper()
+	p := start(t, dir, append(env, "METRICS_ADDR=127.0.0.1:0"), "consume")
+	var addr string
+	require.Eventually(t, func() bool {
+		lines := p.Logged("jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui")
+		if len(lines) == 1 {
+			addr, _ = lines[0]["addr"].(string)
+		}
+		return addr != ""
+	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
+	// A consumer joins its group's list with its first entry: the group
+	// looks the same before and after it starts.
+	require.Eventually(t, func() bool { return len(p.Logged("consumer: started")) == 1 }, time.Minute, 10*time.Millisecond)
+	return p, "http://" + addr + "/ui"
+}
+
+// pageMetric is a number the page shows: its name as status --json's keys
+// (dots between them), its value unformatted, and the text shown.
+type pageMetric struct {
+	Metric string `json:"metric"`
+	Value  string `json:"value"`
+	Text   string `json:"text"`
+}
+
+// countActionsJS counts what could act: forms and buttons.
+const countActionsJS = `document.querySelectorAll('form, button').length`
+
+// see runs a browser action that returns a value.
+func see[T any](t *testing.T, browser context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(browser, a)
+	require.NoError(t, err)
+	return v
+}
+
+const readMetricsJS = `Array.from(document.querySelectorAll('[data-metric]')).map(e => ({metric: e.dataset.metric, value: e.dataset.value, text: e.innerText.trim()}))`
+
+// statusValue finds a page metric in the output of status --json:
+// "jobs.reviewed", "backlog.pending", "groups.<name>.lag",
+// "groups.<name>.consumers" (their number).
+func statusValue(t *testing.T, status map[string]any, metric string) int64 {
+	t.Helper()
+	parts := strings.Split(metric, ".")
+	if parts[0] == "groups" {
+		name, field := strings.Join(parts[1:len(parts)-1], "."), parts[len(parts)-1]
+		for _, g := range status["groups"].([]any) {
+			grp := g.(map[string]any)
+			if grp["name"] != name {
+				continue
+			}
+			if field == "consumers" {
+				return int64(len(grp["consumers"].([]any)))
+			}
+			return int64(grp[field].(float64))
+		}
+		t.Fatalf("status --json has no group %q", name)
+	}
+	var v any = status
+	for _, p := range parts {
+		m, ok := v.(map[string]any)
+		require.True(t, ok, "status --json has no %s", metric)
+		v, ok = m[p]
+		require.True(t, ok, "status --json has no %s", metric)
+	}
+	return int64(v.(float64))
+}
+
+func statusJSON(t *testing.T, pl *pipeline) map[string]any {
+	t.Helper()
+	cli := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
+	code, stdout, stderr := runInProcess(t, cli, "status", "--json")
+	require.Zero(t, code, stderr)
+	var status map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &status))
+	return status
+}
+
+// Issue 14, item 2: the numbers on the page are those of status --json;
+// read-only, the page shows no action and a forged POST is refused.
+func TestDashboardShowsWhatStatusShows(t *testing.T) {
+	t.Parallel()
+	pl, dir, down := failedPipeline(t, 3, 2)
+	ctx := ctxT(t)
+	// A backlog that stays: no relay runs from here on.
+	_, err := pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title, company) VALUES ('waiting 1', 'Acme'), ('waiting 2', 'Acme'), ('waiting 3', NULL), ('waiting 4', 'Hooli')`)
+	require.NoError(t, err)
+	_, err = pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title, status) VALUES ('old', 'archived')`)
+	require.NoError(t, err)
+	p, ui := startDashboard(t, dir, pipelineEnv(pl, down))
+
+	browser := testenv.NewBrowser(t)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/"), chromedp.WaitVisible(chromedp.CSS(".tiles"))))
+	metrics := see(t, browser, chromedp.Evaluate[[]pageMetric](readMetricsJS))
+	shot := see(t, browser, chromedp.FullScreenshot(100))
+	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "dashboard.png"), shot, 0o600))
+	status := statusJSON(t, pl)
+
+	seen := map[string]bool{}
+	for _, m := range metrics {
+		want := statusValue(t, status, m.Metric)
+		require.Equal(t, strconv.FormatInt(want, 10), m.Value, "%s on the page", m.Metric)
+		require.Equal(t, m.Value, strings.ReplaceAll(m.Text, ",", ""), "%s: the number shown is its value", m.Metric)
+		seen[m.Metric] = true
+	}
+	for _, m := range []string{"jobs.pending_review", "jobs.in_review", "jobs.reviewed", "jobs.failed", "jobs.archived",
+		"backlog.pending", "backlog.in_review", "stream.length", "stream.entries_added", "dead_letters",
+		"groups.job_review_workers.lag", "groups.job_review_workers.pending", "groups.job_review_workers.consumers"} {
+		require.True(t, seen[m], "the page shows %s", m)
+	}
+	require.EqualValues(t, 4, statusValue(t, status, "backlog.pending"))
+	require.EqualValues(t, 3, statusValue(t, status, "dead_letters"))
+
+	// The dead letters, and a job's life; no action anywhere.
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/dead-letters"), chromedp.WaitVisible(chromedp.CSS("table.dead"))))
+	deadJobs := see(t, browser, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('tr[data-job]')).map(e => e.dataset.job)`))
+	require.Len(t, deadJobs, 3)
+	deadMetrics := see(t, browser, chromedp.Evaluate[[]pageMetric](readMetricsJS))
+	require.Len(t, deadMetrics, 1)
+	require.Equal(t, pageMetric{"dead_letters", "3", "3"}, deadMetrics[0])
+	require.Zero(t, see(t, browser, chromedp.Evaluate[int](countActionsJS)), "read-only: no action is shown")
+	_, err = chromedp.RunResponse(browser, chromedp.Click(chromedp.CSS(`tr[data-job="`+deadJobs[0]+`"] a`)))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(browser, chromedp.WaitVisible(chromedp.CSS(".jobhead"))))
+	require.Regexp(t, `^poison \d$`, see(t, browser, chromedp.Text(chromedp.CSS("h1"))))
+	require.Equal(t, db.StatusFailed, see(t, browser, chromedp.AttributeValue(chromedp.CSS("[data-job-status]"), "data-job-status")).Value)
+	require.Contains(t, see(t, browser, chromedp.Text(chromedp.CSS("table.dead tbody"))), "exit status 1", "the dead letter's error")
+	require.Zero(t, see(t, browser, chromedp.Evaluate[int](countActionsJS)))
+
+	// A forged POST is refused: the dashboard is read-only.
+	res, err := http.PostForm(ui+"/retry", url.Values{"job": {deadJobs[0]}})
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Equal(t, http.StatusForbidden, res.StatusCode)
+	require.Equal(t, int64(3), counts(t, pl)[db.StatusFailed], "nothing changed")
+	require.Empty(t, p.Logged("dashboard: failed jobs sent back to pending_review"))
+}
+
+// Issue 14, item 2: with UI_WRITE=true the retry button sends a failed job
+// back to pending_review, and it ends reviewed; a POST forged by another
+// site is refused.
+func TestDashboardRetriesAFailedJob(t *testing.T) {
+	t.Parallel()
+	pl, dir, down := failedPipeline(t, 1, 1)
+	ctx := ctxT(t)
+	var jobID string
+	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT id::text FROM jobs WHERE status = 'failed'`).Scan(&jobID))
+	require.NoError(t, os.Remove(down)) // the review service is back
+	_, ui := startDashboard(t, dir, append(pipelineEnv(pl, down), "UI_WRITE=true"))
+	browser := testenv.NewBrowser(t)
+
+	// Another site's page that posts to the dashboard: refused.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<form id="f" method="post" action="%s/retry"><input name="job" value="%s"><input name="csrf" value="guess"></form>
+<script>document.getElementById('f').submit()</script>`, ui, jobID)
+	}))
+	defer evil.Close()
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS(".errorpage"))))
+	require.Equal(t, "403", see(t, browser, chromedp.Text(chromedp.CSS(".errorpage .code"))))
+	require.Equal(t, int64(1), counts(t, pl)[db.StatusFailed], "the forged POST changed nothing")
+
+	// The dashboard's own button.
+	button := chromedp.CSS(`button[data-retry="` + jobID + `"]`)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/dead-letters"), chromedp.WaitVisible(button)))
+	_, err := chromedp.RunResponse(browser, chromedp.Click(button))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(browser, chromedp.WaitVisible(chromedp.CSS(".flash.ok"))))
+	require.Contains(t, see(t, browser, chromedp.Text(chromedp.CSS(".flash.ok"))), "1 failed job sent back to pending_review")
+	require.Empty(t, see(t, browser, chromedp.Evaluate[string](`location.search`)),
+		"the page's script ran (the CSP lets it) and dropped the outcome from the address, so a refresh does not repeat it")
+	c := counts(t, pl)
+	require.Equal(t, int64(1), c[db.StatusPendingReview], "back to pending_review (no relay runs yet)")
+	require.Zero(t, c[db.StatusFailed])
+	rdb := testenv.NewRedis(t)
+	require.Zero(t, rdb.XLen(ctx, pl.stream+":dead").Val(), "its dead letter went with it")
+
+	// A relay publishes it again, and the consumer reviews it.
+	code, out := runBinary(t, dir, pl.env, "relay", "--once")
+	require.Zero(t, code, out)
+	require.Eventually(t, func() bool { return counts(t, pl)[db.StatusReviewed] == 2 }, time.Minute, 10*time.Millisecond)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/jobs/"+jobID), chromedp.WaitVisible(chromedp.CSS(".jobhead"))))
+	require.Equal(t, db.StatusReviewed, see(t, browser, chromedp.AttributeValue(chromedp.CSS("[data-job-status]"), "data-job-status")).Value)
+	require.Zero(t, see(t, browser, chromedp.Evaluate[int](`document.querySelectorAll('button[data-retry]').length`)),
+		"a reviewed job has nothing to retry")
+}
+
+// Issue 14, items 1-2: with UI_AUTH, a request without the password gets
+// 401, and the password is never logged.
+func TestDashboardAuth(t *testing.T) {
+	t.Parallel()
+	pl := newPipeline(t)
+	dir := t.TempDir()
+	const password = "s3cret-Pa55word"
+	p, ui := startDashboardOnly(t, pl, dir, "UI_AUTH=ops:"+password)
+
+	get := func(user, pass string) int {
+		req, err := http.NewRequestWithContext(ctxT(t), http.MethodGet, ui+"/", nil)
+		require.NoError(t, err)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		require.NoError(t, res.Body.Close())
+		if res.StatusCode == http.StatusUnauthorized {
+			require.Contains(t, res.Header.Get("WWW-Authenticate"), "Basic")
+		}
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusUnauthorized, get("", ""))
+	require.Equal(t, http.StatusUnauthorized, get("ops", "wrong"))
+	require.Equal(t, http.StatusUnauthorized, get("other", password))
+	require.Equal(t, http.StatusOK, get("ops", password))
+
+	// In the browser, unauthenticated, then with the credentials.
+	browser := testenv.NewBrowser(t)
+	// Headless, the browser cannot ask for the password: it gives up on the
+	// 401 and its challenge.
+	_, err := chromedp.Run(browser, chromedp.NavigateResponse(ui+"/"))
+	require.ErrorContains(t, err, "ERR_INVALID_AUTH_CREDENTIALS")
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:"+password))
+	_, err = chromedp.Call(browser, network.Enable, network.EnableParams{})
+	require.NoError(t, err)
+	_, err = chromedp.Call(browser, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}})
+	require.NoError(t, err)
+	res := see(t, browser, chromedp.NavigateResponse(ui+"/"))
+	require.EqualValues(t, http.StatusOK, res.Status)
+	require.NoError(t, chromedp.Do(browser, chromedp.WaitVisible(chromedp.CSS(".tiles"))))
+	require.Equal(t, 6, see(t, browser, chromedp.Evaluate[int](`document.querySelectorAll('.tile').length`)))
+
+	require.NotContains(t, p.Output(), password, "the password is never logged")
+	line := p.Logged("jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui")[0]
+	require.Equal(t, true, line["ui_auth"])
+	require.Equal(t, false, line["ui_write"])
+}
+
+// startDashboardOnly starts a consumer whose dashboard serves an empty
+// pipeline, with extra settings.
+func startDashboardOnly(t *testing.T, pl *pipeline, dir string, extra ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, dir, append(append(append([]string{}, pl.env...), "METRICS_ADDR=127.0.0.1:0"), extra...), "consume")
+	var addr string
+	require.Eventually(t, func() bool {
+		lines := p.Logged("jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui")
+		if len(lines) == 1 {
+			addr, _ = lines[0]["addr"].(string)
+		}
+		return addr != ""
+	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
+	return p, "http://" + addr + "/ui"
+}
+
+// A bad UI_AUTH is refused naming the variable, its password hidden.
+func TestUIAuthIsCheckedAndHidden(t *testing.T) {
+	t.Parallel()
+	for value, shown := range map[string]string{
+		"Secret-NoColon1": `"xxxxx"`,
+		"ops:":            `"ops:xxxxx"`,
+		":Secret-Pass2":   `":xxxxx"`,
+	} {
+		code, _, stderr := runInProcess(t, map[string]string{"UI_AUTH": value}, "consume")
+		require.Equal(t, 2, code, stderr)
+		require.Contains(t, stderr, "UI_AUTH: must be user:password, both not empty, got "+shown)
+		require.NotContains(t, stderr, "Secret-")
+	}
+	code, _, stderr := runInProcess(t, map[string]string{"UI_WRITE": "yes please"}, "relay")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "UI_WRITE: must be true or false")
+}
