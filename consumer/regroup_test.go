@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -23,6 +24,7 @@ func TestARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
 	var seen calls
 	cfg := b.cfg
 	cfg.Handler = HandlerFunc(func(_ context.Context, j Job) error { seen.add(j.ID); return nil })
+	cfg.ReclaimIdle = time.Minute // no reclaim: a stalled machine must not run a handler twice here
 	_, stop := b.start(t, cfg)
 	eventually(t, func() bool { return b.count(t, db.StatusReviewed) == 10 && b.pending(t) == 0 }, "all reviewed")
 	stop()

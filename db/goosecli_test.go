@@ -36,7 +36,7 @@ func TestGooseCLI(t *testing.T) {
 	t.Parallel()
 	out := gooseCLI(t, "-dir", "goose", "-v", "validate")
 	for _, name := range []string{"00001_create_jobs.sql", "00002_add_job_status_field.sql",
-		"00003_relay_bookkeeping.sql", "00004_job_stream.sql"} {
+		"00003_relay_bookkeeping.sql", "00004_job_stream.sql", "00006_reviewed_index.sql"} {
 		require.Contains(t, out, name)
 	}
 

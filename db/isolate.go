@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -52,6 +53,8 @@ type ClaimIDsParams struct {
 	Limit  int      // at most this many pending jobs, oldest first,
 	Except []string // passing over these;
 	Only   []string // or, if not nil, those of these still pending
+	// Timeout bounds the transaction as ClaimParams.Timeout does.
+	Timeout time.Duration
 }
 
 // BeginClaimIDs begins an isolating transaction on conn and locks pending
@@ -63,7 +66,7 @@ type ClaimIDsParams struct {
 func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]string, error) {
 	var ids []string
 	var b pgx.Batch
-	b.Queue("BEGIN")
+	queueBegin(&b, p.Timeout)
 	b.Queue("SET CONSTRAINTS ALL IMMEDIATE")
 	var q *pgx.QueuedQuery
 	if p.Only != nil {

@@ -66,7 +66,7 @@ FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
 WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
 
 // claimExceptSQL is claimSQL passing over the jobs in $2: rows the relay
-// could neither relay nor mark failed (see BeginClaimExcept).
+// could neither relay nor mark failed (see BeginClaimWith).
 const claimExceptSQL = `
 SELECT id::text, site, job_url, title, company, attempts
 FROM jobs
@@ -79,24 +79,38 @@ FOR UPDATE SKIP LOCKED`
 // in one round trip. The jobs are appended to dst[:0]. On error the caller
 // must call Rollback. The transaction stays open for CommitInReview.
 func BeginClaim(ctx context.Context, conn *pgx.Conn, limit int, dst []Job) ([]Job, error) {
-	return BeginClaimExcept(ctx, conn, limit, nil, dst)
+	return BeginClaimWith(ctx, conn, &ClaimParams{Limit: limit}, dst)
 }
 
-// BeginClaimExcept is BeginClaim passing over the jobs in except. With none,
-// it runs the very statement BeginClaim does.
-func BeginClaimExcept(ctx context.Context, conn *pgx.Conn, limit int, except []string, dst []Job) ([]Job, error) {
+// ClaimParams says which jobs BeginClaimWith claims, and how long its
+// transaction may take.
+type ClaimParams struct {
+	Limit  int      // at most this many pending jobs, oldest first,
+	Except []string // passing over these
+	// Timeout, if positive, bounds each statement of the transaction and
+	// each wait between them: past it PostgreSQL cancels the statement, or
+	// ends the session of a transaction left idle, and so releases the
+	// claim's row locks. It is set for the transaction alone (SET LOCAL),
+	// so it holds behind a transaction pooler.
+	Timeout time.Duration
+}
+
+// BeginClaimWith is BeginClaim passing over the jobs in p.Except, with the
+// transaction bounded by p.Timeout, still in one round trip. With no
+// exceptions, it runs the very statement BeginClaim does.
+func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) ([]Job, error) {
 	jobs := dst[:0]
 	var b pgx.Batch
-	b.Queue("BEGIN")
+	queueBegin(&b, p.Timeout)
 	var q *pgx.QueuedQuery
-	if len(except) == 0 {
-		q = b.Queue(claimSQL, limit)
+	if len(p.Except) == 0 {
+		q = b.Queue(claimSQL, p.Limit)
 	} else {
-		ids, err := uuids(except)
+		ids, err := uuids(p.Except)
 		if err != nil {
 			return nil, fmt.Errorf("claim pending jobs: %w", err)
 		}
-		q = b.Queue(claimExceptSQL, limit, ids)
+		q = b.Queue(claimExceptSQL, p.Limit, ids)
 	}
 	q.Query(func(rows pgx.Rows) error {
 		for rows.Next() {

@@ -26,10 +26,14 @@ type Snapshot struct {
 	TakenAt time.Time `json:"taken_at"`
 	// Jobs counts jobs by status; nil unless asked for (it reads the
 	// whole table).
-	Jobs    map[string]int64 `json:"jobs,omitempty"`
-	Backlog Backlog          `json:"backlog"`
-	Stream  Stream           `json:"stream"`
-	Groups  []Group          `json:"groups"`
+	Jobs map[string]int64 `json:"jobs,omitempty"`
+	// JobsEstimated lists the statuses whose count in Jobs is PostgreSQL's
+	// estimate: reviewed and archived on a table of millions (see
+	// db.ReadJobCounts).
+	JobsEstimated []string `json:"jobs_estimated,omitempty"`
+	Backlog       Backlog  `json:"backlog"`
+	Stream        Stream   `json:"stream"`
+	Groups        []Group  `json:"groups"`
 	// DeadLetters is the length of the dead-letter stream: the jobs still
 	// failed (retry --failed and late successes remove their jobs' dead
 	// letters), and malformed entries that name no job.
@@ -142,7 +146,8 @@ type Options struct {
 	// Stream, Groups and DeadLetters sum up the partitions, and Partitions
 	// holds each one.
 	Partitions int
-	// Counts asks for jobs by status, which reads the whole table.
+	// Counts asks for jobs by status: a count of the whole table, or on a
+	// table of millions, estimates of the reviewed and archived counts.
 	Counts bool
 }
 
@@ -254,11 +259,11 @@ func mergeConsumers(into, more []Consumer) []Consumer {
 // the counts if asked.
 func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
 	if counts {
-		c, err := db.CountByStatus(ctx, q)
+		c, err := db.ReadJobCounts(ctx, q)
 		if err != nil {
 			return err
 		}
-		s.Jobs = c
+		s.Jobs, s.JobsEstimated = c.ByStatus, c.Estimated
 	}
 	b, err := db.ReadBacklog(ctx, q)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jobrelay/jobrelay/internal/stream"
@@ -23,8 +24,10 @@ const (
 	MaxMemoryRatioDefault = 0.8
 	MaxEntryBytesDefault  = 1 << 20
 	JobLogLimitDefault    = 10
-	WorkersDefault        = 2
-	PartitionsDefault     = 1
+	// ArchiveAfterDefault is 0: the archiver is off unless asked for.
+	ArchiveAfterDefault = 0
+	WorkersDefault      = 2
+	PartitionsDefault   = 1
 
 	// stalledAfterDefault is how long a paused relay may see no progress
 	// before Ready reports it: longer than consumers take to read an entry
@@ -75,13 +78,25 @@ type Config struct {
 
 	// PollOnly turns off LISTEN/NOTIFY, for connection poolers that break it
 	// (PgBouncer in transaction mode). New jobs then wait up to PollInterval.
+	// ListenDatabaseURL keeps notifications behind such a pooler instead.
 	PollOnly bool
 
+	// ListenDatabaseURL, if set, is the PostgreSQL URL (or key=value DSN)
+	// the relay's LISTEN connection uses instead of the pool's. Behind
+	// PgBouncer in transaction mode, which breaks LISTEN, it points at
+	// PostgreSQL itself, so that new jobs still wake the relay at once
+	// while its cycles go through the pooler. It must reach the same
+	// database and schema (search_path) as the pool: notifications name
+	// the schema of the jobs table. It cannot be combined with PollOnly.
+	// Defaults to "": LISTEN uses the pool's configuration.
+	ListenDatabaseURL string
+
 	// CycleTimeout bounds one cycle, and so how long the relay holds row
-	// locks while Redis stalls. The relay's PostgreSQL session also sets it
-	// as statement_timeout and idle_in_transaction_session_timeout, so a
-	// relay that hangs or vanishes mid-cycle releases its locks after it.
-	// Defaults to 30 seconds.
+	// locks while Redis stalls. Each cycle's transaction also sets it as
+	// its statement_timeout and idle_in_transaction_session_timeout (SET
+	// LOCAL, so it holds behind a transaction pooler), so a relay that
+	// hangs or vanishes mid-cycle releases its locks after it. Defaults to
+	// 30 seconds.
 	CycleTimeout time.Duration
 
 	// DedupTTL is how long the record of a published batch outlives a
@@ -98,10 +113,20 @@ type Config struct {
 	// pending_review if not. -1 disables the reaper. Defaults to 5 minutes.
 	ReenqueueAfter time.Duration
 
+	// ArchiveAfter, if positive, turns the archiver on: every minute it
+	// moves the jobs reviewed more than ArchiveAfter ago (by updated_at) to
+	// archived, in batches of 1000, each one short statement of its own
+	// that skips rows other transactions hold, until none is left (see
+	// Archive). Archived jobs leave the partial indexes of the hot paths
+	// and the reviewed count, and may be moved elsewhere or deleted by the
+	// application. At least ArchiveAfterMin. 0 or -1 disables it.
+	// Defaults to 0: disabled.
+	ArchiveAfter time.Duration
+
 	// MaxStreamLag is the number of entries a consumer group may have left
 	// unread before the relay stops claiming; the backlog then waits in
-	// PostgreSQL. With partitions, it bounds their total. Every group reading the stream counts, the furthest
-	// behind decides; without a group, every entry is unread. A claim
+	// PostgreSQL; with partitions, it bounds their total. Every group
+	// reading the stream counts, the furthest behind decides; without a group, every entry is unread. A claim
 	// takes no more jobs than the room left, so one relay never passes the
 	// bound. -1 disables the check. Defaults to 100000.
 	MaxStreamLag int64
@@ -133,6 +158,13 @@ type Config struct {
 	// of its own. Defaults to nil: the metrics are not registered.
 	Registerer prometheus.Registerer
 
+	// archiveInterval is the archiver's tick. Tests shorten it.
+	archiveInterval time.Duration
+
+	// archiveBatchSize is the most jobs one archiving statement moves.
+	// Tests shorten it.
+	archiveBatchSize int
+
 	// pressureInterval is the longest the relay goes on the last reading
 	// of the pressure while far from its limits (near them it reads before
 	// every claim), and how often it reads again while paused. Tests
@@ -160,6 +192,8 @@ func (c *Config) withDefaults() *Config {
 	out.MaxMemoryRatio = cmp.Or(out.MaxMemoryRatio, MaxMemoryRatioDefault)
 	out.MaxEntryBytes = cmp.Or(out.MaxEntryBytes, MaxEntryBytesDefault)
 	out.JobLogLimit = cmp.Or(out.JobLogLimit, JobLogLimitDefault)
+	out.archiveInterval = cmp.Or(out.archiveInterval, archiveIntervalDefault)
+	out.archiveBatchSize = cmp.Or(out.archiveBatchSize, ArchiveBatchSizeDefault)
 	out.pressureInterval = cmp.Or(out.pressureInterval, 250*time.Millisecond)
 	out.stalledAfter = cmp.Or(out.stalledAfter, stalledAfterDefault)
 	if out.Logger == nil {
@@ -183,6 +217,9 @@ const (
 	WorkersMax       = 16
 	MaxEntryBytesMin = 1024
 	PartitionsMax    = 1024
+	// ArchiveAfterMin is the shortest ArchiveAfter: a job just reviewed
+	// stays visible as reviewed for at least this long.
+	ArchiveAfterMin = time.Minute
 )
 
 // validate reports the first field that is out of range.
@@ -199,6 +236,10 @@ func (c *Config) validate() error {
 		return configErrorf("Workers", "must be between 1 and %d", WorkersMax)
 	case c.PollInterval < PollIntervalMin:
 		return configErrorf("PollInterval", "must be at least %s", PollIntervalMin)
+	case c.ListenDatabaseURL != "" && c.PollOnly:
+		return configErrorf("ListenDatabaseURL", "cannot be combined with PollOnly: a relay that only polls does not LISTEN")
+	case c.ListenDatabaseURL != "" && !validDatabaseURL(c.ListenDatabaseURL):
+		return configErrorf("ListenDatabaseURL", "is not a valid PostgreSQL URL")
 	case c.CycleTimeout < CycleTimeoutMin:
 		return configErrorf("CycleTimeout", "must be at least %s", CycleTimeoutMin)
 	case c.DedupTTL < c.CycleTimeout:
@@ -209,10 +250,19 @@ func (c *Config) validate() error {
 		return configErrorf("MaxStreamLag", "must be positive, or -1 to disable it")
 	case c.MaxMemoryRatio != -1 && (c.MaxMemoryRatio <= 0 || c.MaxMemoryRatio > 1):
 		return configErrorf("MaxMemoryRatio", "must be in (0, 1], or -1 to disable it")
+	case c.ArchiveAfter < -1 || c.ArchiveAfter > 0 && c.ArchiveAfter < ArchiveAfterMin:
+		return configErrorf("ArchiveAfter", "must be at least %s, or -1 (or 0) to disable the archiver", ArchiveAfterMin)
 	case c.MaxEntryBytes < MaxEntryBytesMin:
 		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
 	}
 	return nil
+}
+
+// validDatabaseURL reports whether pgx can read s as a connection string.
+// The error is dropped: pgx quotes the string, password and all.
+func validDatabaseURL(s string) bool {
+	_, err := pgx.ParseConfig(s)
+	return err == nil
 }
 
 // ConfigError is a Config field that is out of range. Its message names the

@@ -78,7 +78,7 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 		return fail("claim", err)
 	}
 	limit := room.held
-	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Except: r.skipped(), Only: only})
+	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Except: r.skipped(), Only: only, Timeout: r.cfg.CycleTimeout})
 	if err != nil {
 		return fail("claim", err)
 	}

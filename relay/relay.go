@@ -22,12 +22,12 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,15 +111,19 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Relay, err
 	}
 	connCfg := pool.Config().ConnConfig.Copy()
 	// A relay that hangs or vanishes mid-cycle must not keep its row locks:
-	// PostgreSQL ends its transaction after CycleTimeout.
-	ms := strconv.FormatInt(c.CycleTimeout.Milliseconds(), 10)
-	connCfg.RuntimeParams["statement_timeout"] = ms
-	connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = ms
+	// each cycle's transaction sets its own statement and idle timeouts to
+	// CycleTimeout (see db.ClaimParams), not the session, so that they hold
+	// behind a transaction pooler too.
+	listenCfg := connCfg.Copy()
+	if c.ListenDatabaseURL != "" {
+		if listenCfg, err = pgx.ParseConfig(c.ListenDatabaseURL); err != nil {
+			return nil, fmt.Errorf("relay config: %w", configErrorf("ListenDatabaseURL", "is not a valid PostgreSQL URL"))
+		}
+	}
 	// Name the connections, so pg_stat_activity tells them apart.
 	app := connCfg.RuntimeParams["application_name"]
-	listenCfg := connCfg.Copy()
 	connCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " relay")
-	listenCfg.RuntimeParams["application_name"] = strings.TrimSpace(app + " listener")
+	listenCfg.RuntimeParams["application_name"] = strings.TrimSpace(cmp.Or(listenCfg.RuntimeParams["application_name"], app) + " listener")
 	r := &Relay{
 		cfg:       c,
 		pool:      pool,
@@ -163,6 +167,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		wg.Go(func() { r.listen(ctx, wake) })
 	}
 	wg.Go(func() { r.healthLoop(ctx) })
+	if r.cfg.ArchiveAfter > 0 {
+		wg.Go(func() { r.archiveLoop(ctx) })
+	}
 
 	r.log.InfoContext(ctx, "relay: started", slog.String("stream", r.cfg.Stream), slog.Int("partitions", r.cfg.Partitions),
 		slog.Int("batch_size", r.cfg.BatchSize), slog.Duration("poll_interval", r.cfg.PollInterval),

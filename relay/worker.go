@@ -98,7 +98,7 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 		return c, err
 	}
 	limit := room.held
-	jobs, err := db.BeginClaimExcept(ctx, conn, limit, r.skipped(), w.jobs)
+	jobs, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: limit, Except: r.skipped(), Timeout: r.cfg.CycleTimeout}, w.jobs)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		w.rollback(ctx)

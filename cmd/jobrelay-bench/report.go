@@ -130,6 +130,18 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 	}
 
+	var tables []*tableRun
+	for _, n := range b.o.tableSizes {
+		if !b.runs("table") {
+			break
+		}
+		t, err := b.tableSize(ctx, n)
+		if err != nil {
+			return "", fmt.Errorf("table of %d reviewed jobs: %w", n, err)
+		}
+		tables = append(tables, t)
+	}
+
 	var scale []scaleRow
 	if b.runs("cluster") {
 		if scale, err = b.scaleOutAll(ctx); err != nil {
@@ -201,6 +213,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	fmt.Fprintf(&sb, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
 	fmt.Fprintf(&sb, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
 		check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
+	sb.WriteString(tableReport(tables))
 	if len(scale) > 0 {
 		writeScale(&sb, scale, b.o.clusterJobs)
 	}

@@ -103,12 +103,17 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "the old poller's setting, in minutes, honoured when `POLL_INTERVAL` is not set; same bounds"},
 		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
 			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer in transaction mode)"},
+		{env: "LISTEN_DATABASE_URL", flag: "listen-database-url", field: "ListenDatabaseURL", ptr: &c.ListenDatabaseURL, meta: "URL",
+			help:  "PostgreSQL for the relay's LISTEN connection alone, when `DATABASE_URL` goes through PgBouncer in transaction mode (see Scaling out); same database and `search_path`. Logged with the password hidden. Empty: `DATABASE_URL`",
+			check: checkOptionalDatabaseURL, secret: db.RedactURL},
 		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
-			help: "the longest a cycle holds its row locks; also the relay session's `statement_timeout` and `idle_in_transaction_session_timeout`"},
+			help: "the longest a cycle holds its row locks; also each cycle transaction's `statement_timeout` and `idle_in_transaction_session_timeout` (`SET LOCAL`)"},
 		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (`CYCLE_TIMEOUT` + `POLL_INTERVAL`)", meta: "DURATION",
 			help: "how long the record of a published but uncommitted batch is kept"},
 		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
 			help: "an `in_review` job older than this whose stream entry is gone goes back to `pending_review`; `0` disables"},
+		{env: "ARCHIVE_AFTER", flag: "archive-after", field: "ArchiveAfter", ptr: &c.ArchiveAfter, defText: "0", meta: "DURATION",
+			help: "jobs reviewed longer ago than this (`30d`, `1d12h`; at least `1m`) are moved to `archived` by the relays, 1000 per statement, once a minute (see Scaling out); `0` disables", days: true},
 		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
 			help: "entries the group may leave unread before the relay pauses; `0` disables"},
 	}
@@ -191,10 +196,20 @@ func checkDatabaseURL(v string) error {
 	if m := urlScheme.FindStringSubmatch(v); m != nil && m[1] != "postgres" && m[1] != "postgresql" {
 		return errors.New("is not a valid PostgreSQL URL")
 	}
-	if _, err := pgxpool.ParseConfig(v); err != nil {
+	cfg, err := pgxpool.ParseConfig(v)
+	if err != nil {
 		return errors.New("is not a valid PostgreSQL URL")
 	}
-	return nil
+	return db.CheckExecMode(cfg.ConnConfig)
+}
+
+// checkOptionalDatabaseURL is checkDatabaseURL for a URL that may be left
+// empty.
+func checkOptionalDatabaseURL(v string) error {
+	if v == "" {
+		return nil
+	}
+	return checkDatabaseURL(v)
 }
 
 var urlScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)

@@ -40,6 +40,13 @@ func TestConfigErrors(t *testing.T) {
 		{"relay", map[string]string{"DATABASE_URL": "postgres://u:hunter2@db:port/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "(unparsable URL, hidden)"`},
 		{"relay", map[string]string{"DATABASE_URL": "mysql://u:hunter2@db/x"}, nil, `DATABASE_URL: is not a valid PostgreSQL URL, got "mysql://u:xxxxx@db/x"`},
 		{"relay", map[string]string{"REDIS_URL": "http://u:hunter2@cache:6379"}, nil, `REDIS_URL: is not a valid Redis URL`},
+		{"relay", map[string]string{"DATABASE_URL": "postgres://u:hunter2@db/x?default_query_exec_mode=exec"}, nil,
+			`DATABASE_URL: default_query_exec_mode=exec is not supported (jobrelay's statements need the parameter types the server describes): use cache_describe behind PgBouncer, or leave it unset, got "postgres://u:xxxxx@db/x?default_query_exec_mode=exec"`},
+		{"relay", map[string]string{"ARCHIVE_AFTER": "30s"}, nil, `ARCHIVE_AFTER: ArchiveAfter must be at least 1m0s, or -1 (or 0) to disable the archiver, got "30s"`},
+		{"relay", map[string]string{"ARCHIVE_AFTER": "a month"}, nil, `ARCHIVE_AFTER: must be a duration such as "30d", "1d12h" or "36h", got "a month"`},
+		{"relay", map[string]string{"LISTEN_DATABASE_URL": "mysql://u:hunter2@db/x"}, nil, `LISTEN_DATABASE_URL: is not a valid PostgreSQL URL, got "mysql://u:xxxxx@db/x"`},
+		{"relay", map[string]string{"LISTEN_DATABASE_URL": "postgres://u:hunter2@db/x", "POLL_ONLY": "true"}, nil,
+			`LISTEN_DATABASE_URL: ListenDatabaseURL cannot be combined with PollOnly: a relay that only polls does not LISTEN, got "postgres://u:xxxxx@db/x"`},
 		{"consume", map[string]string{"CONCURRENCY": "0"}, nil, `CONCURRENCY: Concurrency must be between 1 and 10000, got "0"`},
 		{"consume", map[string]string{"RECLAIM_IDLE": "1ms"}, nil, `RECLAIM_IDLE: ReclaimIdle must be at least 10ms, got "1ms"`},
 		{"consume", map[string]string{"MAX_DELIVERIES": "0"}, nil, `MAX_DELIVERIES: MaxDeliveries must be between 1 and 1000, got "0"`},
@@ -76,7 +83,7 @@ func TestHelp(t *testing.T) {
 		require.Contains(t, stdout, c.name)
 	}
 	for cmd, vars := range map[string][]string{
-		"relay":   {"DATABASE_URL", "REDIS_URL", "JOB_REVIEW_QUEUE_NAME", "POLL_INTERVAL", "BATCH_SIZE", "JOB_REVIEW_GROUP", "LOG_FORMAT", "LOG_LEVEL", "METRICS_ADDR", "POLL_ONLY", "CYCLE_TIMEOUT", "DEDUP_TTL", "REENQUEUE_AFTER", "MAX_STREAM_LAG", "--once"},
+		"relay":   {"DATABASE_URL", "REDIS_URL", "JOB_REVIEW_QUEUE_NAME", "POLL_INTERVAL", "BATCH_SIZE", "JOB_REVIEW_GROUP", "LOG_FORMAT", "LOG_LEVEL", "METRICS_ADDR", "POLL_ONLY", "LISTEN_DATABASE_URL", "CYCLE_TIMEOUT", "ARCHIVE_AFTER", "DEDUP_TTL", "REENQUEUE_AFTER", "MAX_STREAM_LAG", "--once"},
 		"consume": {"CONCURRENCY", "RECLAIM_IDLE", "MAX_DELIVERIES", "HANDLER_TIMEOUT", "SHUTDOWN_TIMEOUT", "--handler", "exec:CMD", "http:URL"},
 		"run":     {"BATCH_SIZE", "CONCURRENCY", "METRICS_ADDR"},
 		"migrate": {"down-to", "DATABASE_URL"},
@@ -153,10 +160,13 @@ func TestPasswordsAreNotLogged(t *testing.T) {
 	require.NoError(t, err)
 	u.User = url.UserPassword("", "hunter3")
 	env[1] = "REDIS_URL=" + u.String()
+	env = append(env, "LISTEN_DATABASE_URL="+strings.Replace(pl.schema.URL, "postgres@", "postgres:hunter4@", 1))
 	p := start(t, t.TempDir(), env, "relay", "--once")
 	p.Wait(time.Minute)
 	out := p.Output()
 	require.Contains(t, out, "postgres:xxxxx@")
+	require.Contains(t, out, `"listen_database_url":"postgres://postgres:xxxxx@`)
 	require.NotContains(t, out, "hunter2")
 	require.NotContains(t, out, "hunter3")
+	require.NotContains(t, out, "hunter4")
 }

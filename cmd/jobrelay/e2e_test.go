@@ -89,12 +89,16 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out := runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
-	require.Equal(t, 4, strings.Count(out, "pending"), out)
+	require.Equal(t, 5, strings.Count(out, "pending"), out)
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 4")
+	require.Contains(t, out, "database version: 6")
 
+	code, out = runBinary(t, dir, env, "migrate", "down")
+	require.Zero(t, code, out)
+	require.Contains(t, out, "00006_reviewed_index.sql")
+	require.Contains(t, out, "database version: 4")
 	code, out = runBinary(t, dir, env, "migrate", "down")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "00004_job_stream.sql")
@@ -110,7 +114,7 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 4")
+	require.Contains(t, out, "database version: 6")
 	code, out = runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
 	require.NotContains(t, out, "pending")

@@ -111,6 +111,7 @@ func commands() []commandInfo {
 		{"status", "show jobs by status, the stream, its groups and dead letters", func() command { return &statusCommand{} }},
 		{"seed", "insert sample job postings (demos, benchmarks)", func() command { return &seedCommand{} }},
 		{"retry", "send failed jobs back to pending_review", func() command { return &retryCommand{} }},
+		{"archive", "move jobs reviewed long ago to archived (--older-than 30d)", func() command { return &archiveCommand{} }},
 		{"healthcheck", "exit 0 if this container's jobrelay is ready (for container health checks)", func() command { return &healthcheckCommand{} }},
 		{"version", "print the version", func() command { return &versionCommand{} }},
 	}

@@ -250,7 +250,7 @@ func migrateUp(ctx context.Context, cl *clients, logger *slog.Logger) error {
 
 // relayAttrs are the relay's settings in the start-up line.
 func relayAttrs(c *relay.Config, once bool) []slog.Attr {
-	return []slog.Attr{
+	attrs := []slog.Attr{
 		slog.String("group", c.Group),
 		slog.Int("batch_size", c.BatchSize),
 		slog.Int("workers", c.Workers),
@@ -259,8 +259,13 @@ func relayAttrs(c *relay.Config, once bool) []slog.Attr {
 		slog.Duration("cycle_timeout", c.CycleTimeout),
 		slog.Duration("reenqueue_after", c.ReenqueueAfter),
 		slog.Int64("max_stream_lag", c.MaxStreamLag),
+		slog.Duration("archive_after", max(c.ArchiveAfter, 0)),
 		slog.Bool("once", once),
 	}
+	if c.ListenDatabaseURL != "" {
+		attrs = append(attrs, slog.String("listen_database_url", db.RedactURL(c.ListenDatabaseURL)))
+	}
+	return attrs
 }
 
 // consumerAttrs are the consumer's settings in the start-up line.

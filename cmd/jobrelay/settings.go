@@ -90,6 +90,7 @@ type binding struct {
 	secret       func(string) string // hides secrets of a value in error messages
 	emptyIsValue bool                // an empty variable is a value ("" disables), not "unset"
 	minutesOf    string              // the value is in minutes, read only when this variable is unset
+	days         bool                // a duration may count days ("30d", "1d12h")
 
 	value  string // the text in effect
 	source string // "flag", "env" or "default"
@@ -270,6 +271,9 @@ func (b *binding) parse() error {
 
 // duration reads a Go duration, or a number of minutes for minutesOf.
 func (b *binding) duration(v string) (time.Duration, error) {
+	if b.days {
+		return parseDays(v)
+	}
 	if b.minutesOf == "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -282,6 +286,28 @@ func (b *binding) duration(v string) (time.Duration, error) {
 		return 0, errors.New("must be a number of minutes")
 	}
 	return time.Duration(f * float64(time.Minute)), nil
+}
+
+// parseDays reads a Go duration that may start with a number of days,
+// which time.ParseDuration does not know: "30d", "1d12h", "36h", "90m".
+func parseDays(v string) (time.Duration, error) {
+	bad := errors.New(`must be a duration such as "30d", "1d12h" or "36h"`)
+	var days int64
+	if i := strings.IndexByte(v, 'd'); i >= 0 {
+		n, err := strconv.ParseInt(v[:i], 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/int64(24*time.Hour)-1 {
+			return 0, bad
+		}
+		days, v = n, v[i+1:]
+		if v == "" {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 && days > 0 {
+		return 0, bad
+	}
+	return time.Duration(days)*24*time.Hour + d, nil
 }
 
 // name says where a value came from, for error messages.

@@ -187,7 +187,11 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 		case db.StatusInReview:
 			oldest = since(s.TakenAt, s.Backlog.OldestInReviewAt, "published")
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", st, s.Jobs[st], oldest)
+		count := strconv.FormatInt(s.Jobs[st], 10)
+		if slices.Contains(s.JobsEstimated, st) {
+			count = "~" + count // PostgreSQL's estimate, on a table of millions
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", st, count, oldest)
 		if st == db.StatusInReview {
 			printInReviewDetail(tw, s)
 		}

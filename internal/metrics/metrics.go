@@ -16,6 +16,7 @@ type Relay struct {
 	JobsRelayed        prometheus.Counter
 	JobsUnpublishable  prometheus.Counter
 	JobsReaped         prometheus.Counter
+	JobsArchived       prometheus.Counter
 	Cycles             *prometheus.CounterVec // result: published, empty, error
 	CycleDuration      prometheus.Histogram
 	BatchSize          prometheus.Histogram
@@ -45,6 +46,10 @@ func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 			Namespace: namespace, Subsystem: "relay", Name: "jobs_reaped_total",
 			Help: "in_review jobs whose stream entry was lost, sent back to pending_review.",
 		}),
+		JobsArchived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "relay", Name: "jobs_archived_total",
+			Help: "Reviewed jobs older than ARCHIVE_AFTER moved to archived by the archiver.",
+		}),
 		Cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "cycles_total",
 			Help: "Relay cycles (claim, publish, commit) by result: published, empty or error.",
@@ -61,7 +66,7 @@ func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 		}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "errors_total",
-			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure, trim.",
+			Help: "Relay errors by kind: claim, publish, commit, reap, listen, pressure, trim, archive.",
 		}, []string{"kind"}),
 		BackpressurePauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "relay", Name: "backpressure_pauses_total",
@@ -91,10 +96,10 @@ func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 	for _, r := range []string{"published", "empty", "error"} {
 		m.Cycles.WithLabelValues(r)
 	}
-	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure", "trim"} {
+	for _, k := range []string{"claim", "publish", "commit", "reap", "listen", "pressure", "trim", "archive"} {
 		m.Errors.WithLabelValues(k)
 	}
-	if err := register(reg, m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.Cycles, m.CycleDuration,
+	if err := register(reg, m.JobsRelayed, m.JobsUnpublishable, m.JobsReaped, m.JobsArchived, m.Cycles, m.CycleDuration,
 		m.BatchSize, m.Errors, m.BackpressurePauses, m.Paused, m.Listening, m.JobsSkipped, m.Stalled, m.Trimmed); err != nil {
 		return nil, fmt.Errorf("register relay metrics: %w", err)
 	}
