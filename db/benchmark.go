@@ -115,7 +115,7 @@ func ExplainHotQueries(ctx context.Context, q DBTX) ([]Plan, error) {
 		args []any
 	}{
 		{"relay claim", claimSQL, []any{100}},
-		{"reaper page", publishedBeforeSQL, []any{now, nil, zero, 100, "job_review"}},
+		{"reaper page", publishedBeforeSQL, []any{now, nil, zero, 100, "job_review", false}},
 		{"metrics backlog", backlogSQL, nil},
 		{"status counts", smallCountsSQL, nil},
 		{"archiver batch", archiveSQL, []any{now.Add(-30 * 24 * time.Hour), 1000}},

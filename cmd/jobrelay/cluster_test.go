@@ -1,3 +1,10 @@
+//go:build scale
+
+// The Redis Cluster and Sentinel runs start 15 servers and 15 processes:
+// under the other packages' timing-sensitive tests they would load the
+// machine those count on. `make test` runs them on their own, after the
+// rest (go test -tags scale -run 'TestRedisCluster|TestSentinelFailover').
+
 package main
 
 import (
@@ -27,12 +34,8 @@ const (
 // 3-primary, 3-replica Redis Cluster with STREAM_PARTITIONS=6, over 20,000
 // jobs: once with every node up, once while a primary is killed mid-run
 // and its replica takes over.
-//
-// Its 12 servers and 10 processes would load the machine under the
-// package's parallel tests, some of which count what a slow second does:
-// it runs on its own, before them (no t.Parallel), its two runs side by
-// side.
 func TestRedisCluster(t *testing.T) {
+	t.Parallel()
 	t.Run("partitions", func(t *testing.T) {
 		t.Parallel()
 		clusterRun(t, false)
