@@ -114,8 +114,8 @@ func openRedis(ctx context.Context, raw string, logger *slog.Logger) (redis.Univ
 	info, err := rdb.Info(pctx, "cluster").Result()
 	if err != nil {
 		if logger != nil {
-			logger.WarnContext(ctx, "jobrelay: Redis did not answer at start; using REDIS_URL as one server "+
-				"(name a cluster's nodes with addr= parameters to use it as a cluster whatever answers first)",
+			logger.WarnContext(ctx, "jobrelay: could not ask Redis whether it is a cluster node (INFO cluster); using REDIS_URL as one server "+
+				"(name a cluster's nodes with addr= parameters to use it as a cluster whatever answers at start)",
 				slog.String("err", err.Error()))
 		}
 		return rdb, nil
