@@ -1,0 +1,186 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// FairParams shares a claim between the tenants that have pending work, so
+// that one tenant's flood does not hold back the others' jobs: each tenant
+// with pending jobs gets a share of the claim (Limit × its weight ÷ the
+// weights of all, at least one job), its jobs highest priority first. When
+// there are more tenants than jobs to claim, the claim starts with the
+// tenant after After, in name order, wrapping around: every tenant gets its
+// turn.
+//
+// Cost: the tenants are found by skipping through the partial index on
+// (coalesce(tenant, ”), …) one tenant at a time, and each tenant's jobs
+// are a scan of the same index: a claim costs an index probe per tenant
+// with pending work, however many jobs each has.
+type FairParams struct {
+	// After is the tenant the previous claim served last ('' is the
+	// default tenant): this one starts with the next.
+	After string
+	// Weights maps tenants to their weight; unlisted tenants weigh 1.
+	Weights map[string]int
+	// MaxInFlight, above 0, caps each tenant's jobs in_review: a claim
+	// takes no more of a tenant's jobs than its cap less its jobs
+	// in_review. Claims that count a tenant's jobs in flight hold an
+	// advisory lock on it until they commit, so relays claiming side by
+	// side never pass the cap together; a tenant another claim holds is
+	// passed over until that claim commits.
+	MaxInFlight int
+}
+
+// fairTenantsSQL lists the tenants with pending jobs (” for the default
+// tenant): a loose index scan, one probe per tenant.
+const fairTenantsSQL = `
+WITH RECURSIVE tenants AS (
+    (SELECT coalesce(tenant, '') AS t FROM jobs
+     WHERE status = 'pending_review' ORDER BY 1 LIMIT 1)
+  UNION ALL
+    SELECT (SELECT coalesce(j.tenant, '') FROM jobs j
+            WHERE j.status = 'pending_review' AND coalesce(j.tenant, '') > tenants.t
+            ORDER BY 1 LIMIT 1)
+    FROM tenants WHERE tenants.t IS NOT NULL
+)`
+
+// lockTenantsSQL takes the in-flight lock of every tenant with pending jobs
+// that no other transaction holds, and returns those tenants. It runs as a
+// statement of its own before the claim, so that the claim's snapshot
+// sees every job another claim of these tenants committed.
+const lockTenantsSQL = fairTenantsSQL + `
+SELECT coalesce(array_agg(t) FILTER (WHERE locked), '{}'), count(*)
+FROM (SELECT t, pg_try_advisory_xact_lock(` + tenantLockKey + `) AS locked
+      FROM tenants WHERE t IS NOT NULL) l`
+
+// tenantLockKey is the advisory lock of tenant t for in-flight counting,
+// per schema: deployments in other schemas of the database have their own.
+const tenantLockKey = `hashtext('jobrelay tenant in flight'), hashtext(current_schema() || '.' || t)`
+
+// fairClaimSQL claims each tenant's share. Parameters: $1 limit, $2 jobs
+// to pass over, $3 and $4 weights (names, weights), $5 the tenant served
+// last, $6 the cap on jobs in flight (0: none). The tenants come from
+// {{tenants}}: the recursive scan, or the locked tenants in $7. Each
+// tenant's jobs come {{order}}. The lateral subquery locks only the rows it
+// returns, and the outer LIMIT stops asking tenants once the claim is
+// full, so no row is locked that is not claimed.
+const fairClaimSQL = `
+, turns AS (
+    SELECT t, coalesce(w.weight, 1) AS weight
+    FROM {{tenants}} LEFT JOIN unnest($3::text[], $4::int[]) AS w(name, weight) ON w.name = t
+    WHERE t IS NOT NULL
+), shares AS (
+    SELECT t, greatest(1, ($1::int * weight) / sum(weight) OVER ())::int AS share
+    FROM turns
+), quotas AS (
+    SELECT t, CASE WHEN $6::int <= 0 THEN share ELSE least(share, $6::int - (
+        SELECT count(*) FROM (
+            SELECT 1 FROM jobs i
+            WHERE i.status = 'in_review' AND CASE WHEN t = '' THEN coalesce(i.tenant, '') = '' ELSE i.tenant = t END
+            LIMIT greatest($6::int, 0)) x))::int END AS quota
+    FROM shares
+    ORDER BY t <= $5::text, t
+)
+SELECT j.id::text, j.site, j.job_url, j.title, j.company, j.attempts, j.priority, j.tenant, q.quota
+FROM quotas q
+CROSS JOIN LATERAL (
+    SELECT id, site, job_url, title, company, attempts, priority, tenant FROM jobs
+    WHERE status = 'pending_review' AND coalesce(tenant, '') = q.t AND id <> ALL($2::uuid[])
+    ORDER BY {{order}}
+    LIMIT q.quota
+    FOR UPDATE SKIP LOCKED) j
+WHERE q.quota > 0
+LIMIT $1`
+
+// The four statements of a fair claim: by priority or oldest first, over
+// every tenant or over the locked ones.
+var (
+	fairByPrioritySQL       = fairClaim("tenants", "priority DESC, created_at")
+	fairOldestSQL           = fairClaim("tenants", "created_at")
+	fairLockedByPrioritySQL = fairClaim("unnest($7::text[]) AS tenants(t)", "priority DESC, created_at")
+	fairLockedOldestSQL     = fairClaim("unnest($7::text[]) AS tenants(t)", "created_at")
+)
+
+func fairClaim(tenants, order string) string {
+	r := strings.NewReplacer("{{tenants}}", tenants, "{{order}}", order)
+	if tenants == "tenants" {
+		return fairTenantsSQL + r.Replace(fairClaimSQL)
+	}
+	// Without the recursive scan the statement starts with its first CTE.
+	return "WITH" + strings.TrimPrefix(r.Replace(fairClaimSQL), "\n,")
+}
+
+// beginFairClaim is BeginClaimWith for p.Fair. With a cap on jobs in
+// flight it takes two round trips: the tenants' locks, then the claim.
+func beginFairClaim(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) (jobs []Job, c Claimed, err error) {
+	jobs = dst[:0]
+	f := p.Fair
+	except, err := uuids(p.Except)
+	if err != nil {
+		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
+	}
+	names := make([]string, 0, len(f.Weights))
+	weights := make([]int32, 0, len(f.Weights))
+	for name, w := range f.Weights {
+		names = append(names, name)
+		weights = append(weights, int32(min(w, 1<<20))) //nolint:gosec // bounded just above
+	}
+	args := []any{p.Limit, except, names, weights, f.After, f.MaxInFlight}
+	var sql string
+	switch {
+	case f.MaxInFlight <= 0 && p.Oldest:
+		sql = fairOldestSQL
+	case f.MaxInFlight <= 0:
+		sql = fairByPrioritySQL
+	case p.Oldest:
+		sql = fairLockedOldestSQL
+	default:
+		sql = fairLockedByPrioritySQL
+	}
+
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	var locked []string
+	if f.MaxInFlight > 0 {
+		var active int
+		b.Queue(lockTenantsSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&locked, &active) })
+		if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+			return nil, c, fmt.Errorf("claim pending jobs: lock tenants: %w", err)
+		}
+		// A tenant another claim holds is passed over: its jobs wait.
+		c.Held = len(locked) < active
+		if len(locked) == 0 {
+			return jobs, c, nil
+		}
+		b = pgx.Batch{}
+		args = append(args, locked)
+	}
+	got := make(map[string]int) // jobs per tenant, to tell whether one had more
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var j Job
+			var quota int32
+			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant, &quota); err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+			got[j.Tenant.String]++
+			if got[j.Tenant.String] == int(quota) {
+				c.More = true // the tenant's share is full: it may have more
+			}
+		}
+		return rows.Err()
+	})
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
+	}
+	c.More = c.More || len(jobs) == p.Limit
+	// A locked tenant that got nothing is at its cap (or its jobs are
+	// locked by an isolating relay): its jobs wait for jobs in flight.
+	c.Held = c.Held || len(got) < len(locked)
+	return jobs, c, nil
+}

@@ -1,0 +1,60 @@
+package relay
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/jobrelay/jobrelay/db"
+)
+
+// Claim order. Claims take the highest priority first (the partial index
+// on priority DESC, created_at), and one claim in AgingEvery takes the
+// oldest jobs whatever their priority, unless PriorityStrict: that is what
+// keeps lower priorities flowing. With TenantFair each claim is shared
+// between the tenants with pending jobs, by weight, starting after the
+// tenant the last claim served, so that with more tenants than jobs per
+// claim every tenant gets its turn (see db.FairParams).
+//
+// The order of the claims decides only as far as the stream is short: a
+// job claimed waits behind the entries consumers have not read. That is
+// what MaxStreamLag bounds; TenantFair makes it default to
+// MaxStreamLagFairDefault.
+type claimOrder struct {
+	claims atomic.Uint64 // claims made, for aging
+
+	mu    sync.Mutex
+	after string // the tenant the last fair claim served last
+
+	// held is set when a claim passed over a tenant at its cap of jobs in
+	// flight: Run then claims again after pressureInterval, since the
+	// reviews that make room send no notification.
+	held atomic.Bool
+}
+
+// claimParams says what the next claim of at most limit jobs takes.
+func (r *Relay) claimParams(limit int) *db.ClaimParams {
+	p := &db.ClaimParams{Limit: limit, Except: r.skipped()}
+	if !r.cfg.PriorityStrict {
+		p.Oldest = r.order.claims.Add(1)%AgingEvery == 0
+	}
+	if r.cfg.TenantFair {
+		r.order.mu.Lock()
+		after := r.order.after
+		r.order.mu.Unlock()
+		p.Fair = &db.FairParams{After: after, Weights: r.cfg.TenantWeights, MaxInFlight: r.cfg.TenantMaxInFlight}
+	}
+	return p
+}
+
+// claimed records where a fair claim ended, and whether it held jobs back.
+func (r *Relay) claimed(jobs []db.Job, c db.Claimed) {
+	if c.Held {
+		r.order.held.Store(true)
+	}
+	if !r.cfg.TenantFair || len(jobs) == 0 {
+		return
+	}
+	r.order.mu.Lock()
+	r.order.after = jobs[len(jobs)-1].Tenant.String
+	r.order.mu.Unlock()
+}
