@@ -132,7 +132,7 @@ type Config struct {
 	// TenantMaxInFlight caps each tenant's jobs in_review, published and
 	// not yet reviewed, so that one tenant cannot take every handler of a
 	// shared review service: claims pass over a tenant at its cap until
-	// its jobs are reviewed. 0 sets no cap.
+	// its jobs are reviewed. 0 or -1 sets no cap.
 	TenantMaxInFlight int
 
 	// MaxMemoryRatio is the share of Redis maxmemory past which the relay
@@ -238,8 +238,8 @@ func (c *Config) validate() error {
 		return configErrorf("MaxMemoryRatio", "must be in (0, 1], or -1 to disable it")
 	case c.MaxEntryBytes < MaxEntryBytesMin:
 		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
-	case c.TenantMaxInFlight < 0:
-		return configErrorf("TenantMaxInFlight", "must be positive, or 0 for no cap")
+	case c.TenantMaxInFlight < -1:
+		return configErrorf("TenantMaxInFlight", "must be positive, or -1 for no cap")
 	}
 	for name, w := range c.TenantWeights {
 		if name == "" {

@@ -85,8 +85,17 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "how long records of uncommitted batches are kept"},
 		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
 			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
-		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
-			help: "entries the group may leave unread before the relay pauses; 0 disables"},
+		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, meta: "N",
+			defText: fmt.Sprintf("%d (%d with TENANT_FAIR)", relay.MaxStreamLagDefault, relay.MaxStreamLagFairDefault),
+			help: "entries the group may leave unread before the relay pauses (keep it short for priorities to decide end to end); 0 disables"},
+		{env: "PRIORITY_STRICT", flag: "priority-strict", field: "PriorityStrict", ptr: &c.PriorityStrict, def: false,
+			help: "claim strictly by priority; by default one claim in 10 takes the oldest jobs, so lower priorities keep flowing"},
+		{env: "TENANT_FAIR", flag: "tenant-fair", field: "TenantFair", ptr: &c.TenantFair, def: false,
+			help: "share each claim between the tenants with pending jobs"},
+		{env: "TENANT_WEIGHTS", flag: "tenant-weights", field: "TenantWeights", ptr: &c.TenantWeights, meta: "T=W,...",
+			help: "tenants' weights in fair claims (unlisted tenants weigh 1); turns TENANT_FAIR on"},
+		{env: "TENANT_MAX_IN_FLIGHT", flag: "tenant-max-in-flight", field: "TenantMaxInFlight", ptr: &c.TenantMaxInFlight, def: 0, meta: "N",
+			help: "most jobs in_review per tenant; 0 sets no cap; turns TENANT_FAIR on"},
 	}
 }
 
