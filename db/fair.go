@@ -76,12 +76,18 @@ const fairClaimSQL = `
 ), shares AS (
     SELECT t, greatest(1, ($1::int * weight) / sum(weight) OVER ())::int AS share
     FROM turns
-), quotas AS (
-    SELECT t, CASE WHEN $6::int <= 0 THEN share ELSE least(share, $6::int - (
+), quotas AS MATERIALIZED (
+    SELECT t, CASE WHEN $6::int <= 0 THEN share ELSE least(share, $6::int - CASE WHEN t = '' THEN (
         SELECT count(*) FROM (
             SELECT 1 FROM jobs i
-            WHERE i.status = 'in_review' AND CASE WHEN t = '' THEN coalesce(i.tenant, '') = '' ELSE i.tenant = t END
-            LIMIT greatest($6::int, 0)) x))::int END AS quota
+            WHERE i.status = 'in_review' AND coalesce(i.tenant, '') = ''
+            LIMIT greatest($6::int, 0)) x)
+      ELSE (
+        SELECT count(*) FROM (
+            SELECT 1 FROM jobs i
+            WHERE i.status = 'in_review' AND i.tenant IS NOT NULL AND i.tenant = t
+            LIMIT greatest($6::int, 0)) x)
+      END)::int END AS quota
     FROM shares
     ORDER BY t <= $5::text, t
 )

@@ -54,7 +54,7 @@ func TestMigrations(t *testing.T) {
 
 		res, err := m.Up(ctx)
 		require.NoError(t, err)
-		require.Len(t, res, 4)
+		require.Len(t, res, 5)
 		want := schemaShape(ctx, t, s)
 		require.Contains(t, want, "trigger jobs_notify_inserted_pending_review")
 		require.Contains(t, want, "index CREATE INDEX jobs_pending_review_created_at_idx ON jobs USING btree (created_at) WHERE (status = 'pending_review'::text)")
@@ -86,11 +86,14 @@ func TestMigrations(t *testing.T) {
 		m, err := db.NewMigrator(ctx, s.Pool, nil)
 		require.NoError(t, err)
 		defer m.Close()
+		res, err := m.Down(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "00005_priority_tenant.sql", res.Source.Path)
 		full := schemaShape(ctx, t, s)
 		require.Contains(t, full, "column stream text YES ")
 
 		// Down drops the column only; the job keeps the rest of its bookkeeping.
-		res, err := m.Down(ctx)
+		res, err = m.Down(ctx)
 		require.NoError(t, err)
 		require.Equal(t, "00004_job_stream.sql", res.Source.Path)
 		shape := schemaShape(ctx, t, s)
@@ -101,7 +104,7 @@ func TestMigrations(t *testing.T) {
 		require.Equal(t, "1-1", streamID)
 
 		// Up brings it back, NULL for the rows that were there: legacy rows.
-		_, err = m.Up(ctx)
+		_, err = m.UpTo(ctx, 4)
 		require.NoError(t, err)
 		require.Equal(t, full, schemaShape(ctx, t, s))
 		var stream *string

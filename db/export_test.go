@@ -1,0 +1,11 @@
+package db
+
+// The claim statements, for the tests of their plans.
+var (
+	ClaimSQL                = claimSQL
+	ClaimOldestSQL          = claimOldestSQL
+	FairByPrioritySQL       = fairByPrioritySQL
+	FairOldestSQL           = fairOldestSQL
+	FairLockedByPrioritySQL = fairLockedByPrioritySQL
+	LockTenantsSQL          = lockTenantsSQL
+)
