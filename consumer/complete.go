@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -219,6 +220,10 @@ func (c *Consumer) carryOut(ctx context.Context, p *plan) error {
 			return err
 		}
 		p.outcomesDone, p.undead = true, rec.Undead
+		for _, n := range rec.ReviewedBy {
+			c.m.ReviewedByPriority.WithLabelValues(c.priorityLabels.Value(metrics.PriorityLabel(n.Priority))).Add(float64(n.N))
+			c.m.ReviewedByTenant.WithLabelValues(c.tenantLabels.Value(metrics.TenantLabel(n.Tenant))).Add(float64(n.N))
+		}
 		if len(rec.Unchanged) > 0 {
 			c.log.WarnContext(ctx, "consumer: handled jobs were no longer waiting for a review (archived or deleted meanwhile); acknowledged",
 				slog.Any("job_ids", rec.Unchanged))

@@ -129,6 +129,8 @@ type Consumer struct {
 	rdb  redis.UniversalClient
 	log  *slog.Logger
 	m    *metrics.Consumer
+	// Label values of the reviewed counts by priority and tenant, bounded.
+	priorityLabels, tenantLabels *metrics.BoundedLabels
 
 	slots   chan struct{} // a token per idle handler
 	work    chan *delivery
@@ -245,20 +247,22 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 	}
 	finishCtx, cancelFinish := context.WithCancel(context.Background())
 	return &Consumer{
-		finishCtx:    finishCtx,
-		cancelFinish: cancelFinish,
-		cfg:          c,
-		pool:         pool,
-		rdb:          rdb,
-		log:          c.Logger.With(slog.String("consumer", c.Name)),
-		m:            m,
-		slots:        slots,
-		work:         make(chan *delivery),
-		results:      make(chan *result, 2*c.Concurrency),
-		inflight:     map[string]time.Time{},
-		abort:        make(chan struct{}),
-		stallAfter:   stallAfterDefault,
-		healthEvery:  healthEveryDefault,
+		finishCtx:      finishCtx,
+		cancelFinish:   cancelFinish,
+		cfg:            c,
+		pool:           pool,
+		rdb:            rdb,
+		log:            c.Logger.With(slog.String("consumer", c.Name)),
+		m:              m,
+		slots:          slots,
+		priorityLabels: metrics.NewBoundedLabels(metrics.MaxPriorityLabels),
+		tenantLabels:   metrics.NewBoundedLabels(metrics.MaxTenantLabels),
+		work:           make(chan *delivery),
+		results:        make(chan *result, 2*c.Concurrency),
+		inflight:       map[string]time.Time{},
+		abort:          make(chan struct{}),
+		stallAfter:     stallAfterDefault,
+		healthEvery:    healthEveryDefault,
 	}, nil
 }
 

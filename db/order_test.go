@@ -85,3 +85,34 @@ func TestPriorityTenantMigrationKeepsRows(t *testing.T) {
 	require.NoError(t, s.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE priority = 0 AND tenant IS NULL AND status = 'pending_review'`).Scan(&n))
 	require.Equal(t, 10, n)
 }
+
+func TestReadLevelsCapsTenants(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	s := testenv.NewSchema(t)
+	_, err := s.Pool.Exec(ctx, `
+INSERT INTO jobs (title, priority, tenant, created_at)
+SELECT 'p', i % 3, CASE WHEN i % 4 = 0 THEN NULL ELSE 't' || (i % 4) END, now() - i * interval '1 second'
+FROM generate_series(1, 120) AS i;
+INSERT INTO jobs (title, priority, tenant) VALUES ('few', 7, 'small');
+INSERT INTO jobs (title, status, priority) VALUES ('done', 'reviewed', 9)`)
+	require.NoError(t, err)
+	byPriority, byTenant, err := db.ReadLevels(ctx, s.Pool, 2, 3)
+	require.NoError(t, err)
+	pending := func(ls []db.Level) []int64 {
+		out := make([]int64, len(ls))
+		for i := range ls {
+			out[i] = ls[i].Pending
+		}
+		return out
+	}
+	require.Len(t, byPriority, 3)
+	require.Equal(t, []int16{7, 2}, []int16{byPriority[0].Priority, byPriority[1].Priority})
+	require.True(t, byPriority[2].Other)
+	require.Equal(t, []int64{1, 40, 80}, pending(byPriority))
+	require.Len(t, byTenant, 4)
+	require.Equal(t, []string{"", "t1", "t2"}, []string{byTenant[0].Tenant, byTenant[1].Tenant, byTenant[2].Tenant})
+	require.True(t, byTenant[3].Other)
+	require.Equal(t, []int64{30, 30, 30, 31}, pending(byTenant))
+	require.False(t, byTenant[0].OldestPending.IsZero())
+}

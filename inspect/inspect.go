@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -67,6 +68,23 @@ type Backlog struct {
 	// published to ("" for none recorded); nil unless Counts was asked for.
 	// Only the relays of a job's stream re-enqueue it if its entry is lost.
 	InReviewByStream map[string]int64 `json:"in_review_by_stream,omitempty"`
+	// ByPriority and ByTenant break the pending jobs down by priority
+	// (the MaxPriorities highest, highest first) and by tenant (the
+	// MaxTenants with most pending jobs), the rest summed as "other".
+	ByPriority []Level `json:"by_priority"`
+	ByTenant   []Level `json:"by_tenant"`
+}
+
+// Level is the pending work of one priority or tenant.
+type Level struct {
+	// Priority is the level's priority (of ByPriority); Tenant its tenant
+	// (of ByTenant), "default" for jobs without one. Both are "other" for
+	// the levels beyond the cap, summed.
+	Priority             string    `json:"priority,omitempty"`
+	Tenant               string    `json:"tenant,omitempty"`
+	Pending              int64     `json:"pending"`
+	OldestPendingAt      time.Time `json:"oldest_pending_at,omitzero"`
+	OldestPendingAgeSecs float64   `json:"oldest_pending_age_seconds"`
 }
 
 // Stream describes the review stream.
@@ -139,6 +157,9 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 	if !b.OldestPending.IsZero() {
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
+	if err := readLevels(ctx, pool, s); err != nil {
+		return nil, err
+	}
 	if err := readStream(ctx, rdb, s); err != nil {
 		return nil, err
 	}
@@ -151,6 +172,42 @@ func Take(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, op
 		s.Health = append(s.Health, HealthReport(r))
 	}
 	return s, nil
+}
+
+// readLevels reads the pending jobs by priority and tenant, with bounded
+// labels: at most metrics.MaxPriorityLabels and metrics.MaxTenantLabels
+// of each, the rest as "other".
+func readLevels(ctx context.Context, pool *pgxpool.Pool, s *Snapshot) error {
+	byPriority, byTenant, err := db.ReadLevels(ctx, pool, metrics.MaxPriorityLabels, metrics.MaxTenantLabels)
+	if err != nil {
+		return err
+	}
+	level := func(l *db.Level) Level {
+		out := Level{Pending: l.Pending, OldestPendingAt: l.OldestPending}
+		if !l.OldestPending.IsZero() {
+			out.OldestPendingAgeSecs = s.TakenAt.Sub(l.OldestPending).Seconds()
+		}
+		return out
+	}
+	s.Backlog.ByPriority = make([]Level, 0, len(byPriority))
+	for i := range byPriority {
+		l := level(&byPriority[i])
+		l.Priority = metrics.OtherLabel
+		if !byPriority[i].Other {
+			l.Priority = metrics.PriorityLabel(byPriority[i].Priority)
+		}
+		s.Backlog.ByPriority = append(s.Backlog.ByPriority, l)
+	}
+	s.Backlog.ByTenant = make([]Level, 0, len(byTenant))
+	for i := range byTenant {
+		l := level(&byTenant[i])
+		l.Tenant = metrics.OtherLabel
+		if !byTenant[i].Other {
+			l.Tenant = metrics.TenantLabel(byTenant[i].Tenant)
+		}
+		s.Backlog.ByTenant = append(s.Backlog.ByTenant, l)
+	}
+	return nil
 }
 
 func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/consumer"
@@ -83,13 +84,34 @@ func (rv *review) Handle(ctx context.Context, j consumer.Job) error {
 	return nil
 }
 
-// startConsumer runs a consumer of the test's stream with handler h.
-func (b *testBundle) startConsumer(t *testing.T, h consumer.Handler, concurrency int) {
+// startConsumer runs a consumer of the test's stream with handler h, and
+// returns the registry of its metrics.
+func (b *testBundle) startConsumer(t *testing.T, h consumer.Handler, concurrency int) *prometheus.Registry {
 	t.Helper()
+	reg := prometheus.NewRegistry()
 	c, err := consumer.New(b.schema.Pool, b.rdb, consumer.Config{Stream: b.stream, Handler: h,
-		Concurrency: concurrency, Block: 50 * time.Millisecond})
+		Concurrency: concurrency, Block: 50 * time.Millisecond, Registerer: reg})
 	require.NoError(t, err)
 	testenv.Start(t, c.Run)
+	return reg
+}
+
+// counters gathers reg's counters as "name{label=value}" → value.
+func counters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			out[name] = m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // requireRelayedAllItMay waits until the relay has relayed every pending
@@ -323,7 +345,7 @@ func TestTenantJobsInFlightStayUnderTheCap(t *testing.T) {
 	cfg.TenantMaxInFlight = maxInFlight
 	cfg.BatchSize = 10
 	startRelay(t, b.newRelay(t, cfg))
-	b.startConsumer(t, handler, 16)
+	reg := b.startConsumer(t, handler, 16)
 	waitClosed(t, all, "every job was reviewed")
 
 	mu.Lock()
@@ -333,6 +355,14 @@ func TestTenantJobsInFlightStayUnderTheCap(t *testing.T) {
 		require.LessOrEqual(t, n, maxInFlight, "tenant %q had %d jobs in flight", tenant, n)
 	}
 	require.Eventually(t, func() bool { return b.countWhere(t, `status = 'reviewed'`) == 600 }, time.Minute, 5*time.Millisecond)
+
+	// The consumer counts them by tenant and priority.
+	require.Eventually(t, func() bool {
+		c := counters(t, reg)
+		return c["jobrelay_consumer_reviewed_by_tenant_total{tenant=A}"] == 150 &&
+			c["jobrelay_consumer_reviewed_by_tenant_total{tenant=default}"] == 150 &&
+			c["jobrelay_consumer_reviewed_by_priority_total{priority=0}"] == 600
+	}, time.Minute, 5*time.Millisecond, "%v", counters(t, reg))
 }
 
 // conn is a connection of its own to the test's schema.

@@ -87,7 +87,7 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
 		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, meta: "N",
 			defText: fmt.Sprintf("%d (%d with TENANT_FAIR)", relay.MaxStreamLagDefault, relay.MaxStreamLagFairDefault),
-			help: "entries the group may leave unread before the relay pauses (keep it short for priorities to decide end to end); 0 disables"},
+			help:    "entries the group may leave unread before the relay pauses (keep it short for priorities to decide end to end); 0 disables"},
 		{env: "PRIORITY_STRICT", flag: "priority-strict", field: "PriorityStrict", ptr: &c.PriorityStrict, def: false,
 			help: "claim strictly by priority; by default one claim in 10 takes the oldest jobs, so lower priorities keep flowing"},
 		{env: "TENANT_FAIR", flag: "tenant-fair", field: "TenantFair", ptr: &c.TenantFair, def: false,
