@@ -100,10 +100,12 @@ type Job struct {
 	Title      string    `json:"title"`
 	Company    string    `json:"company"`
 	URL        string    `json:"job_url"`
-	Attempt    int       `json:"attempt"`     // publish attempt, from 1
-	TaskID     string    `json:"task_id"`     // the stream entry ID
-	EnqueuedAt time.Time `json:"enqueued_at"` // when the relay published it
-	Delivery   int64     `json:"delivery"`    // deliveries of this entry that count so far, this one included
+	Attempt    int       `json:"attempt"`            // publish attempt, from 1
+	TaskID     string    `json:"task_id"`            // the stream entry ID
+	EnqueuedAt time.Time `json:"enqueued_at"`        // when the relay published it
+	Delivery   int64     `json:"delivery"`           // deliveries of this entry that count so far, this one included
+	Priority   int       `json:"priority,omitempty"` // the job's priority; higher was claimed sooner
+	Tenant     string    `json:"tenant,omitempty"`   // the job's tenant, "" for the default tenant
 }
 
 // Handler reviews one job. An error means the job is retried later (until
@@ -531,6 +533,12 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	}
 	d.job.Attempt = int(attempt)
 	d.job.EnqueuedAt, _ = time.Parse(time.RFC3339Nano, str(stream.FieldEnqueuedAt))
+	// Only for the handler's information: a value that does not read is
+	// left at its default, not a reason to fail the job.
+	if p, err := strconv.ParseInt(str(stream.FieldPriority), 10, 16); err == nil {
+		d.job.Priority = int(p)
+	}
+	d.job.Tenant = str(stream.FieldTenant)
 	return d
 }
 

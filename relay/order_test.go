@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -322,6 +323,9 @@ func TestTenantJobsInFlightStayUnderTheCap(t *testing.T) {
 	all := make(chan struct{})
 	handler := consumer.HandlerFunc(func(ctx context.Context, j consumer.Job) error {
 		tenant := tenantOf[j.ID]
+		if j.Tenant != tenant {
+			return fmt.Errorf("job %s: entry says tenant %q, the table %q", j.ID, j.Tenant, tenant)
+		}
 		mu.Lock()
 		running[tenant]++
 		most[tenant] = max(most[tenant], running[tenant])

@@ -34,11 +34,14 @@ import (
 // KEYS[1] stream, KEYS[2] index (sorted set), KEYS[3] hash prefix.
 // ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
 // ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
-// then the n jobs' dedup fields (job_id:attempt); then 6 values per job:
-// job_id, site, title, company, job_url, attempt, a NULL column sent as a
-// NUL byte (which PostgreSQL text cannot hold) and left out of the entry.
-// Every job costs few arguments and no table work in the script: the
-// arguments alone are a third of its time.
+// then the n jobs' dedup fields (job_id:attempt); then w values per job:
+// job_id, site, title, company, job_url, attempt, and with w = 8 priority
+// and tenant, a NULL column sent as a NUL byte (which PostgreSQL text
+// cannot hold) and left out of the entry; the last argument is w. A batch
+// without priorities or tenants is sent with w = 6: every job costs few
+// arguments and no table work in the script (the arguments alone are a
+// third of its time), and its entries are what they were before either
+// existed.
 //
 // Returns {id_1, ..., id_n}.
 var publishScript = redis.NewScript(`
@@ -67,7 +70,8 @@ if m > 0 then
 end
 
 local fbase = 5 + m -- the dedup fields, n of them
-local base = fbase + n -- then 6 values per job
+local base = fbase + n -- then w values per job
+local w = tonumber(ARGV[#ARGV])
 local found = {}
 for _, key in ipairs(live) do
   local s = 0
@@ -85,11 +89,12 @@ local NULL = '\0' -- PostgreSQL text never holds a NUL byte
 local ids = {}
 local record = {}
 for j = 0, n - 1 do
-  local o = base + j * 6
+  local o = base + j * w
   local id = found[j + 1]
   if not id then
     local site, title, company, url = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL then
+    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and
+       (w == 6 or (ARGV[o + 6] == NULL and ARGV[o + 7] == NULL)) then
       id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
         'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued)
     else
@@ -105,6 +110,15 @@ for j = 0, n - 1 do
       args[#args + 1] = ARGV[o + 5]
       args[#args + 1] = 'enqueued_at'
       args[#args + 1] = enqueued
+      if w == 8 then
+        local extra = {'priority', 'tenant'}
+        for k = 1, 2 do
+          if ARGV[o + 5 + k] ~= NULL then
+            args[#args + 1] = extra[k]
+            args[#args + 1] = ARGV[o + 5 + k]
+          end
+        end
+      end
       id = redis.call('XADD', unpack(args))
     end
     record[#record + 1] = ARGV[fbase + j]
@@ -168,7 +182,7 @@ type PublishResult struct {
 // one round trip (see publishScript).
 func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (PublishResult, error) {
 	n := len(p.Jobs)
-	args := make([]any, 0, 4+len(p.Forget.Fields)+7*n)
+	args := make([]any, 0, 5+len(p.Forget.Fields)+9*n)
 	args = append(args, p.DedupTTL.Milliseconds(), n, p.EnqueuedAt, len(p.Forget.Fields))
 	for _, f := range p.Forget.Fields {
 		args = append(args, f)
@@ -180,10 +194,25 @@ func Publish(ctx context.Context, rdb redis.Scripter, p *PublishParams) (Publish
 		fields[i] = p.Jobs[i].ID + ":" + attempts[i]
 		args = append(args, fields[i])
 	}
+	width := 6
+	for i := range p.Jobs {
+		if p.Jobs[i].Priority != 0 || p.Jobs[i].Tenant.Valid {
+			width = 8
+			break
+		}
+	}
 	for i := range p.Jobs {
 		j := &p.Jobs[i]
 		args = append(args, j.ID, orNUL(j.Site), orNUL(j.Title), orNUL(j.Company), orNUL(j.JobURL), attempts[i])
+		if width == 8 {
+			priority := "\x00" // 0, the default, is left out of the entry
+			if j.Priority != 0 {
+				priority = strconv.Itoa(int(j.Priority))
+			}
+			args = append(args, priority, orNUL(j.Tenant))
+		}
 	}
+	args = append(args, width)
 	ids, err := publishScript.Run(ctx, rdb, []string{p.Stream, dedupIndex(p.Stream), dedupIndex(p.Stream) + ":"}, args...).StringSlice()
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %d jobs to %s: %w", n, p.Stream, err)
@@ -205,6 +234,10 @@ func orNUL(t pgtype.Text) string {
 // EntrySize is the bytes a job's entry holds in field values, to compare
 // with a size limit before publishing.
 func EntrySize(j *db.Job, enqueuedAt string) int {
-	return len(j.ID) + len(j.Site.String) + len(j.Title.String) + len(j.Company.String) +
+	n := len(j.ID) + len(j.Site.String) + len(j.Title.String) + len(j.Company.String) +
 		len(j.JobURL.String) + len(enqueuedAt) + 4
+	if j.Priority != 0 {
+		n += 6
+	}
+	return n + len(j.Tenant.String)
 }
