@@ -18,7 +18,7 @@ type Level struct {
 	OldestPending time.Time // created_at of the oldest
 }
 
-// levelsSQL groups the pending jobs by $2 (priority, or tenant with ''
+// levelsSQL groups the pending jobs by $2 (priority, or tenant with ”
 // for the default one) and keeps the first $1 groups in order $3, summing
 // the others into a row whose key is NULL. It reads the pending rows'
 // partial indexes, not the table's reviewed rows.
