@@ -17,11 +17,11 @@ import (
 // turn.
 //
 // Cost: the tenants are found by skipping through the partial index on
-// (coalesce(tenant, ”), …) one tenant at a time, and each tenant's jobs
+// (coalesce(tenant, ""), …) one tenant at a time, and each tenant's jobs
 // are a scan of the same index: a claim costs an index probe per tenant
 // with pending work, however many jobs each has.
 type FairParams struct {
-	// After is the tenant the previous claim served last ('' is the
+	// After is the tenant the previous claim served last ("" is the
 	// default tenant): this one starts with the next.
 	After string
 	// Weights maps tenants to their weight; unlisted tenants weigh 1.
@@ -35,7 +35,7 @@ type FairParams struct {
 	MaxInFlight int
 }
 
-// fairTenantsSQL lists the tenants with pending jobs (” for the default
+// fairTenantsSQL lists the tenants with pending jobs ("" for the default
 // tenant): a loose index scan, one probe per tenant.
 const fairTenantsSQL = `
 WITH RECURSIVE tenants AS (

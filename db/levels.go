@@ -11,17 +11,17 @@ import (
 // Level is the pending work of one priority or one tenant.
 type Level struct {
 	Priority int16  // of ReadLevels' byPriority
-	Tenant   string // of its byTenant: '' is the default tenant
+	Tenant   string // of its byTenant: "" is the default tenant
 	// Other marks the sum of the levels beyond the cap.
 	Other         bool
 	Pending       int64
 	OldestPending time.Time // created_at of the oldest
 }
 
-// levelsSQL groups the pending jobs by $2 (priority, or tenant with ”
-// for the default one) and keeps the first $1 groups in order $3, summing
-// the others into a row whose key is NULL. It reads the pending rows'
-// partial indexes, not the table's reviewed rows.
+// levelsSQL groups the pending jobs by a key (%[1]s: priority, or tenant
+// with "" for the default one) and keeps the first $1 groups in an order
+// (%[2]s), summing the others into a row whose key is NULL. It reads the
+// pending rows only (their partial indexes), never the reviewed ones.
 const levelsSQL = `
 WITH g AS (
     SELECT %[1]s AS k, count(*) AS n, min(created_at) AS oldest

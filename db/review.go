@@ -162,7 +162,7 @@ type Recorded struct {
 	ReviewedBy []ReviewedCount
 }
 
-// ReviewedCount is a number of jobs of one priority and tenant (” for the
+// ReviewedCount is a number of jobs of one priority and tenant ("" for the
 // default tenant).
 type ReviewedCount struct {
 	Priority int16

@@ -18,7 +18,7 @@ const (
 	DefaultTenantLabel = "default"
 )
 
-// TenantLabel is the label of tenant (” for the default tenant).
+// TenantLabel is the label of tenant ("" for the default tenant).
 func TenantLabel(tenant string) string {
 	if tenant == "" {
 		return DefaultTenantLabel
