@@ -130,6 +130,13 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 	}
 
+	fairness := ""
+	if b.runs("fairness") {
+		if fairness, err = b.fairnessReport(ctx); err != nil {
+			return "", fmt.Errorf("fairness: %w", err)
+		}
+	}
+
 	var sb strings.Builder
 	sb.WriteString(machine)
 	sb.WriteString("\n| scenario | jobs/s | ratio | target |\n| --- | ---: | ---: | --- |\n")
@@ -194,6 +201,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	fmt.Fprintf(&sb, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
 	fmt.Fprintf(&sb, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
 		check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
+	sb.WriteString(fairness)
 	return sb.String(), nil
 }
 
