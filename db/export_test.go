@@ -2,10 +2,10 @@ package db
 
 // The claim statements, for the tests of their plans.
 var (
-	ClaimSQL                = claimSQL
-	ClaimOldestSQL          = claimOldestSQL
-	FairByPrioritySQL       = fairByPrioritySQL
-	FairOldestSQL           = fairOldestSQL
-	FairLockedByPrioritySQL = fairLockedByPrioritySQL
-	LockTenantsSQL          = lockTenantsSQL
+	ClaimSQL          = claimSQL
+	ClaimOldestSQL    = claimOldestSQL
+	FairByPrioritySQL = fairByPrioritySQL
+	FairOldestSQL     = fairOldestSQL
+	ListTenantsSQL    = listTenantsSQL
+	LockTenantsSQL    = lockTenantsSQL
 )

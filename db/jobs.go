@@ -142,6 +142,9 @@ type Claimed struct {
 	// jobs in flight (FairParams.MaxInFlight): they wait for jobs to be
 	// reviewed, which sends no notification.
 	Held bool
+	// Tenants, when not nil, are the tenants with pending jobs, as a fair
+	// claim found them: FairParams.Tenants of the claims that follow.
+	Tenants []string
 }
 
 // BeginClaimWith begins a transaction on conn and claims the jobs p says,

@@ -42,7 +42,8 @@ ANALYZE jobs`)
 	require.NoError(t, err)
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	fairArgs := []any{100, []string{}, []string{"tenant1"}, []int32{3}, "tenant5", 0}
+	fairArgs := []any{100, []string{}, []string{"tenant1"}, []int32{3}, "tenant5", 0, []string{"tenant1", "tenant2", "tenant3", ""}}
+	capArgs := []any{100, []string{}, []string{}, []int32{}, "", 5, []string{"tenant1", "tenant2", ""}}
 	for _, c := range []struct {
 		name, sql string
 		args      []any
@@ -52,9 +53,9 @@ ANALYZE jobs`)
 		{"oldest", db.ClaimOldestSQL, []any{100}, []string{"jobs_pending_review_created_at_idx"}},
 		{"fair", db.FairByPrioritySQL, fairArgs, []string{"jobs_pending_review_tenant_priority_idx"}},
 		{"fair oldest", db.FairOldestSQL, fairArgs, []string{"jobs_pending_review_tenant_created_at_idx"}},
-		{"tenants to lock", db.LockTenantsSQL, nil, []string{"jobs_pending_review_tenant"}},
-		{"fair with a cap", db.FairLockedByPrioritySQL,
-			[]any{100, []string{}, []string{}, []int32{}, "", 5, []string{"tenant1", "tenant2", ""}},
+		{"tenants", db.ListTenantsSQL, nil, []string{"Index Scan Backward using jobs_pending_review_tenant"}},
+		{"tenants to lock", db.LockTenantsSQL, nil, []string{"Index Scan Backward using jobs_pending_review_tenant"}},
+		{"fair with a cap", db.FairByPrioritySQL, capArgs,
 			[]string{"jobs_pending_review_tenant_priority_idx", "Index Scan using jobs_in_review_"}},
 	} {
 		plan := explain(ctx, t, conn, c.sql, c.args...)

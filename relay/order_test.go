@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,11 +106,12 @@ func counters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			name := mf.GetName()
+			var name strings.Builder
+			name.WriteString(mf.GetName())
 			for _, l := range m.GetLabel() {
-				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+				name.WriteString("{" + l.GetName() + "=" + l.GetValue() + "}")
 			}
-			out[name] = m.GetCounter().GetValue()
+			out[name.String()] = m.GetCounter().GetValue()
 		}
 	}
 	return out
@@ -262,8 +264,9 @@ func TestOneTenantsFloodDoesNotDelayAnother(t *testing.T) {
 func TestFairClaimsShareByWeightAndTakeTurns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	// More tenants than a claim holds jobs: each claim of 10 jobs serves
-	// 10 tenants, and the next claim starts after the last one served.
+	// More tenants than a claim serves: a claim of 30 jobs gives 6 tenants
+	// their share of 10 (5 jobs each is all they have), and the next claim
+	// starts after the last one served.
 	for _, tenant := range []string{"t00", "t01", "t02", "t03", "t04", "t05", "t06", "t07", "t08", "t09",
 		"t10", "t11", "t12", "t13", "t14"} {
 		b.insertJobs(t, 5, 0, tenant)
@@ -271,24 +274,53 @@ func TestFairClaimsShareByWeightAndTakeTurns(t *testing.T) {
 	b.insertJobs(t, 5, 0, "")
 	ctx := testenv.Context(t)
 	conn := b.conn(t)
-	first, _, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: 10, Fair: &db.FairParams{}}, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Rollback(ctx, conn))
-	require.Equal(t, []string{"t00", "t01", "t02", "t03", "t04", "t05", "t06", "t07", "t08", "t09"}, tenants(first))
-	next, _, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: 10, Fair: &db.FairParams{After: "t09"}}, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Rollback(ctx, conn))
-	require.Equal(t, []string{"t10", "t11", "t12", "t13", "t14", "", "t00", "t01", "t02", "t03"}, tenants(next))
+	claim := func(p *db.ClaimParams) ([]string, db.Claimed) {
+		t.Helper()
+		jobs, c, err := db.BeginClaimWith(ctx, conn, p, nil)
+		require.NoError(t, err)
+		require.NoError(t, db.Rollback(ctx, conn))
+		return distinct(tenants(jobs)), c
+	}
+	first, c := claim(&db.ClaimParams{Limit: 30, Fair: &db.FairParams{}})
+	require.Equal(t, []string{"t00", "t01", "t02", "t03", "t04", "t05"}, first)
+	require.Len(t, c.Tenants, 16, "the tenants found, for the next claims")
+	next, _ := claim(&db.ClaimParams{Limit: 30, Fair: &db.FairParams{After: "t12"}})
+	require.Equal(t, []string{"t13", "t14", "", "t00", "t01", "t02"}, next)
 
-	// Two tenants, one of weight 3: a claim of 8 gives it 6 and the other 2.
-	b.sql(t, `DELETE FROM jobs WHERE tenant IS NULL OR tenant NOT IN ('t00', 't01')`)
-	weighted, c, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: 8,
+	// Given the tenants, a claim asks only those; if they have nothing
+	// left, it looks for the others.
+	some, c := claim(&db.ClaimParams{Limit: 30, Fair: &db.FairParams{Tenants: []string{"t07", "t09"}}})
+	require.Equal(t, []string{"t07", "t09"}, some)
+	require.Nil(t, c.Tenants)
+	others, c := claim(&db.ClaimParams{Limit: 30, Fair: &db.FairParams{Tenants: []string{"gone"}}})
+	require.Equal(t, first, others)
+	require.Len(t, c.Tenants, 16)
+
+	// Two tenants with 100 jobs each, one of weight 3: a claim of 80
+	// gives it 60 and the other 20.
+	b.sql(t, `DELETE FROM jobs`)
+	b.insertJobs(t, 100, 0, "t00")
+	b.insertJobs(t, 100, 0, "t01")
+	jobs, c2, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: 80,
 		Fair: &db.FairParams{Weights: map[string]int{"t01": 3}}}, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Rollback(ctx, conn))
-	require.True(t, c.More)
-	require.Equal(t, []string{"t00", "t00", "t01", "t01", "t01", "t01", "t01"}, tenants(weighted),
-		"t01 has 5 jobs: its share of 6 takes them all")
+	require.True(t, c2.More)
+	count := map[string]int{}
+	for _, tenant := range tenants(jobs) {
+		count[tenant]++
+	}
+	require.Equal(t, map[string]int{"t00": 20, "t01": 60}, count)
+}
+
+func distinct(v []string) []string {
+	var out []string
+	for _, s := range v {
+		if len(out) == 0 || out[len(out)-1] != s {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func tenants(jobs []db.Job) []string {

@@ -93,10 +93,19 @@ for j = 0, n - 1 do
   local id = found[j + 1]
   if not id then
     local site, title, company, url = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and
-       (w == 6 or (ARGV[o + 6] == NULL and ARGV[o + 7] == NULL)) then
+    local prio, tenant = NULL, NULL
+    if w == 8 then prio, tenant = ARGV[o + 6], ARGV[o + 7] end
+    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and prio == NULL and tenant == NULL then
       id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
         'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued)
+    elseif site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and tenant == NULL then
+      id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
+        'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued,
+        'priority', prio)
+    elseif site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and prio == NULL then
+      id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
+        'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued,
+        'tenant', tenant)
     else
       local args = {stream, '*', 'job_id', ARGV[o]}
       local names = {'site', 'title', 'company', 'job_url'}
@@ -110,14 +119,13 @@ for j = 0, n - 1 do
       args[#args + 1] = ARGV[o + 5]
       args[#args + 1] = 'enqueued_at'
       args[#args + 1] = enqueued
-      if w == 8 then
-        local extra = {'priority', 'tenant'}
-        for k = 1, 2 do
-          if ARGV[o + 5 + k] ~= NULL then
-            args[#args + 1] = extra[k]
-            args[#args + 1] = ARGV[o + 5 + k]
-          end
-        end
+      if prio ~= NULL then
+        args[#args + 1] = 'priority'
+        args[#args + 1] = prio
+      end
+      if tenant ~= NULL then
+        args[#args + 1] = 'tenant'
+        args[#args + 1] = tenant
       end
       id = redis.call('XADD', unpack(args))
     end
