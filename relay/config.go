@@ -117,11 +117,12 @@ type Config struct {
 
 	// TenantFair shares each claim between the tenants (the jobs column;
 	// NULL is the default tenant) that have pending jobs, in equal shares
-	// or by TenantWeights, each tenant's jobs by priority: one tenant's
-	// flood does not delay another's jobs by more than the stream's lag
-	// and a claim. Setting TenantWeights or TenantMaxInFlight turns it on.
-	// Defaults to false: claims take the highest priority first,
-	// whatever the tenant.
+	// or by TenantWeights (at least 10 jobs times the weight; with more
+	// tenants, claims take turns), each tenant's jobs by priority: one
+	// tenant's flood does not delay another's jobs by more than the
+	// stream's lag and a few claims. Setting TenantWeights or
+	// TenantMaxInFlight turns it on. Defaults to false: claims take the
+	// highest priority first, whatever the tenant.
 	TenantFair bool
 
 	// TenantWeights gives tenants a bigger share of each claim: a tenant of
