@@ -88,12 +88,16 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out := runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
-	require.Equal(t, 4, strings.Count(out, "pending"), out)
+	require.Equal(t, 5, strings.Count(out, "pending"), out)
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 4")
+	require.Contains(t, out, "database version: 5")
 
+	code, out = runBinary(t, dir, env, "migrate", "down")
+	require.Zero(t, code, out)
+	require.Contains(t, out, "00005_priority_tenant.sql")
+	require.Contains(t, out, "database version: 4")
 	code, out = runBinary(t, dir, env, "migrate", "down")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "00004_job_stream.sql")
@@ -109,7 +113,7 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)
-	require.Contains(t, out, "database version: 4")
+	require.Contains(t, out, "database version: 5")
 	code, out = runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
 	require.NotContains(t, out, "pending")

@@ -39,13 +39,19 @@ INSERT INTO jobs (title) VALUES ('waiting')`)
 		require.Equal(t, before, version(), "nothing rolled back")
 	}
 
+	// Rolling back priority and tenant needs no force: the job keeps its
+	// entry and its bookkeeping.
+	code, stdout, stderr := runInProcess(t, env, "migrate", "down")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "database version: 4")
+
 	// Rolling back the stream or the bookkeeping migration is refused,
 	// whichever way it is asked for.
 	refused("down")
 	refused("down-to", "3")
 	refused("down-to", "2")
 	refused("down-to", "0")
-	code, stdout, stderr := runInProcess(t, env, "migrate", "down", "--force")
+	code, stdout, stderr = runInProcess(t, env, "migrate", "down", "--force")
 	require.Zero(t, code, stderr)
 	require.Contains(t, stdout, "database version: 3")
 	refused("down")
@@ -58,7 +64,7 @@ INSERT INTO jobs (title) VALUES ('waiting')`)
 	require.Contains(t, stdout, "database version: 2")
 	code, stdout, stderr = runInProcess(t, env, "migrate", "up")
 	require.Zero(t, code, stderr)
-	require.Contains(t, stdout, "database version: 4")
+	require.Contains(t, stdout, "database version: 5")
 
 	code, stdout, stderr = runInProcess(t, env, "status", "--json")
 	require.Zero(t, code, stderr)

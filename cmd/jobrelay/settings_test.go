@@ -81,7 +81,7 @@ func TestMigrateFlagsAfterTheVerb(t *testing.T) {
 
 	code, stdout, stderr := runInProcess(t, env, "migrate", "up", "--database-url", schema.URL)
 	require.Zero(t, code, stderr)
-	require.Contains(t, stdout, "database version: 4")
+	require.Contains(t, stdout, "database version: 5")
 
 	code, stdout, stderr = runInProcess(t, env, "migrate", "down-to", "2", "--database-url", schema.URL)
 	require.Zero(t, code, stderr)
@@ -89,11 +89,11 @@ func TestMigrateFlagsAfterTheVerb(t *testing.T) {
 
 	code, _, stderr = runInProcess(t, env, "migrate", "down-to", "7", "--database-url", schema.URL)
 	require.Equal(t, 2, code, stderr)
-	require.Equal(t, "jobrelay: migrate down-to 7: no migration has version 7 (the versions are 0 for none, 1, 2, 3, 4)\n", stderr)
+	require.Equal(t, "jobrelay: migrate down-to 7: no migration has version 7 (the versions are 0 for none, 1, 2, 3, 4, 5)\n", stderr)
 
 	code, stdout, stderr = runInProcess(t, env, "migrate", "--database-url", schema.URL, "status")
 	require.Zero(t, code, stderr)
-	require.Contains(t, stdout, "pending", "3 and 4 are rolled back")
+	require.Contains(t, stdout, "pending", "3 to 5 are rolled back")
 
 	code, _, stderr = runInProcess(t, env, "migrate", "up", "now", "--database-url", schema.URL)
 	require.Equal(t, 2, code)
@@ -136,14 +136,14 @@ func TestRunLogsReadWell(t *testing.T) {
 	require.Equal(t, "job_review_workers", started[0]["group"])
 	migrated := p.Logged("now at version")
 	require.Len(t, migrated, 1, p.Output())
-	require.Equal(t, "jobrelay: applied 4 migrations, now at version 4", migrated[0]["msg"])
+	require.Equal(t, "jobrelay: applied 5 migrations, now at version 5", migrated[0]["msg"])
 
 	// Once applied, the line says there was nothing to do.
 	p = start(t, t.TempDir(), env, "run")
 	require.Eventually(t, func() bool { return len(p.Logged("relay: started")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
 	p.Signal(syscall.SIGTERM)
 	require.Zero(t, p.Wait(time.Minute))
-	require.Len(t, p.Logged("jobrelay: schema up to date at version 4"), 1, p.Output())
+	require.Len(t, p.Logged("jobrelay: schema up to date at version 5"), 1, p.Output())
 }
 
 // duplicateKeys returns the keys that an object of the JSON text repeats
