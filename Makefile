@@ -8,8 +8,14 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # golangci-lint, pinned; `go run` builds it once into the build cache.
 GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+# promtool tests deploy/alerts.yml (TestAlertRules). One on PATH is used;
+# otherwise `make promtool` builds this version into PROMTOOL_DIR (bin/; a
+# few minutes, once).
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL_DIR ?= $(CURDIR)/bin
+PROMTOOL ?= $(or $(shell command -v promtool 2>/dev/null),$(PROMTOOL_DIR)/promtool)
 
-.PHONY: build run test bench up lint clean
+.PHONY: build run test bench up lint clean promtool
 
 ## build: the jobrelay binary, in bin/
 build:
@@ -20,8 +26,13 @@ run: build
 	$(BIN) run
 
 ## test: every test, with the race detector, against the real servers
-test:
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: promtool
+	PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 15m ./...
+
+## promtool: Prometheus's promtool, which the alert rules' test runs; installed unless there
+promtool:
+	@test -x $(PROMTOOL) || { echo "installing promtool $(PROMTOOL_VERSION) in $(PROMTOOL_DIR)"; \
+		GOBIN=$(PROMTOOL_DIR) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); }
 
 ## bench: measure against the local servers, print the table and write BENCHMARKS.md
 bench:

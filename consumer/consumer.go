@@ -95,11 +95,14 @@ import (
 // Job is a job to review, as the handler receives it, and as the exec and
 // http handlers send it (JSON).
 type Job struct {
-	ID         string    `json:"job_id"`
-	Site       string    `json:"site"`
-	Title      string    `json:"title"`
-	Company    string    `json:"company"`
-	URL        string    `json:"job_url"`
+	ID string `json:"job_id"`
+	// Site, Title, Company and URL are the job's columns. A NULL column is
+	// nil here, absent from the stream entry and null in the JSON; an
+	// empty one is "" everywhere.
+	Site       *string   `json:"site"`
+	Title      *string   `json:"title"`
+	Company    *string   `json:"company"`
+	URL        *string   `json:"job_url"`
 	Attempt    int       `json:"attempt"`            // publish attempt, from 1
 	TaskID     string    `json:"task_id"`            // the stream entry ID
 	EnqueuedAt time.Time `json:"enqueued_at"`        // when the relay published it
@@ -507,12 +510,21 @@ func callHandler(ctx context.Context, h Handler, job Job) (err error) {
 func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	d := &delivery{msg: msg, deliveries: deliveries}
 	str := func(k string) string { s, _ := msg.Values[k].(string); return s }
+	// A column's field is absent when it is NULL. Entries of every
+	// jobrelay version so far write it so; one that held "" (an entry
+	// written by hand, or by another publisher) is taken as it says.
+	column := func(k string) *string {
+		if s, ok := msg.Values[k].(string); ok {
+			return &s
+		}
+		return nil
+	}
 	d.job = Job{
 		ID:       str(stream.FieldJobID),
-		Site:     str(stream.FieldSite),
-		Title:    str(stream.FieldTitle),
-		Company:  str(stream.FieldCompany),
-		URL:      str(stream.FieldJobURL),
+		Site:     column(stream.FieldSite),
+		Title:    column(stream.FieldTitle),
+		Company:  column(stream.FieldCompany),
+		URL:      column(stream.FieldJobURL),
 		TaskID:   msg.ID,
 		Delivery: deliveries,
 	}

@@ -42,7 +42,15 @@ func ExampleNew() {
 		Handler: consumer.HandlerFunc(func(ctx context.Context, job consumer.Job) error {
 			mu.Lock()
 			defer mu.Unlock()
-			reviews = append(reviews, fmt.Sprintf("reviewed %q at %s, attempt %d", job.Title, job.Company, job.Attempt))
+			// A NULL column is nil.
+			title, company := "(untitled)", "(unknown)"
+			if job.Title != nil {
+				title = *job.Title
+			}
+			if job.Company != nil {
+				company = *job.Company
+			}
+			reviews = append(reviews, fmt.Sprintf("reviewed %q at %s, attempt %d", title, company, job.Attempt))
 			if len(reviews) == 2 {
 				stop() // Run records the outcomes in flight, then returns
 			}
@@ -74,7 +82,11 @@ type reviewer struct {
 func (r *reviewer) Handle(_ context.Context, job consumer.Job) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.titles = append(r.titles, job.Title)
+	title := ""
+	if job.Title != nil { // nil for a NULL title
+		title = *job.Title
+	}
+	r.titles = append(r.titles, title)
 	if len(r.titles) == r.want {
 		r.done()
 	}

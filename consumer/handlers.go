@@ -33,11 +33,20 @@ func (logHandler) String() string { return "log" }
 // Handle logs job.
 func (h logHandler) Handle(ctx context.Context, job Job) error {
 	h.logger.InfoContext(ctx, "Processing job review",
-		slog.String("job_id", truncateField(job.ID)), slog.String("title", truncateField(job.Title)),
-		slog.String("company", truncateField(job.Company)), slog.String("site", truncateField(job.Site)),
-		slog.String("job_url", truncateField(job.URL)), slog.String("task_id", truncateField(job.TaskID)),
+		slog.String("job_id", truncateField(job.ID)), column("title", job.Title),
+		column("company", job.Company), column("site", job.Site),
+		column("job_url", job.URL), slog.String("task_id", truncateField(job.TaskID)),
 		slog.Int("attempt", job.Attempt), slog.Int64("delivery", job.Delivery))
 	return nil
+}
+
+// column is a job column's attribute: the value, truncated, or nil (null
+// in JSON logs) for NULL.
+func column(key string, v *string) slog.Attr {
+	if v == nil {
+		return slog.Any(key, nil)
+	}
+	return slog.String(key, truncateField(*v))
 }
 
 // maxLoggedField is the most bytes of one field the log handler writes.

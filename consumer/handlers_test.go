@@ -18,8 +18,8 @@ import (
 )
 
 var sampleJob = Job{
-	ID: "0b3e4a4e-9a57-4a0c-8f4e-2b1b3c4d5e6f", Site: "linkedin", Title: "Go Developer", Company: "Acme",
-	URL: "https://example.com/1", Attempt: 2, TaskID: "1700000000000-0",
+	ID: "0b3e4a4e-9a57-4a0c-8f4e-2b1b3c4d5e6f", Site: new("linkedin"), Title: new("Go Developer"), Company: new("Acme"),
+	URL: new("https://example.com/1"), Attempt: 2, TaskID: "1700000000000-0",
 	EnqueuedAt: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Delivery: 3,
 }
 
@@ -28,6 +28,15 @@ func TestJobJSON(t *testing.T) {
 	b, err := json.Marshal(sampleJob)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"job_id":"0b3e4a4e-9a57-4a0c-8f4e-2b1b3c4d5e6f","site":"linkedin","title":"Go Developer",
+		"company":"Acme","job_url":"https://example.com/1","attempt":2,"task_id":"1700000000000-0",
+		"enqueued_at":"2026-11-28T10:00:00Z","delivery":3}`, string(b))
+
+	// A NULL column is null, an empty one "".
+	job := sampleJob
+	job.Site, job.Title = nil, new("")
+	b, err = json.Marshal(job)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"job_id":"0b3e4a4e-9a57-4a0c-8f4e-2b1b3c4d5e6f","site":null,"title":"",
 		"company":"Acme","job_url":"https://example.com/1","attempt":2,"task_id":"1700000000000-0",
 		"enqueued_at":"2026-11-28T10:00:00Z","delivery":3}`, string(b))
 }

@@ -14,9 +14,9 @@ func TestLogHandlerTruncatesHugeFields(t *testing.T) {
 	t.Parallel()
 	logger, logs := testenv.NewLogs(t)
 	job := sampleJob
-	job.Title = strings.Repeat("é", 512*1024) // 1 MiB, two bytes a rune
-	job.Company = strings.Repeat("x", 5000)
-	job.URL = "https://example.com/" + strings.Repeat("p", 2000)
+	job.Title = new(strings.Repeat("é", 512*1024)) // 1 MiB, two bytes a rune
+	job.Company = new(strings.Repeat("x", 5000))
+	job.URL = new("https://example.com/" + strings.Repeat("p", 2000))
 	require.NoError(t, LogHandler(logger).Handle(testenv.Context(t), job))
 
 	recs := logs.Matching("Processing job review")
@@ -30,5 +30,5 @@ func TestLogHandlerTruncatesHugeFields(t *testing.T) {
 	require.True(t, strings.HasPrefix(attrs["title"], "éé"))
 	require.True(t, utf8.ValidString(attrs["title"]), "cut on a rune boundary")
 	require.Equal(t, job.ID, attrs["job_id"], "short fields are kept whole")
-	require.Equal(t, job.Site, attrs["site"])
+	require.Equal(t, *job.Site, attrs["site"])
 }

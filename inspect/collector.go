@@ -43,6 +43,7 @@ type Collector struct {
 	pending, oldestPending, inReview, oldestInReview *prometheus.Desc
 	streamLength, entriesAdded, deadLetters          *prometheus.Desc
 	lag, groupPending, oldestEntry, consumers        *prometheus.Desc
+	maxIdle                                          *prometheus.Desc
 	up                                               *prometheus.Desc
 	inReviewUntracked                                *prometheus.Desc
 	problems                                         *prometheus.Desc
@@ -76,9 +77,12 @@ func NewCollector(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg CollectorCo
 		deadLetters:    d("dead_letter_length", "Entries in the dead-letter stream."),
 		lag:            d("stream_group_lag", "Entries of the stream not yet delivered to the group (-1 when Redis cannot tell).", "group"),
 		groupPending:   d("stream_group_pending", "Entries delivered to the group and not yet acknowledged.", "group"),
-		oldestEntry:    d("stream_oldest_pending_entry_age_seconds", "Age of the group's oldest unacknowledged entry (0 when none).", "group"),
-		consumers:      d("stream_group_consumers", "Consumers of the group.", "group"),
-		up:             d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
+		oldestEntry: d("stream_oldest_pending_entry_age_seconds", "Seconds since the group's oldest unacknowledged entry was added to the stream "+
+			"(0 when none), its wait before delivery and its retries included; a stuck delivery is stream_pending_entry_max_idle_seconds.", "group"),
+		maxIdle: d("stream_pending_entry_max_idle_seconds", "Seconds since the group's most idle pending entry was last delivered, or its claim "+
+			"refreshed by a consumer whose handler runs long (XPENDING idle): how long a delivery has waited for a result (0 when none is pending).", "group"),
+		consumers: d("stream_group_consumers", "Consumers of the group.", "group"),
+		up:        d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
 		inReviewUntracked: d("jobs_in_review_untracked", "Jobs in in_review without a stream entry or enqueued_at recorded; "+
 			"the reaper re-enqueues them once their updated_at is REENQUEUE_AFTER old."),
 		problems:          d("pipeline_problems", "Components of the pipeline that report a problem keeping them from making progress (jobrelay status shows them)."),
@@ -128,7 +132,7 @@ func (c *Collector) Run(ctx context.Context) {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
-		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.consumers, c.up, c.inReviewUntracked, c.problems,
+		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.maxIdle, c.consumers, c.up, c.inReviewUntracked, c.problems,
 		c.pendingByPriority, c.oldestByPriority, c.pendingByTenant, c.oldestByTenant} {
 		ch <- d
 	}
@@ -174,6 +178,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		g(c.lag, float64(grp.Lag), grp.Name)
 		g(c.groupPending, float64(grp.Pending), grp.Name)
 		g(c.oldestEntry, age(grp.OldestPendingAt), grp.Name)
+		idle := 0.0
+		if grp.MostIdle != nil {
+			idle = age(grp.MostIdle.DeliveredAt)
+		}
+		g(c.maxIdle, idle, grp.Name)
 		g(c.consumers, float64(len(grp.Consumers)), grp.Name)
 	}
 }

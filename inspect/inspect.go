@@ -104,11 +104,32 @@ type Group struct {
 	Lag             int64  `json:"lag"` // -1 when Redis cannot tell
 	LastDeliveredID string `json:"last_delivered_id"`
 	// OldestPendingID is the oldest entry delivered and not yet
-	// acknowledged; OldestPendingAt is when it was added.
-	OldestPendingID  string     `json:"oldest_pending_id,omitempty"`
-	OldestPendingAt  time.Time  `json:"oldest_pending_at,omitzero"`
-	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
-	Consumers        []Consumer `json:"consumers"`
+	// acknowledged; OldestPendingAt is when it was added to the stream,
+	// and OldestPendingAge the time since: its wait in the stream before
+	// its first delivery and its retries included, so an old backlog
+	// being delivered makes it large. It is not a measure of a stuck
+	// delivery: MostIdle is.
+	OldestPendingID  string    `json:"oldest_pending_id,omitempty"`
+	OldestPendingAt  time.Time `json:"oldest_pending_at,omitzero"`
+	OldestPendingAge float64   `json:"oldest_pending_age_seconds"`
+	// MostIdle is the pending entry delivered longest ago; nil when none
+	// is pending.
+	MostIdle  *PendingEntry `json:"most_idle,omitempty"`
+	Consumers []Consumer    `json:"consumers"`
+}
+
+// PendingEntry is an entry delivered to a group and not yet acknowledged.
+type PendingEntry struct {
+	ID string `json:"id"`
+	// Consumer holds it.
+	Consumer string `json:"consumer"`
+	// Deliveries counts its deliveries that count toward MaxDeliveries.
+	Deliveries int64 `json:"deliveries"`
+	// DeliveredAt is when it was last delivered, or its claim refreshed
+	// by a consumer whose handler runs long (XPENDING's idle time), and
+	// IdleSecs the time since: how long it has waited for a result.
+	DeliveredAt time.Time `json:"delivered_at"`
+	IdleSecs    float64   `json:"idle_seconds"`
 }
 
 // Consumer describes a member of a group.
@@ -248,6 +269,14 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 				grp.OldestPendingAt = time.UnixMilli(int64(id.MS))
 				grp.OldestPendingAge = s.TakenAt.Sub(grp.OldestPendingAt).Seconds()
 			}
+			e, err := mostIdle(ctx, rdb, name, g.Name)
+			if err != nil {
+				return err
+			}
+			if e != nil {
+				grp.MostIdle = &PendingEntry{ID: e.ID, Consumer: e.Consumer, Deliveries: e.RetryCount,
+					DeliveredAt: s.TakenAt.Add(-e.Idle), IdleSecs: e.Idle.Seconds()}
+			}
 		}
 		consumers, err := rdb.XInfoConsumers(ctx, name, g.Name).Result()
 		if err != nil {
@@ -259,4 +288,39 @@ func readStream(ctx context.Context, rdb redis.UniversalClient, s *Snapshot) err
 		s.Groups = append(s.Groups, grp)
 	}
 	return nil
+}
+
+// mostIdlePage is how many pending entries one XPENDING call of mostIdle
+// returns at most.
+const mostIdlePage = 100
+
+// mostIdle returns the group's pending entry delivered longest ago, or nil
+// if none is pending. XPENDING lists entries in ID order, not by idle
+// time, so it pages through the pending entries list, asking each page
+// only for entries more idle than the most idle one found so far (the
+// IDLE filter): Redis scans the list once, few entries travel, and one
+// round trip is usual, since entries are mostly delivered in ID order and
+// the first is the most idle.
+func mostIdle(ctx context.Context, rdb redis.UniversalClient, name, group string) (*redis.XPendingExt, error) {
+	var best *redis.XPendingExt
+	start := "-"
+	for {
+		args := &redis.XPendingExtArgs{Stream: name, Group: group, Start: start, End: "+", Count: mostIdlePage}
+		if best != nil {
+			args.Idle = best.Idle + time.Millisecond // IDLE is in ms, and at least
+		}
+		page, err := rdb.XPendingExt(ctx, args).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read pending entries of %s: %w", group, err)
+		}
+		for i := range page {
+			if best == nil || page[i].Idle > best.Idle {
+				best = &page[i]
+			}
+		}
+		if len(page) < mostIdlePage {
+			return best, nil
+		}
+		start = "(" + page[len(page)-1].ID
+	}
 }

@@ -69,7 +69,7 @@ func (rv *review) count(class string) int {
 }
 
 func (rv *review) Handle(ctx context.Context, j consumer.Job) error {
-	class := j.Title
+	class := *j.Title
 	if rv.delay > 0 {
 		select {
 		case <-time.After(rv.delay):

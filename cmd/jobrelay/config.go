@@ -39,11 +39,11 @@ type dbConfig struct {
 func (c *dbConfig) bindings() []*binding {
 	return []*binding{
 		{env: "DATABASE_URL", flag: "database-url", ptr: &c.DatabaseURL, def: databaseURLDefault, meta: "URL",
-			help: "PostgreSQL URL; sslmode and search_path go in its query", check: checkDatabaseURL, secret: db.RedactURL},
+			help: "PostgreSQL. `sslmode` and `search_path` go in the query. Logged with the password hidden.", check: checkDatabaseURL, secret: db.RedactURL},
 		{env: "LOG_FORMAT", flag: "log-format", ptr: &c.LogFormat, def: "text", meta: "text|json",
-			help: "text (colored on a terminal) or json", check: oneOf("text", "json")},
+			help: "`text` (colored on a terminal, through tint) or `json`", check: oneOf("text", "json")},
 		{env: "LOG_LEVEL", flag: "log-level", ptr: &c.LogLevel, def: "info", meta: "LEVEL",
-			help: "debug, info, warn or error"},
+			help: "`debug`, `info`, `warn` or `error`"},
 	}
 }
 
@@ -57,10 +57,26 @@ type commonConfig struct {
 func (c *commonConfig) bindings() []*binding {
 	return append(c.dbConfig.bindings(),
 		&binding{env: "REDIS_URL", flag: "redis-url", ptr: &c.RedisURL, def: redisURLDefault, meta: "URL",
-			help: "Redis URL; rediss:// for TLS", check: checkRedisURL, secret: db.RedactURL},
+			help: "Redis; `rediss://` for TLS. Logged with the password hidden.", check: checkRedisURL, secret: db.RedactURL},
 		&binding{env: "JOB_REVIEW_QUEUE_NAME", flag: "stream", ptr: &c.Stream, def: relay.StreamDefault, meta: "NAME",
-			help: "Redis stream of jobs to review"},
+			help: "the stream of jobs to review; dead letters go to `<name>:dead`"},
 	)
+}
+
+// documentedBindings is every variable the binary reads, once, in the
+// order README's settings table lists them: connections and names, the
+// relay's, the consumers', then logging and the listener. The table is
+// made from it (go test ./cmd/jobrelay -run TestReadmeSettingsTable -update).
+func documentedBindings() []*binding {
+	var (
+		common commonConfig
+		serve  serveConfig
+		spec   string
+	)
+	all := slices.Concat(common.bindings(), relayBindings(&relay.Config{}),
+		consumerBindings(&consumer.Config{}, &spec, false), serve.bindings())
+	last := func(b *binding) bool { return strings.HasPrefix(b.env, "LOG_") || b.env == "METRICS_ADDR" }
+	return slices.Concat(slices.DeleteFunc(slices.Clone(all), last), slices.DeleteFunc(all, func(b *binding) bool { return !last(b) }))
 }
 
 // relayBindings binds the relay's variables to the fields of c. Stream is
@@ -68,34 +84,34 @@ func (c *commonConfig) bindings() []*binding {
 func relayBindings(c *relay.Config) []*binding {
 	return []*binding{
 		{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: relay.GroupDefault, meta: "NAME",
-			help: "consumer group (its lag holds the relay back)"},
+			help: "the consumer group (its lag holds the relay back)"},
 		{env: "BATCH_SIZE", flag: "batch-size", field: "BatchSize", ptr: &c.BatchSize, def: relay.BatchSizeDefault, meta: "N",
-			help: "jobs claimed, published and committed per cycle"},
+			help: fmt.Sprintf("jobs claimed, published and committed per cycle (1 to %d)", relay.BatchSizeMax)},
 		{env: "RELAY_WORKERS", flag: "workers", field: "Workers", ptr: &c.Workers, def: relay.WorkersDefault, meta: "N",
-			help: "cycles run side by side while a backlog drains, each on its own connection"},
+			help: fmt.Sprintf("cycles a relay runs side by side while a backlog drains, each on its own connection: one commits while another publishes (1 to %d)", relay.WorkersMax)},
 		{env: "POLL_INTERVAL", flag: "poll-interval", field: "PollInterval", ptr: &c.PollInterval, def: relay.PollIntervalDefault, meta: "DURATION",
-			help: "safety-net poll under LISTEN/NOTIFY, and the reaper's tick"},
+			help: fmt.Sprintf("the safety-net poll under LISTEN/NOTIFY, jittered ±10%%, and the reaper's tick (at least %s)", relay.PollIntervalMin)},
 		{env: "POLL_INTERVAL_MINUTES", field: "PollInterval", ptr: &c.PollInterval, minutesOf: "POLL_INTERVAL", meta: "MINUTES",
-			help: "the old poller's POLL_INTERVAL, in minutes; read when POLL_INTERVAL is not set"},
+			help: "the old poller's setting, in minutes, honoured when `POLL_INTERVAL` is not set; same bounds"},
 		{env: "POLL_ONLY", flag: "poll-only", field: "PollOnly", ptr: &c.PollOnly, def: false,
-			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer transaction mode)"},
+			help: "no LISTEN/NOTIFY, for poolers that break it (PgBouncer in transaction mode)"},
 		{env: "CYCLE_TIMEOUT", flag: "cycle-timeout", field: "CycleTimeout", ptr: &c.CycleTimeout, def: relay.CycleTimeoutDefault, meta: "DURATION",
-			help: "longest a cycle may hold row locks (also the session's statement and idle-in-transaction timeouts)"},
-		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (CYCLE_TIMEOUT + POLL_INTERVAL)", meta: "DURATION",
-			help: "how long records of uncommitted batches are kept"},
+			help: "the longest a cycle holds its row locks; also the relay session's `statement_timeout` and `idle_in_transaction_session_timeout`"},
+		{env: "DEDUP_TTL", flag: "dedup-ttl", field: "DedupTTL", ptr: &c.DedupTTL, defText: "2 × (`CYCLE_TIMEOUT` + `POLL_INTERVAL`)", meta: "DURATION",
+			help: "how long the record of a published but uncommitted batch is kept"},
 		{env: "REENQUEUE_AFTER", flag: "reenqueue-after", field: "ReenqueueAfter", ptr: &c.ReenqueueAfter, def: relay.ReenqueueAfterDefault, meta: "DURATION",
-			help: "age after which an in_review job whose stream entry is gone goes back to pending_review; 0 disables"},
+			help: "an `in_review` job older than this whose stream entry is gone goes back to `pending_review`; `0` disables"},
 		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, meta: "N",
-			defText: fmt.Sprintf("%d (%d with TENANT_FAIR)", relay.MaxStreamLagDefault, relay.MaxStreamLagFairDefault),
-			help:    "entries the group may leave unread before the relay pauses (keep it short for priorities to decide end to end); 0 disables"},
+			defText: fmt.Sprintf("`%d` (`%d` with `TENANT_FAIR`)", relay.MaxStreamLagDefault, relay.MaxStreamLagFairDefault),
+			help:    "entries the group may leave unread before the relay pauses; `0` disables. Keep it short (a few seconds of reviews) for priorities and tenants to decide end to end (see Priorities and tenants)"},
 		{env: "PRIORITY_STRICT", flag: "priority-strict", field: "PriorityStrict", ptr: &c.PriorityStrict, def: false,
-			help: "claim strictly by priority; by default one claim in 10 takes the oldest jobs, so lower priorities keep flowing"},
+			help: "claim strictly by priority; by default one claim in 10 takes the oldest jobs whatever their priority, so lower priorities keep flowing"},
 		{env: "TENANT_FAIR", flag: "tenant-fair", field: "TenantFair", ptr: &c.TenantFair, def: false,
-			help: "share each claim between the tenants with pending jobs"},
+			help: "share each claim between the tenants with pending jobs, so one tenant's flood does not delay the others"},
 		{env: "TENANT_WEIGHTS", flag: "tenant-weights", field: "TenantWeights", ptr: &c.TenantWeights, meta: "T=W,...",
-			help: "tenants' weights in fair claims (unlisted tenants weigh 1); turns TENANT_FAIR on"},
+			help: fmt.Sprintf("tenants' weights in fair claims, `acme=3,globex=2` (unlisted tenants weigh 1, at most %d); turns `TENANT_FAIR` on", relay.TenantWeightMax)},
 		{env: "TENANT_MAX_IN_FLIGHT", flag: "tenant-max-in-flight", field: "TenantMaxInFlight", ptr: &c.TenantMaxInFlight, def: 0, meta: "N",
-			help: "most jobs in_review per tenant; 0 sets no cap; turns TENANT_FAIR on"},
+			help: "most jobs `in_review` per tenant (published, not yet reviewed); `0` sets no cap; turns `TENANT_FAIR` on"},
 	}
 }
 
@@ -106,21 +122,21 @@ func consumerBindings(c *consumer.Config, spec *string, group bool) []*binding {
 	var bs []*binding
 	if group {
 		bs = append(bs, &binding{env: "JOB_REVIEW_GROUP", flag: "group", field: "Group", ptr: &c.Group, def: consumer.GroupDefault, meta: "NAME",
-			help: "consumer group"})
+			help: "the consumer group"})
 	}
 	return append(bs,
 		&binding{env: "HANDLER", flag: "handler", field: "Handler", ptr: spec, def: consumer.HandlerSpecDefault, meta: "SPEC",
-			help: `review handler: "log", "exec:CMD" (job JSON on stdin) or "http:URL" (job JSON POSTed)`},
+			help: "the review handler: `log`, `exec:CMD` (job JSON on stdin, exit 0 = success) or `http:URL` (job JSON POSTed, 2xx = success)"},
 		&binding{env: "CONCURRENCY", flag: "concurrency", field: "Concurrency", ptr: &c.Concurrency, def: consumer.ConcurrencyDefault, meta: "N",
-			help: "handlers running at once"},
+			help: fmt.Sprintf("handlers running at once per consumer (1 to %d)", consumer.ConcurrencyMax)},
 		&binding{env: "RECLAIM_IDLE", flag: "reclaim-idle", field: "ReclaimIdle", ptr: &c.ReclaimIdle, def: consumer.ReclaimIdleDefault, meta: "DURATION",
-			help: "idle time after which a delivered job is retried by any consumer"},
+			help: "a delivered job without a result for this long is retried, by any consumer"},
 		&binding{env: "MAX_DELIVERIES", flag: "max-deliveries", field: "MaxDeliveries", ptr: &c.MaxDeliveries, def: consumer.MaxDeliveriesDefault, meta: "N",
-			help: "deliveries before a job is dead-lettered and marked failed"},
+			help: "deliveries before a job is dead-lettered and marked `failed`"},
 		&binding{env: "HANDLER_TIMEOUT", flag: "handler-timeout", field: "HandlerTimeout", ptr: &c.HandlerTimeout, def: consumer.HandlerTimeoutDefault, meta: "DURATION",
-			help: "longest one handler call may run"},
+			help: "the longest one handler call may run"},
 		&binding{env: "SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", field: "ShutdownTimeout", ptr: &c.ShutdownTimeout, def: consumer.ShutdownTimeoutDefault, meta: "DURATION",
-			help: "how long handlers in flight may finish after SIGTERM; 0 cancels them at once"},
+			help: "how long handlers in flight may finish after SIGTERM; `0` cancels them at once"},
 	)
 }
 

@@ -16,8 +16,8 @@ type serveConfig struct {
 
 func (c *serveConfig) bindings() []*binding {
 	c.b = &binding{env: "METRICS_ADDR", flag: "metrics-addr", ptr: &c.MetricsAddr, def: metricsAddrDefault, meta: "HOST:PORT",
-		help: "listener for /metrics, /healthz and /readyz; empty disables it. If the default is taken (another " +
-			"jobrelay on this host), the next free port up to :9099, then any free port, with a warning",
+		help: "the listener of `/metrics`, `/healthz` and `/readyz`; empty disables it. If the default is taken " +
+			"(another jobrelay on this host), the next free port up to `:9099`, then any, with a warning",
 		check: checkListenAddr, emptyIsValue: true}
 	return []*binding{c.b}
 }

@@ -84,7 +84,7 @@ type binding struct {
 	def     any    // the default, shown in --help and the docs; nil when it has none of its own
 	defText string // the default in words, when def is nil
 	meta    string // the value's placeholder in --help
-	help    string
+	help    string // one line of Markdown: README's settings table is made of it
 
 	check        func(string) error  // more checks of a CLI setting's text
 	secret       func(string) string // hides secrets of a value in error messages
@@ -387,6 +387,6 @@ func (s *settings) help(w io.Writer) {
 		if len(extra) > 0 {
 			line += " (" + strings.Join(extra, ", ") + ")"
 		}
-		fmt.Fprintf(w, "%-30s %s\n", left, line)
+		fmt.Fprintf(w, "%-30s %s\n", left, strings.ReplaceAll(line, "`", "")) // help is README's Markdown
 	}
 }

@@ -31,8 +31,10 @@ stream's length. --json prints the same for scripts.
 a job has been in_review for longer than --max-in-review-age (nothing is
 finishing it: no consumer, a reaper refused, another stream's deployment
 gone),
-the dead-letter stream holds more than --max-dead-letters entries, or a
-component reports a problem (a consumer that cannot record its results):
+a delivered job has waited for its result for longer than
+--max-delivery-idle since it was last delivered (its consumer died or is
+wedged, and no other takes it over), the dead-letter stream holds more
+than --max-dead-letters entries, or a component reports a problem (a consumer that cannot record its results):
 for cron and container health checks. It exits 2 when a server cannot be
 read.
 
@@ -42,6 +44,10 @@ own. Malformed entries (no job to retry) stay until removed with
 redis-cli XDEL. Components refresh their problem reports every few seconds
 in the hash "<stream>:health"; a report older than 30s (its process died)
 is ignored.
+
+A group's OLDEST PENDING entry is the oldest by when it was added to the
+stream (an old backlog being delivered makes it old); its MOST IDLE entry
+is the one delivered longest ago, with no result since: a stuck delivery.
 
 The same names work in redis-cli:
   redis-cli XINFO STREAM job_review
@@ -55,7 +61,10 @@ type statusOptions struct {
 	MaxLag         int
 	MaxPendingAge  time.Duration
 	MaxInReviewAge time.Duration
-	MaxDeadLetters int
+	// MaxDeliveryIdle is the alert JobReviewStuckDelivery's threshold
+	// (deploy/alerts.yml): above the longest retry backoff.
+	MaxDeliveryIdle time.Duration
+	MaxDeadLetters  int
 }
 
 type statusCommand struct {
@@ -72,6 +81,8 @@ func (c *statusCommand) parseFlags(a *app, args []string) error {
 		&binding{flag: "max-lag", ptr: &opts.MaxLag, def: 10_000, meta: "N", help: "--check: most entries a group may leave unread", check: intRange(0, 1<<40)},
 		&binding{flag: "max-pending-age", ptr: &opts.MaxPendingAge, def: 15 * time.Minute, meta: "DURATION", help: "--check: oldest age a pending job may reach", check: durationAtLeast(0)},
 		&binding{flag: "max-in-review-age", ptr: &opts.MaxInReviewAge, def: time.Hour, meta: "DURATION", help: "--check: longest a job may stay in_review (retries with backoff included)", check: durationAtLeast(0)},
+		&binding{flag: "max-delivery-idle", ptr: &opts.MaxDeliveryIdle, def: 45 * time.Minute, meta: "DURATION",
+			help: "--check: longest a delivered job may wait for its result since its last delivery", check: durationAtLeast(0)},
 		&binding{flag: "max-dead-letters", ptr: &opts.MaxDeadLetters, def: 0, meta: "N", help: "--check: most dead letters tolerated", check: intRange(0, 1<<40)})
 	return a.parseNoArgs(s, args, "jobrelay status [--json] [--check] [flags]", statusHelp)
 }
@@ -137,6 +148,14 @@ func checkHealth(s *inspect.Snapshot, o *statusOptions) []string {
 				age.Round(time.Second), o.MaxInReviewAge))
 		}
 	}
+	for _, g := range s.Groups {
+		if e := g.MostIdle; e != nil {
+			if idle := time.Duration(e.IdleSecs * float64(time.Second)); idle > o.MaxDeliveryIdle {
+				problems = append(problems, fmt.Sprintf("group %s: entry %s, delivered to %s %s ago, has no result (--max-delivery-idle %s): is that consumer running and its handler finishing?",
+					g.Name, e.ID, e.Consumer, idle.Round(time.Second), o.MaxDeliveryIdle))
+			}
+		}
+	}
 	if s.DeadLetters > int64(o.MaxDeadLetters) {
 		problems = append(problems, fmt.Sprintf("%d dead letters in %s (--max-dead-letters %d); see them with redis-cli XRANGE %s - +, retry with jobrelay retry --failed",
 			s.DeadLetters, stream.DeadLetterKey(s.Stream.Name), o.MaxDeadLetters, stream.DeadLetterKey(s.Stream.Name)))
@@ -186,16 +205,20 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 	if len(s.Groups) == 0 {
 		fmt.Fprintln(tw, "GROUPS\tnone yet (the first consumer creates its group)")
 	} else {
-		fmt.Fprintln(tw, "GROUP\tCONSUMERS\tLAG\tPENDING\tOLDEST PENDING\tLAST DELIVERED")
+		fmt.Fprintln(tw, "GROUP\tCONSUMERS\tLAG\tPENDING\tOLDEST PENDING\tMOST IDLE\tLAST DELIVERED")
 		for _, g := range s.Groups {
 			lag := strconv.FormatInt(g.Lag, 10)
 			if g.Lag < 0 {
 				lag = "unknown"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", g.Name, len(g.Consumers), lag, g.Pending,
-				entry(s.TakenAt, g.OldestPendingID), g.LastDeliveredID)
+			mostIdle := "-"
+			if e := g.MostIdle; e != nil {
+				mostIdle = e.ID + " (" + since(s.TakenAt, e.DeliveredAt, "delivered") + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", g.Name, len(g.Consumers), lag, g.Pending,
+				entry(s.TakenAt, g.OldestPendingID), mostIdle, g.LastDeliveredID)
 			for _, c := range g.Consumers {
-				fmt.Fprintf(tw, "  %s\t\t\t%d\tidle %s\t\n", c.Name, c.Pending, round(time.Duration(c.Idle*float64(time.Second))))
+				fmt.Fprintf(tw, "  %s\t\t\t%d\tidle %s\t\t\n", c.Name, c.Pending, round(time.Duration(c.Idle*float64(time.Second))))
 			}
 		}
 	}
