@@ -155,10 +155,14 @@ func TestUrgentJobsOvertakeABacklog(t *testing.T) {
 	waitClosed(t, flowing, "the backlog was flowing")
 	b.requireRelayedAllItMay(t, r)
 	b.insertJobs(t, 100, 10, "")
-	waitClosed(t, urgent, "the 100 urgent jobs were reviewed")
+	waitClosed(t, urgent, "the 100 urgent jobs were handled")
 	backlog := rv.count("priority 0")
-	t.Logf("urgent jobs reviewed after %d of the backlog's 50,000", backlog)
+	t.Logf("urgent jobs handled after %d of the backlog's 50,000", backlog)
 	require.LessOrEqual(t, backlog, 25_000, "the urgent jobs waited for half the backlog")
+	// And recorded: reviewed in the table while half the backlog is not.
+	require.Eventually(t, func() bool { return b.countWhere(t, `priority = 10 AND status = 'reviewed'`) == 100 },
+		time.Minute, time.Millisecond)
+	require.LessOrEqual(t, b.countWhere(t, `priority = 0 AND status = 'reviewed'`), 25_000)
 }
 
 func TestLowPriorityKeepsFlowingUnderHighPriorityLoad(t *testing.T) {
@@ -255,10 +259,13 @@ func TestOneTenantsFloodDoesNotDelayAnother(t *testing.T) {
 	waitClosed(t, flowing, "tenant A's jobs were flowing")
 	b.requireRelayedAllItMay(t, r)
 	b.insertJobs(t, 100, 0, "B")
-	waitClosed(t, tenantB, "tenant B's 100 jobs were reviewed")
+	waitClosed(t, tenantB, "tenant B's 100 jobs were handled")
 	a := rv.count("tenant A")
-	t.Logf("tenant B's jobs reviewed after %d of tenant A's 50,000", a)
+	t.Logf("tenant B's jobs handled after %d of tenant A's 50,000", a)
 	require.LessOrEqual(t, a, 25_000, "tenant B waited for half of tenant A's flood")
+	require.Eventually(t, func() bool { return b.countWhere(t, `tenant = 'B' AND status = 'reviewed'`) == 100 },
+		time.Minute, time.Millisecond)
+	require.LessOrEqual(t, b.countWhere(t, `tenant = 'A' AND status = 'reviewed'`), 25_000)
 }
 
 func TestFairClaimsShareByWeightAndTakeTurns(t *testing.T) {
