@@ -236,9 +236,11 @@ func TestStrictPriorityHoldsLowerLevels(t *testing.T) {
 	b.startConsumer(t, rv, 4)
 
 	waitClosed(t, high, "the high-priority jobs were reviewed")
-	// The low jobs were claimed only once no high job was pending: at most
-	// the jobs of the claims running when the last high ones went.
-	require.LessOrEqual(t, rv.count("priority 0"), 2*cfg.BatchSize)
+	// The low jobs were claimed only once no high job was pending, so
+	// they entered the stream behind the last high ones: only those read
+	// along with the last high ones (ReadCount, Concurrency) can have
+	// been handled first.
+	require.LessOrEqual(t, rv.count("priority 0"), 8)
 	require.Eventually(t, func() bool { return b.countWhere(t, `status = 'reviewed'`) == 3100 }, time.Minute, 5*time.Millisecond)
 }
 
