@@ -131,7 +131,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 
 	fairness := ""
-	if b.runs("fairness") {
+	if b.runs("fairness") || b.runs("overtaking") {
 		if fairness, err = b.fairnessReport(ctx); err != nil {
 			return "", fmt.Errorf("fairness: %w", err)
 		}
