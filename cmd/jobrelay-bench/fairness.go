@@ -199,8 +199,12 @@ func (b *bench) fairnessThroughput(ctx context.Context, sb *strings.Builder) err
 		{"100 tenants one by one in turn, TENANT_FAIR=true", 100, 0, 1, []string{"TENANT_FAIR=true"}, 0},
 	}
 	vals := make([][]float64, len(spreads))
-	for range b.o.runs {
-		for i, s := range spreads {
+	for r := range b.o.runs {
+		// Each round in another order: the first run of a round follows
+		// the last one's clean-up.
+		for k := range spreads {
+			i := (k + r) % len(spreads)
+			s := spreads[i]
 			b.logf("relay: %s", s.name)
 			v, _, err := b.relaySpread(ctx, s.tenants, s.levels, s.run, s.env...)
 			if err != nil {
