@@ -39,16 +39,10 @@ const finishedCAS = `jobs.id = b.id AND (
 // the UPDATE waits for it and re-checks the committed row, in_review. The
 // handler's success also ends the story of its errors: last_error is
 // cleared.
-//
-// It returns the jobs it marked by priority and tenant, for the metrics:
-// one row when neither is in use.
 const markReviewedSQL = `
-WITH done AS (
-    UPDATE jobs SET status = 'reviewed', last_error = NULL, updated_at = now()
-    FROM unnest($1::uuid[]) AS b(id)
-    WHERE jobs.id = b.id AND jobs.status IN ('in_review', 'pending_review')
-    RETURNING jobs.priority, jobs.tenant)
-SELECT priority, coalesce(tenant, ''), count(*) FROM done GROUP BY 1, 2`
+UPDATE jobs SET status = 'reviewed', last_error = NULL, updated_at = now()
+FROM unnest($1::uuid[]) AS b(id)
+WHERE jobs.id = b.id AND jobs.status IN ('in_review', 'pending_review')`
 
 // reviveFailedSQL records successes of jobs failed meanwhile: another
 // consumer dead-lettered the entry while its handler ran here. It is a
@@ -157,17 +151,6 @@ type Recorded struct {
 	// of Failed that a success marked reviewed first. Their dead letters
 	// are obsolete.
 	Undead []string
-	// ReviewedBy counts the jobs marked reviewed by priority and tenant
-	// (late successes of failed jobs left out).
-	ReviewedBy []ReviewedCount
-}
-
-// ReviewedCount is a number of jobs of one priority and tenant ("" for the
-// default tenant).
-type ReviewedCount struct {
-	Priority int16
-	Tenant   string
-	N        int64
 }
 
 // RecordOutcomes records a batch of outcomes, in one round trip unless some
@@ -176,23 +159,15 @@ type ReviewedCount struct {
 func RecordOutcomes(ctx context.Context, q Batcher, o *Outcomes) (Recorded, error) {
 	var b pgx.Batch
 	var reviewed, failed int64
-	var by []ReviewedCount
 	var reviewedIDs, failedIDs [][16]byte
 	var err error
 	if len(o.Reviewed.IDs) > 0 {
 		if reviewedIDs, err = uuids(o.Reviewed.IDs); err != nil {
 			return Recorded{}, fmt.Errorf("mark jobs reviewed: %w", err)
 		}
-		b.Queue(markReviewedSQL, reviewedIDs).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var c ReviewedCount
-				if err := rows.Scan(&c.Priority, &c.Tenant, &c.N); err != nil {
-					return err
-				}
-				reviewed += c.N
-				by = append(by, c)
-			}
-			return rows.Err()
+		b.Queue(markReviewedSQL, reviewedIDs).Exec(func(ct pgconn.CommandTag) error {
+			reviewed = ct.RowsAffected()
+			return nil
 		})
 	}
 	if len(o.Failed.IDs) > 0 {
@@ -223,7 +198,6 @@ func RecordOutcomes(ctx context.Context, q Batcher, o *Outcomes) (Recorded, erro
 			return Recorded{}, err
 		}
 	}
-	rec.ReviewedBy = by
 	if failed < int64(len(o.Failed.IDs)) {
 		statuses, err := JobStatuses(ctx, q, o.Failed.IDs)
 		if err != nil {
