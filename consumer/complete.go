@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -219,6 +221,7 @@ func (c *Consumer) carryOut(ctx context.Context, p *plan) error {
 			return err
 		}
 		p.outcomesDone, p.undead = true, rec.Undead
+		c.countReviewed(p.results, rec.Unchanged)
 		if len(rec.Unchanged) > 0 {
 			c.log.WarnContext(ctx, "consumer: handled jobs were no longer waiting for a review (archived or deleted meanwhile); acknowledged",
 				slog.Any("job_ids", rec.Unchanged))
@@ -344,5 +347,29 @@ func (c *Consumer) trim() {
 	c.trimLog.OK(ctx, c.log, "consumer")
 	if n > 0 {
 		c.m.Trimmed.Add(float64(n))
+	}
+}
+
+// countReviewed counts the jobs of results marked reviewed, but those
+// unchanged, by the priority and tenant their entries carry: one update of
+// each counter per level in the batch.
+func (c *Consumer) countReviewed(results []*result, unchanged []string) {
+	type level struct {
+		priority int
+		tenant   string
+	}
+	var counts map[level]int
+	for _, r := range results {
+		if r.outcome != reviewed || slices.Contains(unchanged, r.d.job.ID) {
+			continue
+		}
+		if counts == nil {
+			counts = make(map[level]int, 1)
+		}
+		counts[level{r.d.job.Priority, r.d.job.Tenant}]++
+	}
+	for l, n := range counts {
+		c.m.ReviewedByPriority.WithLabelValues(c.priorityLabels.Value(metrics.PriorityLabel(int16(l.priority)))).Add(float64(n))
+		c.m.ReviewedByTenant.WithLabelValues(c.tenantLabels.Value(metrics.TenantLabel(l.tenant))).Add(float64(n))
 	}
 }

@@ -103,10 +103,12 @@ type Job struct {
 	Title      *string   `json:"title"`
 	Company    *string   `json:"company"`
 	URL        *string   `json:"job_url"`
-	Attempt    int       `json:"attempt"`     // publish attempt, from 1
-	TaskID     string    `json:"task_id"`     // the stream entry ID
-	EnqueuedAt time.Time `json:"enqueued_at"` // when the relay published it
-	Delivery   int64     `json:"delivery"`    // deliveries of this entry that count so far, this one included
+	Attempt    int       `json:"attempt"`            // publish attempt, from 1
+	TaskID     string    `json:"task_id"`            // the stream entry ID
+	EnqueuedAt time.Time `json:"enqueued_at"`        // when the relay published it
+	Delivery   int64     `json:"delivery"`           // deliveries of this entry that count so far, this one included
+	Priority   int       `json:"priority,omitempty"` // the job's priority; higher was claimed sooner
+	Tenant     string    `json:"tenant,omitempty"`   // the job's tenant, "" for the default tenant
 }
 
 // Handler reviews one job. An error means the job is retried later (until
@@ -132,6 +134,8 @@ type Consumer struct {
 	rdb  redis.UniversalClient
 	log  *slog.Logger
 	m    *metrics.Consumer
+	// Label values of the reviewed counts by priority and tenant, bounded.
+	priorityLabels, tenantLabels *metrics.BoundedLabels
 
 	slots   chan struct{} // a token per idle handler
 	work    chan *delivery
@@ -264,6 +268,8 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Consumer, 
 	parts := stream.Partitions(c.Stream, c.Partitions)
 	root := newLane(pool, rdb, c, parts[0], m, slots, &backoff.Gate{Window: time.Minute})
 	root.baseCfg, root.laneNames = c, map[string]bool{parts[0]: true}
+	root.priorityLabels = metrics.NewBoundedLabels(metrics.MaxPriorityLabels)
+	root.tenantLabels = metrics.NewBoundedLabels(metrics.MaxTenantLabels)
 	for _, p := range parts[1:] {
 		root.addLane(p)
 	}
@@ -314,6 +320,7 @@ func (c *Consumer) addLane(name string) *Consumer {
 	}
 	l := newLane(c.pool, c.rdb, c.baseCfg, name, c.m, c.slots, c.gate)
 	l.stallAfter, l.healthEvery = c.stallAfter, c.healthEvery
+	l.priorityLabels, l.tenantLabels = c.priorityLabels, c.tenantLabels // bounded across lanes
 	c.lanes = append(c.lanes, l)
 	c.laneNames[name] = true
 	return l
@@ -623,6 +630,12 @@ func newDelivery(msg redis.XMessage, deliveries int64) *delivery {
 	}
 	d.job.Attempt = int(attempt)
 	d.job.EnqueuedAt, _ = time.Parse(time.RFC3339Nano, str(stream.FieldEnqueuedAt))
+	// Only for the handler's information: a value that does not read is
+	// left at its default, not a reason to fail the job.
+	if p, err := strconv.ParseInt(str(stream.FieldPriority), 10, 16); err == nil {
+		d.job.Priority = int(p)
+	}
+	d.job.Tenant = str(stream.FieldTenant)
 	return d
 }
 

@@ -43,7 +43,7 @@ FOR UPDATE SKIP LOCKED`
 // loadJobsSQL reads the published columns of jobs the transaction holds,
 // in claim order.
 const loadJobsSQL = `
-SELECT id::text, site, job_url, title, company, attempts
+SELECT ` + claimColumns + `
 FROM jobs
 WHERE id = ANY($1::uuid[])
 ORDER BY created_at`
@@ -104,14 +104,9 @@ func LoadJobs(ctx context.Context, conn *pgx.Conn, ids []string, dst []Job) ([]J
 	jobs := dst
 	var b pgx.Batch
 	b.Queue(loadJobsSQL, bin).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var j Job
-			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts); err != nil {
-				return err
-			}
-			jobs = append(jobs, j)
-		}
-		return rows.Err()
+		var err error
+		jobs, err = scanJobs(rows, jobs)
+		return err
 	})
 	if err := inSavepoint(ctx, conn, &b); err != nil {
 		return dst, fmt.Errorf("read jobs: %w", err)

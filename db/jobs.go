@@ -31,21 +31,38 @@ type Job struct {
 	JobURL   pgtype.Text
 	Title    pgtype.Text
 	Company  pgtype.Text
-	Attempts int32 // publish attempts before this one
+	Attempts int32       // publish attempts before this one
+	Priority int16       // higher is reviewed sooner; 0 unless the application sets it
+	Tenant   pgtype.Text // the job's tenant; NULL is the default tenant
 }
 
-// claimSQL locks the oldest pending jobs. SKIP LOCKED lets any number of
-// relays claim side by side: each one gets rows no other open transaction
-// holds, so no job is claimed twice, and none waits for another relay's lock.
-// It reads the partial index on created_at, so its cost does not grow with the
-// number of reviewed jobs. description is not selected: it is not published.
+// claimSQL locks the pending jobs of highest priority, oldest first within
+// a priority. SKIP LOCKED lets any number of relays claim side by side: each
+// one gets rows no other open transaction holds, so no job is claimed twice,
+// and none waits for another relay's lock. It reads the partial index on
+// (priority DESC, created_at), so its cost does not grow with the number of
+// reviewed jobs, and with every job at priority 0 it costs what an oldest
+// first claim does. description is not selected: it is not published.
 const claimSQL = `
-SELECT id::text, site, job_url, title, company, attempts
+SELECT ` + claimColumns + `
+FROM jobs
+WHERE status = 'pending_review'
+ORDER BY priority DESC, created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+// claimOldestSQL is claimSQL oldest first, whatever the priority: the
+// claims that keep lower priorities flowing (see ClaimParams.Oldest).
+const claimOldestSQL = `
+SELECT ` + claimColumns + `
 FROM jobs
 WHERE status = 'pending_review'
 ORDER BY created_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
+
+// claimColumns are the columns a claim reads, as scanJobs scans them.
+const claimColumns = `id::text, site, job_url, title, company, attempts, priority, tenant`
 
 // markInReviewSQL records a published batch in one statement. The status guard
 // is belt and braces: the rows are locked by this transaction since the claim.
@@ -65,28 +82,48 @@ SET status = 'failed', last_error = b.last_error, updated_at = now()
 FROM unnest($1::uuid[], $2::text[]) AS b(id, last_error)
 WHERE jobs.id = b.id AND jobs.status = 'pending_review'`
 
-// claimExceptSQL is claimSQL passing over the jobs in $2: rows the relay
-// could neither relay nor mark failed (see BeginClaimWith).
-const claimExceptSQL = `
-SELECT id::text, site, job_url, title, company, attempts
+// claimExceptSQL and claimOldestExceptSQL pass over the jobs in $2: rows
+// the relay could neither relay nor mark failed (see BeginClaimWith).
+const (
+	claimExceptSQL = `
+SELECT ` + claimColumns + `
+FROM jobs
+WHERE status = 'pending_review' AND id <> ALL($2::uuid[])
+ORDER BY priority DESC, created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+	claimOldestExceptSQL = `
+SELECT ` + claimColumns + `
 FROM jobs
 WHERE status = 'pending_review' AND id <> ALL($2::uuid[])
 ORDER BY created_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
+)
 
 // BeginClaim begins a transaction on conn and claims up to limit pending jobs,
-// in one round trip. The jobs are appended to dst[:0]. On error the caller
-// must call Rollback. The transaction stays open for CommitInReview.
+// highest priority first, in one round trip. The jobs are appended to
+// dst[:0]. On error the caller must call Rollback. The transaction stays
+// open for CommitInReview.
 func BeginClaim(ctx context.Context, conn *pgx.Conn, limit int, dst []Job) ([]Job, error) {
-	return BeginClaimWith(ctx, conn, &ClaimParams{Limit: limit}, dst)
+	jobs, _, err := BeginClaimWith(ctx, conn, &ClaimParams{Limit: limit}, dst)
+	return jobs, err
 }
 
-// ClaimParams says which jobs BeginClaimWith claims, and how long its
-// transaction may take.
+// ClaimParams says which pending jobs a claim takes, and in which order.
 type ClaimParams struct {
-	Limit  int      // at most this many pending jobs, oldest first,
-	Except []string // passing over these
+	// Limit is the most jobs claimed.
+	Limit int
+	// Except lists jobs to pass over.
+	Except []string
+	// Oldest claims the oldest jobs whatever their priority, instead of
+	// the highest priority first: a relay makes some of its claims so,
+	// that lower priorities keep flowing under a constant load of higher
+	// ones.
+	Oldest bool
+	// Fair, if not nil, shares the claim between the tenants that have
+	// pending work (see FairParams).
+	Fair *FairParams
 	// Timeout, if positive, bounds each statement of the transaction and
 	// each wait between them: past it PostgreSQL cancels the statement, or
 	// ends the session of a transaction left idle, and so releases the
@@ -95,37 +132,69 @@ type ClaimParams struct {
 	Timeout time.Duration
 }
 
-// BeginClaimWith is BeginClaim passing over the jobs in p.Except, with the
-// transaction bounded by p.Timeout, still in one round trip. With no
-// exceptions, it runs the very statement BeginClaim does.
-func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) ([]Job, error) {
-	jobs := dst[:0]
+// Claimed is what a claim found besides its jobs.
+type Claimed struct {
+	// More says whether more jobs may be pending: the claim took all it
+	// could.
+	More bool
+	// Held says that jobs of some tenant were passed over because of its
+	// jobs in flight (FairParams.MaxInFlight): they wait for jobs to be
+	// reviewed, which sends no notification.
+	Held bool
+	// Tenants, when not nil, are the tenants with pending jobs, as a fair
+	// claim found them: FairParams.Tenants of the claims that follow.
+	Tenants []string
+}
+
+// BeginClaimWith begins a transaction on conn and claims the jobs p says,
+// appended to dst[:0]. On error the caller must call Rollback. The
+// transaction stays open for CommitInReview.
+func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) (jobs []Job, c Claimed, err error) {
+	if p.Fair != nil {
+		return beginFairClaim(ctx, conn, p, dst)
+	}
+	jobs = dst[:0]
 	var b pgx.Batch
 	queueBegin(&b, p.Timeout)
 	var q *pgx.QueuedQuery
-	if len(p.Except) == 0 {
+	switch {
+	case len(p.Except) == 0 && !p.Oldest:
 		q = b.Queue(claimSQL, p.Limit)
-	} else {
+	case len(p.Except) == 0:
+		q = b.Queue(claimOldestSQL, p.Limit)
+	default:
 		ids, err := uuids(p.Except)
 		if err != nil {
-			return nil, fmt.Errorf("claim pending jobs: %w", err)
+			return nil, c, fmt.Errorf("claim pending jobs: %w", err)
 		}
-		q = b.Queue(claimExceptSQL, p.Limit, ids)
+		if p.Oldest {
+			q = b.Queue(claimOldestExceptSQL, p.Limit, ids)
+		} else {
+			q = b.Queue(claimExceptSQL, p.Limit, ids)
+		}
 	}
 	q.Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var j Job
-			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts); err != nil {
-				return err
-			}
-			jobs = append(jobs, j)
-		}
-		return rows.Err()
+		var err error
+		jobs, err = scanJobs(rows, jobs)
+		return err
 	})
 	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, fmt.Errorf("claim pending jobs: %w", err)
+		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
 	}
-	return jobs, nil
+	c.More = len(jobs) == p.Limit
+	return jobs, c, nil
+}
+
+// scanJobs appends the rows of a claim (claimColumns) to jobs.
+func scanJobs(rows pgx.Rows, jobs []Job) ([]Job, error) {
+	for rows.Next() {
+		var j Job
+		if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant); err != nil {
+			return jobs, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, rows.Err()
 }
 
 // InReviewParams describes a published batch for CommitInReview.

@@ -57,6 +57,9 @@ type Collector struct {
 	// With partitions, each one's: stream, lag and pending of each group,
 	// dead letters.
 	partLength, partLag, partPending, partDead *prometheus.Desc
+
+	pendingByPriority, oldestByPriority *prometheus.Desc
+	pendingByTenant, oldestByTenant     *prometheus.Desc
 }
 
 // NewCollector returns a Collector of the pipeline that pool and rdb reach,
@@ -96,7 +99,14 @@ func NewCollector(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg CollectorCo
 		up:          d("pipeline_snapshot_age_seconds", "Time since the pipeline gauges were last read successfully."),
 		inReviewUntracked: d("jobs_in_review_untracked", "Jobs in in_review without a stream entry or enqueued_at recorded; "+
 			"the reaper re-enqueues them once their updated_at is REENQUEUE_AFTER old."),
-		problems: d("pipeline_problems", "Components of the pipeline that report a problem keeping them from making progress (jobrelay status shows them)."),
+		problems:          d("pipeline_problems", "Components of the pipeline that report a problem keeping them from making progress (jobrelay status shows them)."),
+		pendingByPriority: d("jobs_pending_by_priority", "Jobs in pending_review by priority (the 20 highest; the rest as \"other\").", "priority"),
+		oldestByPriority: d("jobs_oldest_pending_age_by_priority_seconds",
+			"Age of the oldest pending_review job of each priority (the 20 highest; the rest as \"other\").", "priority"),
+		pendingByTenant: d("jobs_pending_by_tenant",
+			"Jobs in pending_review by tenant (\"default\" for none; the 50 with most; the rest as \"other\").", "tenant"),
+		oldestByTenant: d("jobs_oldest_pending_age_by_tenant_seconds",
+			"Age of the oldest pending_review job of each tenant (\"default\" for none; the 50 with most pending; the rest as \"other\").", "tenant"),
 	}
 }
 
@@ -140,7 +150,8 @@ func (c *Collector) Run(ctx context.Context) {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pending, c.oldestPending, c.inReview, c.oldestInReview, c.streamLength,
 		c.entriesAdded, c.deadLetters, c.lag, c.groupPending, c.oldestEntry, c.maxIdle, c.consumers, c.up, c.inReviewUntracked, c.problems,
-		c.partLength, c.partLag, c.partPending, c.partDead} {
+		c.partLength, c.partLag, c.partPending, c.partDead,
+		c.pendingByPriority, c.oldestByPriority, c.pendingByTenant, c.oldestByTenant} {
 		ch <- d
 	}
 }
@@ -173,6 +184,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.entriesAdded, float64(s.Stream.EntriesAdded))
 	g(c.deadLetters, float64(s.DeadLetters))
 	g(c.problems, float64(len(s.Health)))
+	for _, l := range s.Backlog.ByPriority {
+		g(c.pendingByPriority, float64(l.Pending), l.Priority)
+		g(c.oldestByPriority, age(l.OldestPendingAt), l.Priority)
+	}
+	for _, l := range s.Backlog.ByTenant {
+		g(c.pendingByTenant, float64(l.Pending), l.Tenant)
+		g(c.oldestByTenant, age(l.OldestPendingAt), l.Tenant)
+	}
 	for _, grp := range s.Groups {
 		g(c.lag, float64(grp.Lag), grp.Name)
 		g(c.groupPending, float64(grp.Pending), grp.Name)

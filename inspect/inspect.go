@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/metrics"
 	"github.com/jobrelay/jobrelay/internal/stream"
 )
 
@@ -76,6 +77,23 @@ type Backlog struct {
 	// published to ("" for none recorded); nil unless Counts was asked for.
 	// Only the relays of a job's stream re-enqueue it if its entry is lost.
 	InReviewByStream map[string]int64 `json:"in_review_by_stream,omitempty"`
+	// ByPriority and ByTenant break the pending jobs down by priority
+	// (the MaxPriorities highest, highest first) and by tenant (the
+	// MaxTenants with most pending jobs), the rest summed as "other".
+	ByPriority []Level `json:"by_priority"`
+	ByTenant   []Level `json:"by_tenant"`
+}
+
+// Level is the pending work of one priority or tenant.
+type Level struct {
+	// Priority is the level's priority (of ByPriority); Tenant its tenant
+	// (of ByTenant), "default" for jobs without one. Both are "other" for
+	// the levels beyond the cap, summed.
+	Priority             string    `json:"priority,omitempty"`
+	Tenant               string    `json:"tenant,omitempty"`
+	Pending              int64     `json:"pending"`
+	OldestPendingAt      time.Time `json:"oldest_pending_at,omitzero"`
+	OldestPendingAgeSecs float64   `json:"oldest_pending_age_seconds"`
 }
 
 // Stream describes the review stream.
@@ -269,6 +287,9 @@ func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
 	if err != nil {
 		return err
 	}
+	if err := readLevels(ctx, q, s); err != nil {
+		return err
+	}
 	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
 		InReviewUntracked: b.InReviewUntracked}
 	if counts {
@@ -280,6 +301,42 @@ func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
 	}
 	if !b.OldestPending.IsZero() {
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
+	}
+	return nil
+}
+
+// readLevels reads the pending jobs by priority and tenant, with bounded
+// labels: at most metrics.MaxPriorityLabels and metrics.MaxTenantLabels
+// of each, the rest as "other".
+func readLevels(ctx context.Context, q db.DBTX, s *Snapshot) error {
+	byPriority, byTenant, err := db.ReadLevels(ctx, q, metrics.MaxPriorityLabels, metrics.MaxTenantLabels)
+	if err != nil {
+		return err
+	}
+	level := func(l *db.Level) Level {
+		out := Level{Pending: l.Pending, OldestPendingAt: l.OldestPending}
+		if !l.OldestPending.IsZero() {
+			out.OldestPendingAgeSecs = s.TakenAt.Sub(l.OldestPending).Seconds()
+		}
+		return out
+	}
+	s.Backlog.ByPriority = make([]Level, 0, len(byPriority))
+	for i := range byPriority {
+		l := level(&byPriority[i])
+		l.Priority = metrics.OtherLabel
+		if !byPriority[i].Other {
+			l.Priority = metrics.PriorityLabel(byPriority[i].Priority)
+		}
+		s.Backlog.ByPriority = append(s.Backlog.ByPriority, l)
+	}
+	s.Backlog.ByTenant = make([]Level, 0, len(byTenant))
+	for i := range byTenant {
+		l := level(&byTenant[i])
+		l.Tenant = metrics.OtherLabel
+		if !byTenant[i].Other {
+			l.Tenant = metrics.TenantLabel(byTenant[i].Tenant)
+		}
+		s.Backlog.ByTenant = append(s.Backlog.ByTenant, l)
 	}
 	return nil
 }

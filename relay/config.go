@@ -21,6 +21,14 @@ const (
 	CycleTimeoutDefault   = 30 * time.Second
 	ReenqueueAfterDefault = 5 * time.Minute
 	MaxStreamLagDefault   = 100_000
+	// MaxStreamLagFairDefault is MaxStreamLag's default with fair claims
+	// (TenantFair): a few seconds of reviews, so that the stream cannot
+	// hold one tenant's flood and the claims' order decides.
+	MaxStreamLagFairDefault = 1000
+	// AgingEvery is how often a relay's claim takes the oldest jobs
+	// whatever their priority, unless PriorityStrict: one claim in
+	// AgingEvery.
+	AgingEvery            = 10
 	MaxMemoryRatioDefault = 0.8
 	MaxEntryBytesDefault  = 1 << 20
 	JobLogLimitDefault    = 10
@@ -131,6 +139,40 @@ type Config struct {
 	// bound. -1 disables the check. Defaults to 100000.
 	MaxStreamLag int64
 
+	// MaxStreamLag also decides how far priorities and fair claims reach:
+	// they order the claims, and a job claimed waits behind the stream's
+	// unread entries. Set it to a few seconds' worth of reviews (1000, say)
+	// for an urgent job to overtake a backlog end to end. With TenantFair
+	// it defaults to MaxStreamLagFairDefault.
+
+	// PriorityStrict claims jobs strictly by priority (the jobs column,
+	// higher first): a lower priority waits as long as a higher one is
+	// pending. By default one claim in AgingEvery takes the oldest pending
+	// jobs whatever their priority, so that lower priorities keep about a
+	// tenth of the throughput under a constant load of higher ones.
+	PriorityStrict bool
+
+	// TenantFair shares each claim between the tenants (the jobs column;
+	// NULL is the default tenant) that have pending jobs, in equal shares
+	// or by TenantWeights (at least 10 jobs times the weight; with more
+	// tenants, claims take turns), each tenant's jobs by priority: one
+	// tenant's flood does not delay another's jobs by more than the
+	// stream's lag and a few claims. Setting TenantWeights or
+	// TenantMaxInFlight turns it on. Defaults to false: claims take the
+	// highest priority first, whatever the tenant.
+	TenantFair bool
+
+	// TenantWeights gives tenants a bigger share of each claim: a tenant of
+	// weight 3 gets three jobs for every job of a tenant of weight 1.
+	// Unlisted tenants weigh 1.
+	TenantWeights map[string]int
+
+	// TenantMaxInFlight caps each tenant's jobs in_review, published and
+	// not yet reviewed, so that one tenant cannot take every handler of a
+	// shared review service: claims pass over a tenant at its cap until
+	// its jobs are reviewed. 0 or -1 sets no cap.
+	TenantMaxInFlight int
+
 	// MaxMemoryRatio is the share of Redis maxmemory past which the relay
 	// stops claiming. Near it, claims shrink to the entries that the
 	// memory left is estimated to hold; over it, the relay first trims what
@@ -188,6 +230,10 @@ func (c *Config) withDefaults() *Config {
 	out.CycleTimeout = cmp.Or(out.CycleTimeout, CycleTimeoutDefault)
 	out.DedupTTL = cmp.Or(out.DedupTTL, 2*(out.CycleTimeout+out.PollInterval))
 	out.ReenqueueAfter = cmp.Or(out.ReenqueueAfter, ReenqueueAfterDefault)
+	out.TenantFair = out.TenantFair || len(out.TenantWeights) > 0 || out.TenantMaxInFlight > 0
+	if out.TenantFair {
+		out.MaxStreamLag = cmp.Or(out.MaxStreamLag, MaxStreamLagFairDefault)
+	}
 	out.MaxStreamLag = cmp.Or(out.MaxStreamLag, MaxStreamLagDefault)
 	out.MaxMemoryRatio = cmp.Or(out.MaxMemoryRatio, MaxMemoryRatioDefault)
 	out.MaxEntryBytes = cmp.Or(out.MaxEntryBytes, MaxEntryBytesDefault)
@@ -220,6 +266,7 @@ const (
 	// ArchiveAfterMin is the shortest ArchiveAfter: a job just reviewed
 	// stays visible as reviewed for at least this long.
 	ArchiveAfterMin = time.Minute
+	TenantWeightMax  = 1000
 )
 
 // validate reports the first field that is out of range.
@@ -254,6 +301,16 @@ func (c *Config) validate() error {
 		return configErrorf("ArchiveAfter", "must be at least %s, or -1 (or 0) to disable the archiver", ArchiveAfterMin)
 	case c.MaxEntryBytes < MaxEntryBytesMin:
 		return configErrorf("MaxEntryBytes", "must be at least %d", MaxEntryBytesMin)
+	case c.TenantMaxInFlight < -1:
+		return configErrorf("TenantMaxInFlight", "must be positive, or -1 for no cap")
+	}
+	for name, w := range c.TenantWeights {
+		if name == "" {
+			return configErrorf("TenantWeights", "names a tenant with an empty name")
+		}
+		if w < 1 || w > TenantWeightMax {
+			return configErrorf("TenantWeights", "gives tenant %q weight %d: must be between 1 and %d", name, w, TenantWeightMax)
+		}
 	}
 	return nil
 }

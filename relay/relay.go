@@ -58,6 +58,7 @@ type Relay struct {
 	upgraded bool                      // the stream's old helper keys were moved (see stream.UpgradeKeys); owned by Run
 
 	pressure pressureState // backpressure, shared by the workers (see pressure.go)
+	order    claimOrder    // priority and tenants, shared by the workers (see order.go)
 
 	// gate collapses the failure lines of the relay's loops (cycles, the
 	// reaper, trimming) into one per minute: a Redis failover is a line.
@@ -190,11 +191,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	retry := backoff.Retrier{Logger: r.log, Level: slog.LevelError, Gate: r.gate,
 		Failing: "relay: cycle failed; retrying with backoff", Recovered: "relay: recovered"}
+	// held wakes the relay while jobs wait for their tenant's jobs in
+	// flight (TenantMaxInFlight): reviews send no notification.
+	var held <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
+		case <-held:
 		case <-poll.C:
 			poll.Reset(backoff.Jitter(r.cfg.PollInterval))
 			if err := r.reap(ctx); err != nil && ctx.Err() == nil {
@@ -204,6 +209,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.trim(ctx)
 		}
 		_, err := r.drain(ctx, untilShort)
+		held = nil
+		if r.order.held.Swap(false) {
+			held = time.After(r.cfg.pressureInterval)
+		}
 		if err == nil || ctx.Err() != nil {
 			retry.OK(ctx)
 			continue
@@ -252,7 +261,16 @@ func (d *DrainResult) merge(o DrainResult) {
 // DrainReport is Drain, saying which jobs it could not relay.
 func (r *Relay) DrainReport(ctx context.Context) (DrainResult, error) {
 	defer r.closeConns()
-	return r.drain(ctx, untilEmpty)
+	var total DrainResult
+	for {
+		res, err := r.drain(ctx, untilEmpty)
+		total.merge(res)
+		// Jobs that wait for their tenant's jobs in flight
+		// (TenantMaxInFlight) are still to relay: wait for reviews.
+		if err != nil || !r.order.held.Swap(false) || !backoff.Sleep(ctx, r.cfg.pressureInterval) {
+			return total, err
+		}
+	}
 }
 
 func (r *Relay) closeConns() {

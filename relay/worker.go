@@ -98,7 +98,7 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 		return c, err
 	}
 	limit := room.held
-	jobs, err := db.BeginClaimWith(ctx, conn, &db.ClaimParams{Limit: limit, Except: r.skipped(), Timeout: r.cfg.CycleTimeout}, w.jobs)
+	jobs, claimed, err := db.BeginClaimWith(ctx, conn, r.claimParams(limit), w.jobs)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		w.rollback(ctx)
@@ -108,6 +108,7 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 		return c, err
 	}
 	w.jobs = jobs
+	r.claimed(jobs, claimed)
 	room.giveBack(limit - len(jobs))
 	if len(jobs) == 0 {
 		w.rollback(ctx)
@@ -136,7 +137,7 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 	w.committed = b.records
 
 	r.committedBatch(ctx, start, len(jobs), &b)
-	return cycleResult{claimed: len(jobs), full: len(jobs) == limit, failed: b.commit.FailedIDs}, nil
+	return cycleResult{claimed: len(jobs), full: claimed.More, failed: b.commit.FailedIDs}, nil
 }
 
 // isolateBatch runs the isolating cycle over a claimed batch whose COMMIT

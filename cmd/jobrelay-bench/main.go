@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.clusterJobs, "cluster-jobs", 50_000, "jobs per run of the scale-out scenario (single Redis against a 3-primary cluster)")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, table, cluster (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, table, cluster, fairness, overtaking (default all)")
 	sizes := fs.String("table-sizes", "1000000,10000000", "reviewed jobs in the tables of the table part (claim, reaper, status and archiver times against table size)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -149,6 +149,13 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 	}
 
+	fairness := ""
+	if b.runs("fairness") || b.runs("overtaking") {
+		if fairness, err = b.fairnessReport(ctx); err != nil {
+			return "", fmt.Errorf("fairness: %w", err)
+		}
+	}
+
 	var sb strings.Builder
 	sb.WriteString(machine)
 	sb.WriteString("\n| scenario | jobs/s | ratio | target |\n| --- | ---: | ---: | --- |\n")
@@ -217,6 +224,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	if len(scale) > 0 {
 		writeScale(&sb, scale, b.o.clusterJobs)
 	}
+	sb.WriteString(fairness)
 	return sb.String(), nil
 }
 

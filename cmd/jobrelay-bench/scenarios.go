@@ -105,12 +105,25 @@ func (b *bench) redisLimit(ctx context.Context, batch int) (float64, error) {
 // of RELAY_WORKERS workers.
 // It returns jobs/s and the largest peak RSS of the processes.
 func (b *bench) relayRun(ctx context.Context, batch, replicas, workers, jobs int) (float64, int64, error) {
+	return b.relayRunWith(ctx, batch, replicas, workers, jobs, nil)
+}
+
+// relayRunWith is relayRun with prepare run on the pipeline before the
+// relays start, and extra settings.
+func (b *bench) relayRunWith(ctx context.Context, batch, replicas, workers, jobs int,
+	prepare func(context.Context, *pipeline) error, extra ...string,
+) (float64, int64, error) {
 	p, err := b.newPipeline(ctx, jobs)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer p.drop()
-	env := p.env("BATCH_SIZE="+strconv.Itoa(batch), "RELAY_WORKERS="+strconv.Itoa(workers), "MAX_STREAM_LAG=0", "LOG_LEVEL=info")
+	if prepare != nil {
+		if err := prepare(ctx, p); err != nil {
+			return 0, 0, err
+		}
+	}
+	env := p.env(append([]string{"BATCH_SIZE=" + strconv.Itoa(batch), "RELAY_WORKERS=" + strconv.Itoa(workers), "MAX_STREAM_LAG=0", "LOG_LEVEL=info"}, extra...)...)
 	start := time.Now()
 	procs := make([]*proc, replicas)
 	for i := range procs {

@@ -114,8 +114,17 @@ func relayBindings(c *relay.Config) []*binding {
 			help: "an `in_review` job older than this whose stream entry is gone goes back to `pending_review`; `0` disables"},
 		{env: "ARCHIVE_AFTER", flag: "archive-after", field: "ArchiveAfter", ptr: &c.ArchiveAfter, defText: "0", meta: "DURATION",
 			help: "jobs reviewed longer ago than this (`30d`, `1d12h`; at least `1m`) are moved to `archived` by the relays, 1000 per statement, once a minute (see Scaling out); `0` disables", days: true},
-		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, def: relay.MaxStreamLagDefault, meta: "N",
-			help: "entries the group may leave unread before the relay pauses; `0` disables"},
+		{env: "MAX_STREAM_LAG", flag: "max-stream-lag", field: "MaxStreamLag", ptr: &c.MaxStreamLag, meta: "N",
+			defText: fmt.Sprintf("`%d` (`%d` with `TENANT_FAIR`)", relay.MaxStreamLagDefault, relay.MaxStreamLagFairDefault),
+			help:    "entries the group may leave unread before the relay pauses; `0` disables. Keep it short (a few seconds of reviews) for priorities and tenants to decide end to end (see Priorities and tenants)"},
+		{env: "PRIORITY_STRICT", flag: "priority-strict", field: "PriorityStrict", ptr: &c.PriorityStrict, def: false,
+			help: "claim strictly by priority; by default one claim in 10 takes the oldest jobs whatever their priority, so lower priorities keep flowing"},
+		{env: "TENANT_FAIR", flag: "tenant-fair", field: "TenantFair", ptr: &c.TenantFair, def: false,
+			help: "share each claim between the tenants with pending jobs, so one tenant's flood does not delay the others"},
+		{env: "TENANT_WEIGHTS", flag: "tenant-weights", field: "TenantWeights", ptr: &c.TenantWeights, meta: "T=W,...",
+			help: fmt.Sprintf("tenants' weights in fair claims, `acme=3,globex=2` (unlisted tenants weigh 1, at most %d); turns `TENANT_FAIR` on", relay.TenantWeightMax)},
+		{env: "TENANT_MAX_IN_FLIGHT", flag: "tenant-max-in-flight", field: "TenantMaxInFlight", ptr: &c.TenantMaxInFlight, def: 0, meta: "N",
+			help: "most jobs `in_review` per tenant (published, not yet reviewed); `0` sets no cap; turns `TENANT_FAIR` on"},
 	}
 }
 

@@ -39,9 +39,18 @@ INSERT INTO jobs (title) VALUES ('waiting')`)
 		require.Equal(t, before, version(), "nothing rolled back")
 	}
 
+	// Rolling back priority and tenant needs no force: the job keeps its
+	// entry and its bookkeeping.
+	code, stdout, stderr := runInProcess(t, env, "migrate", "down-to", "5")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "database version: 5")
+	code, stdout, stderr = runInProcess(t, env, "migrate", "down")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "database version: 4")
+
 	// Rolling back the stream or the bookkeeping migration is refused,
 	// whichever way it is asked for. The migrations after them may go.
-	code, stdout, stderr := runInProcess(t, env, "migrate", "down-to", "4")
+	code, stdout, stderr = runInProcess(t, env, "migrate", "down-to", "4")
 	require.Zero(t, code, stderr)
 	require.Contains(t, stdout, "database version: 4")
 	refused("down")
@@ -106,4 +115,24 @@ INSERT INTO jobs (title, status, stream_id, enqueued_at, stream) VALUES
 	var snap inspect.Snapshot
 	require.NoError(t, json.Unmarshal([]byte(stdout), &snap), stdout)
 	require.Equal(t, map[string]int64{pl.stream: 1, "other_stream": 2}, snap.Backlog.InReviewByStream)
+}
+
+func TestStatusShowsPendingJobsByPriorityAndTenant(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	pl := newPipeline(t)
+	env := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
+	_, err := pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title) VALUES ('plain'), ('plain')`)
+	require.NoError(t, err)
+	code, stdout, stderr := runInProcess(t, env, "status")
+	require.Zero(t, code, stderr)
+	require.NotContains(t, stdout, "PRIORITY", "one level: nothing more to show")
+	require.NotContains(t, stdout, "TENANT")
+
+	_, err = pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title, priority, tenant) VALUES ('urgent', 10, 'acme'), ('low', -1, 'acme')`)
+	require.NoError(t, err)
+	code, stdout, stderr = runInProcess(t, env, "status")
+	require.Zero(t, code, stderr)
+	require.Regexp(t, `(?m)^PRIORITY\s+PENDING\s+OLDEST\n10\s+1\s+created .*\n0\s+2\s+created .*\n-1\s+1\s`, stdout)
+	require.Regexp(t, `(?m)^TENANT\s+PENDING\s+OLDEST\n(default\s+2\s+created .*\nacme\s+2|acme\s+2\s+created .*\ndefault\s+2)\s`, stdout)
 }

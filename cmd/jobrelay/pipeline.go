@@ -250,6 +250,7 @@ func migrateUp(ctx context.Context, cl *clients, logger *slog.Logger) error {
 
 // relayAttrs are the relay's settings in the start-up line.
 func relayAttrs(c *relay.Config, once bool) []slog.Attr {
+	fair := c.TenantFair || len(c.TenantWeights) > 0 || c.TenantMaxInFlight > 0
 	attrs := []slog.Attr{
 		slog.String("group", c.Group),
 		slog.Int("batch_size", c.BatchSize),
@@ -258,14 +259,31 @@ func relayAttrs(c *relay.Config, once bool) []slog.Attr {
 		slog.Bool("poll_only", c.PollOnly),
 		slog.Duration("cycle_timeout", c.CycleTimeout),
 		slog.Duration("reenqueue_after", c.ReenqueueAfter),
-		slog.Int64("max_stream_lag", c.MaxStreamLag),
+		slog.Int64("max_stream_lag", maxStreamLag(c)),
 		slog.Duration("archive_after", max(c.ArchiveAfter, 0)),
+		slog.Bool("priority_strict", c.PriorityStrict),
+		slog.Bool("tenant_fair", fair),
+		slog.Int("tenant_max_in_flight", max(c.TenantMaxInFlight, 0)),
+		slog.Int("tenant_weights", len(c.TenantWeights)),
 		slog.Bool("once", once),
 	}
 	if c.ListenDatabaseURL != "" {
 		attrs = append(attrs, slog.String("listen_database_url", db.RedactURL(c.ListenDatabaseURL)))
 	}
 	return attrs
+}
+
+// maxStreamLag is MaxStreamLag in effect: unset, its default depends on
+// fair claims.
+func maxStreamLag(c *relay.Config) int64 {
+	switch {
+	case c.MaxStreamLag != 0:
+		return c.MaxStreamLag
+	case c.TenantFair || len(c.TenantWeights) > 0 || c.TenantMaxInFlight > 0:
+		return relay.MaxStreamLagFairDefault
+	default:
+		return relay.MaxStreamLagDefault
+	}
 }
 
 // consumerAttrs are the consumer's settings in the start-up line.

@@ -259,6 +259,12 @@ func (b *binding) parse() error {
 			d = -1
 		}
 		*p = d
+	case *map[string]int:
+		m, err := parseWeights(v)
+		if err != nil {
+			return err
+		}
+		*p = m
 	case *slog.Level:
 		if p.UnmarshalText([]byte(v)) != nil {
 			return errors.New("must be debug, info, warn or error")
@@ -267,6 +273,27 @@ func (b *binding) parse() error {
 		panic(fmt.Sprintf("binding %s: unsupported field type %T", b.name(), b.ptr))
 	}
 	return nil
+}
+
+// parseWeights reads "name=weight,name=weight"; empty is none.
+func parseWeights(v string) (map[string]int, error) {
+	if v == "" {
+		return nil, nil //nolint:nilnil // no weights is not an error
+	}
+	m := map[string]int{}
+	for item := range strings.SplitSeq(v, ",") {
+		name, w, ok := strings.Cut(strings.TrimSpace(item), "=")
+		name = strings.TrimSpace(name)
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if !ok || name == "" || err != nil {
+			return nil, errors.New(`must be tenant=weight pairs separated by commas, such as "acme=3,globex=2"`)
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("names tenant %q twice", name)
+		}
+		m[name] = n
+	}
+	return m, nil
 }
 
 // duration reads a Go duration, or a number of minutes for minutesOf.

@@ -89,11 +89,11 @@ func TestMigrateFlagsAfterTheVerb(t *testing.T) {
 
 	code, _, stderr = runInProcess(t, env, "migrate", "down-to", "7", "--database-url", schema.URL)
 	require.Equal(t, 2, code, stderr)
-	require.Equal(t, "jobrelay: migrate down-to 7: no migration has version 7 (the versions are 0 for none, 1, 2, 3, 4, 6)\n", stderr)
+	require.Equal(t, "jobrelay: migrate down-to 7: no migration has version 7 (the versions are 0 for none, 1, 2, 3, 4, 5, 6)\n", stderr)
 
 	code, stdout, stderr = runInProcess(t, env, "migrate", "--database-url", schema.URL, "status")
 	require.Zero(t, code, stderr)
-	require.Contains(t, stdout, "pending", "3 and 4 are rolled back")
+	require.Contains(t, stdout, "pending", "3 to 5 are rolled back")
 
 	code, _, stderr = runInProcess(t, env, "migrate", "up", "now", "--database-url", schema.URL)
 	require.Equal(t, 2, code)
@@ -136,7 +136,7 @@ func TestRunLogsReadWell(t *testing.T) {
 	require.Equal(t, "job_review_workers", started[0]["group"])
 	migrated := p.Logged("now at version")
 	require.Len(t, migrated, 1, p.Output())
-	require.Equal(t, "jobrelay: applied 5 migrations, now at version 6", migrated[0]["msg"])
+	require.Equal(t, "jobrelay: applied 6 migrations, now at version 6", migrated[0]["msg"])
 
 	// Once applied, the line says there was nothing to do.
 	p = start(t, t.TempDir(), env, "run")

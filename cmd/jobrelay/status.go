@@ -196,6 +196,7 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 			printInReviewDetail(tw, s)
 		}
 	}
+	printLevels(tw, s)
 	fmt.Fprintln(tw)
 	if !s.Stream.Exists {
 		fmt.Fprintf(tw, "STREAM %s\tnot created yet (the first relay cycle or consumer creates it)\n", s.Stream.Name)
@@ -247,6 +248,25 @@ func printStatus(w io.Writer, s *inspect.Snapshot) {
 		fmt.Fprintln(tw, "PROBLEMS REPORTED")
 		for _, h := range s.Health {
 			fmt.Fprintf(tw, "  %s\n", healthLine(s.TakenAt, h))
+		}
+	}
+}
+
+// printLevels shows the pending jobs by priority and by tenant, when
+// there is more than one of either.
+func printLevels(w io.Writer, s *inspect.Snapshot) {
+	if len(s.Backlog.ByPriority) > 1 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "PRIORITY\tPENDING\tOLDEST")
+		for _, l := range s.Backlog.ByPriority {
+			fmt.Fprintf(w, "%s\t%d\t%s\n", l.Priority, l.Pending, since(s.TakenAt, l.OldestPendingAt, "created"))
+		}
+	}
+	if len(s.Backlog.ByTenant) > 1 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "TENANT\tPENDING\tOLDEST")
+		for _, l := range s.Backlog.ByTenant {
+			fmt.Fprintf(w, "%s\t%d\t%s\n", l.Tenant, l.Pending, since(s.TakenAt, l.OldestPendingAt, "created"))
 		}
 	}
 }

@@ -122,6 +122,11 @@ type Consumer struct {
 	// service looks down: it fetches one job at a time, as a probe.
 	CircuitOpen     prometheus.Gauge
 	RecorderStalled prometheus.Gauge // 1 while results cannot be recorded (see Consumer.Ready)
+	// ReviewedByPriority and ReviewedByTenant count the jobs marked
+	// reviewed by priority and by tenant, with bounded labels (see
+	// BoundedLabels).
+	ReviewedByPriority *prometheus.CounterVec
+	ReviewedByTenant   *prometheus.CounterVec
 }
 
 // NewConsumer creates a consumer's metrics and registers them on reg, if
@@ -173,8 +178,16 @@ func NewConsumer(reg prometheus.Registerer) (*Consumer, error) {
 		Namespace: namespace, Subsystem: "consumer", Name: "recorder_stalled",
 		Help: "1 while the consumer cannot record results: a batch has waited more than 30s to be recorded (PostgreSQL or Redis failing or not answering). /readyz and jobrelay status --check say why.",
 	})
+	m.ReviewedByPriority = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "reviewed_by_priority_total",
+		Help: "Jobs marked reviewed, by priority (the first 20 priorities seen; the others as \"other\").",
+	}, []string{"priority"})
+	m.ReviewedByTenant = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "consumer", Name: "reviewed_by_tenant_total",
+		Help: "Jobs marked reviewed, by tenant (\"default\" for none; the first 50 tenants seen; the others as \"other\").",
+	}, []string{"tenant"})
 	if err := register(reg, m.Jobs, m.HandlerDuration, m.Reclaimed, m.Errors, m.Trimmed, m.InFlight,
-		m.TransientFailures, m.CircuitOpen, m.RecorderStalled); err != nil {
+		m.TransientFailures, m.CircuitOpen, m.RecorderStalled, m.ReviewedByPriority, m.ReviewedByTenant); err != nil {
 		return nil, fmt.Errorf("register consumer metrics: %w", err)
 	}
 	return m, nil

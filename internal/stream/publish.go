@@ -35,11 +35,14 @@ import (
 // KEYS[1] stream, KEYS[2] records (hash), KEYS[3] expiries (sorted set).
 // ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
 // ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
-// then the n jobs' dedup fields (job_id:attempt); then 6 values per job:
-// job_id, site, title, company, job_url, attempt, a NULL column sent as a
-// NUL byte (which PostgreSQL text cannot hold) and left out of the entry.
-// Every job costs few arguments and no table work in the script: the
-// arguments alone are a third of its time.
+// then the n jobs' dedup fields (job_id:attempt); then w values per job:
+// job_id, site, title, company, job_url, attempt, and with w = 8 priority
+// and tenant, a NULL column sent as a NUL byte (which PostgreSQL text
+// cannot hold) and left out of the entry; the last argument is w. A batch
+// without priorities or tenants is sent with w = 6: every job costs few
+// arguments and no table work in the script (the arguments alone are a
+// third of its time), and its entries are what they were before either
+// existed.
 //
 // Returns {id_1, ..., id_n}.
 var publishScript = redis.NewScript(`
@@ -68,7 +71,8 @@ drop(old, 1, #old)
 if m > 0 then drop(ARGV, 5, 4 + m) end
 
 local fbase = 5 + m -- the dedup fields, n of them
-local base = fbase + n -- then 6 values per job
+local base = fbase + n -- then w values per job
+local w = tonumber(ARGV[#ARGV])
 local found = {}
 if n > 0 and redis.call('EXISTS', sent) == 1 then
   local s = 0
@@ -87,13 +91,23 @@ local ids = {}
 local record, expiry = {}, {}
 local expireAt = now + ttl
 for j = 0, n - 1 do
-  local o = base + j * 6
+  local o = base + j * w
   local id = found[j + 1]
   if not id then
     local site, title, company, url = ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL then
+    local prio, tenant = NULL, NULL
+    if w == 8 then prio, tenant = ARGV[o + 6], ARGV[o + 7] end
+    if site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and prio == NULL and tenant == NULL then
       id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
         'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued)
+    elseif site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and tenant == NULL then
+      id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
+        'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued,
+        'priority', prio)
+    elseif site ~= NULL and title ~= NULL and company ~= NULL and url ~= NULL and prio == NULL then
+      id = redis.call('XADD', stream, '*', 'job_id', ARGV[o], 'site', site, 'title', title,
+        'company', company, 'job_url', url, 'attempt', ARGV[o + 5], 'enqueued_at', enqueued,
+        'tenant', tenant)
     else
       local args = {stream, '*', 'job_id', ARGV[o]}
       local names = {'site', 'title', 'company', 'job_url'}
@@ -107,6 +121,14 @@ for j = 0, n - 1 do
       args[#args + 1] = ARGV[o + 5]
       args[#args + 1] = 'enqueued_at'
       args[#args + 1] = enqueued
+      if prio ~= NULL then
+        args[#args + 1] = 'priority'
+        args[#args + 1] = prio
+      end
+      if tenant ~= NULL then
+        args[#args + 1] = 'tenant'
+        args[#args + 1] = tenant
+      end
       id = redis.call('XADD', unpack(args))
     end
     record[#record + 1] = ARGV[fbase + j]
@@ -234,7 +256,7 @@ func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishR
 // and error are in its cmd.
 func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls []partitionCall, fields, attempts []string) {
 	args := func(c *partitionCall) (keys []string, argv []any) {
-		argv = make([]any, 0, 4+len(c.forget)+7*len(c.jobs))
+		argv = make([]any, 0, 5+len(c.forget)+9*len(c.jobs))
 		argv = append(argv, p.DedupTTL.Milliseconds(), len(c.jobs), p.EnqueuedAt, len(c.forget))
 		for _, f := range c.forget {
 			argv = append(argv, f)
@@ -242,10 +264,25 @@ func runPublish(ctx context.Context, rdb redis.Cmdable, p *PublishParams, calls 
 		for _, i := range c.jobs {
 			argv = append(argv, fields[i])
 		}
+		width := 6 // 8 with priority and tenant, when a job of the call has either
+		for _, i := range c.jobs {
+			if p.Jobs[i].Priority != 0 || p.Jobs[i].Tenant.Valid {
+				width = 8
+				break
+			}
+		}
 		for _, i := range c.jobs {
 			j := &p.Jobs[i]
 			argv = append(argv, j.ID, orNUL(j.Site), orNUL(j.Title), orNUL(j.Company), orNUL(j.JobURL), attempts[i])
+			if width == 8 {
+				priority := "\x00" // 0, the default, is left out of the entry
+				if j.Priority != 0 {
+					priority = strconv.Itoa(int(j.Priority))
+				}
+				argv = append(argv, priority, orNUL(j.Tenant))
+			}
 		}
+		argv = append(argv, width)
 		return []string{c.stream, dedupKey(c.stream), dedupExpiryKey(c.stream)}, argv
 	}
 	if len(calls) == 1 {
@@ -287,6 +324,10 @@ func orNUL(t pgtype.Text) string {
 // EntrySize is the bytes a job's entry holds in field values, to compare
 // with a size limit before publishing.
 func EntrySize(j *db.Job, enqueuedAt string) int {
-	return len(j.ID) + len(j.Site.String) + len(j.Title.String) + len(j.Company.String) +
+	n := len(j.ID) + len(j.Site.String) + len(j.Title.String) + len(j.Company.String) +
 		len(j.JobURL.String) + len(enqueuedAt) + 4
+	if j.Priority != 0 {
+		n += 6
+	}
+	return n + len(j.Tenant.String)
 }

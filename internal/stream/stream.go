@@ -39,6 +39,8 @@ const (
 	FieldJobURL     = "job_url"
 	FieldAttempt    = "attempt"
 	FieldEnqueuedAt = "enqueued_at"
+	FieldPriority   = "priority" // absent for priority 0
+	FieldTenant     = "tenant"   // absent for the default tenant
 )
 
 // Dead-letter entries carry the original fields and these.

@@ -168,3 +168,41 @@ func TestLive(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []bool{false, false, false, false}, live)
 }
+
+// A job's priority and tenant reach its entry (what XINFO STREAM … FULL
+// and XRANGE show) when set; entries of jobs without are as before.
+func TestPublishCarriesPriorityAndTenant(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	urgent := job("u", 0)
+	urgent.Priority = 10
+	acme := job("t", 0)
+	acme.Tenant = text("acme")
+	both := job("b", 0)
+	both.Priority, both.Tenant, both.Title = -2, text("globex"), pgtype.Text{}
+	for _, batch := range [][]db.Job{{job("plain", 0)}, {job("p", 0), urgent, acme, both}} {
+		_, err := Publish(ctx, rdb, &PublishParams{Stream: s, DedupTTL: time.Minute, EnqueuedAt: "t", Jobs: batch})
+		require.NoError(t, err)
+	}
+	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 5)
+	base := func(id string) map[string]any {
+		return map[string]any{"job_id": id, "site": "otta", "title": "SRE", "company": "Acme", "job_url": "https://x/" + id,
+			"attempt": "1", "enqueued_at": "t"}
+	}
+	require.Equal(t, base("plain"), msgs[0].Values)
+	require.Equal(t, base("p"), msgs[1].Values, "a job without either in a batch with some")
+	want := base("u")
+	want["priority"] = "10"
+	require.Equal(t, want, msgs[2].Values)
+	want = base("t")
+	want["tenant"] = "acme"
+	require.Equal(t, want, msgs[3].Values)
+	want = base("b")
+	delete(want, "title")
+	want["priority"], want["tenant"] = "-2", "globex"
+	require.Equal(t, want, msgs[4].Values)
+}
