@@ -54,7 +54,7 @@ func TestMigrations(t *testing.T) {
 
 		res, err := m.Up(ctx)
 		require.NoError(t, err)
-		require.Len(t, res, 5)
+		require.Len(t, res, 6)
 		want := schemaShape(ctx, t, s)
 		require.Contains(t, want, "trigger jobs_notify_inserted_pending_review")
 		require.Contains(t, want, "index CREATE INDEX jobs_pending_review_created_at_idx ON jobs USING btree (created_at) WHERE (status = 'pending_review'::text)")

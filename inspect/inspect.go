@@ -287,9 +287,6 @@ func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
 	if err != nil {
 		return err
 	}
-	if err := readLevels(ctx, q, s); err != nil {
-		return err
-	}
 	s.Backlog = Backlog{Pending: b.Pending, OldestPendingAt: b.OldestPending, InReview: b.InReview, OldestInReviewAt: b.OldestInReview,
 		InReviewUntracked: b.InReviewUntracked}
 	if counts {
@@ -302,7 +299,7 @@ func readTable(ctx context.Context, q db.DBTX, s *Snapshot, counts bool) error {
 	if !b.OldestPending.IsZero() {
 		s.Backlog.OldestPendingAgeSecs = s.TakenAt.Sub(b.OldestPending).Seconds()
 	}
-	return nil
+	return readLevels(ctx, q, s)
 }
 
 // readLevels reads the pending jobs by priority and tenant, with bounded

@@ -89,7 +89,7 @@ func TestMigrateCommands(t *testing.T) {
 
 	code, out := runBinary(t, dir, env, "migrate", "status")
 	require.Zero(t, code, out)
-	require.Equal(t, 5, strings.Count(out, "pending"), out)
+	require.Equal(t, 6, strings.Count(out, "pending"), out)
 
 	code, out = runBinary(t, dir, env, "migrate", "up")
 	require.Zero(t, code, out)

@@ -50,7 +50,7 @@ func TestPartitionedJobsTable(t *testing.T) {
 	p := start(t, dir, pl.env, "run")
 	require.Eventually(t, func() bool { return len(p.Logged("consumer: started")) == 1 && len(p.Logged("relay: started")) == 1 },
 		time.Minute, 5*time.Millisecond)
-	require.Len(t, p.Logged("applied 5 migrations"), 1, "every migration applies to the partitioned table")
+	require.Len(t, p.Logged("applied 6 migrations"), 1, "every migration applies to the partitioned table")
 	var kind string
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT relkind::text FROM pg_class WHERE oid = 'jobs'::regclass`).Scan(&kind))
 	require.Equal(t, "p", kind, "still partitioned")
