@@ -263,10 +263,10 @@ const (
 	WorkersMax       = 16
 	MaxEntryBytesMin = 1024
 	PartitionsMax    = 1024
+	TenantWeightMax  = 1000
 	// ArchiveAfterMin is the shortest ArchiveAfter: a job just reviewed
 	// stays visible as reviewed for at least this long.
 	ArchiveAfterMin = time.Minute
-	TenantWeightMax  = 1000
 )
 
 // validate reports the first field that is out of range.
