@@ -38,6 +38,7 @@ type options struct {
 	jobs        int
 	backlog     int
 	pollerJobs  int
+	peerJobs    int
 	latencyFor  time.Duration
 	latencyPoll string
 	rate        int
@@ -54,11 +55,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.jobs, "jobs", 200_000, "jobs per throughput run")
 	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog drained by the relay whose memory is measured")
 	fs.IntVar(&o.pollerJobs, "poller-jobs", 20_000, "jobs per run of the old poller's pattern (it is slow)")
+	fs.IntVar(&o.peerJobs, "peer-jobs", 20_000, "jobs per run of the peers (Watermill, asynq: they are slower)")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, peers, latency, memory, idle (default all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +85,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b, err := newBench(ctx, o, binary, stderr)
 	if err != nil {
 		return err
+	}
+	if b.runs("peers") {
+		if b.peers, err = buildPeers(ctx, dir, stderr); err != nil {
+			return err
+		}
 	}
 	defer b.close()
 	start := time.Now()
