@@ -52,6 +52,18 @@
 // Updates and acknowledgements are batched across finished jobs: one UPDATE
 // and one XACK per batch.
 //
+// # Prefetch
+//
+// A consumer fetches entries for its idle handlers and, while handlers are
+// fast, for those the busy handlers will start within 5 ms (judged by a
+// moving average of how long a handler holds its slot), at most 100 more:
+// one XREADGROUP then feeds many fast handler calls. Handlers that take
+// 100 ms or more get no prefetch, so entries a consumer cannot start soon
+// stay in the stream for other consumers. Prefetched entries wait in
+// flight; any that wait a second for a handler (the handlers turned slow
+// since) are handed back to the group with their idle time set to
+// ReclaimIdle, so the next reclaim pass of any consumer takes them over.
+//
 // Nothing a stream entry holds can wedge the consumer. An entry that names
 // no job (its job_id is not a UUID, its attempt not a number from 1) is
 // dead-lettered as malformed before any handler sees it. When the database
@@ -138,6 +150,10 @@ type Consumer struct {
 	inflight map[string]time.Time // entry ID → when it was last delivered or refreshed
 
 	brk breaker // holds fetching back while the review service looks down
+
+	// slotHold is the moving average of how long a handler holds its slot,
+	// in nanoseconds, 0 before the first; it sizes the prefetch.
+	slotHold atomic.Int64
 
 	abort     chan struct{}
 	abortOnce sync.Once
@@ -439,12 +455,14 @@ func (c *Consumer) inFlight() int {
 // worker runs handlers until the work channel closes.
 func (c *Consumer) worker(ctx context.Context) {
 	for d := range c.work {
+		start := time.Now()
 		r := c.handle(ctx, d)
 		select {
 		case c.results <- r:
 		case <-c.abort:
 			// Nobody records results any more; the entry stays pending.
 		}
+		c.observeHold(time.Since(start))
 		c.release(1)
 	}
 }

@@ -99,7 +99,7 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			Group:    c.cfg.Group,
 			Consumer: c.cfg.Name,
 			Streams:  []string{c.cfg.Stream, ">"},
-			Count:    int64(n),
+			Count:    int64(n + c.prefetch(probe)),
 			Block:    c.cfg.Block,
 		}).Result()
 		if err != nil {
@@ -125,7 +125,10 @@ func (c *Consumer) readLoop(ctx context.Context) {
 		if len(res) > 0 {
 			msgs = res[0].Messages
 		}
-		c.release(n - len(msgs))
+		c.release(max(n-len(msgs), 0))
+		for _, msg := range msgs[min(n, len(msgs)):] {
+			c.track(msg.ID) // prefetched: in flight until a handler takes it
+		}
 		if probe {
 			var ids []string
 			for _, msg := range msgs {
@@ -134,7 +137,18 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			c.probeFetched(probe, true, ids)
 		}
 		var republished []stream.Claimed
-		for _, msg := range msgs {
+		for i, msg := range msgs {
+			if i >= n {
+				// Prefetched: the entries held for a status check go to
+				// their handlers first, or their slots would never free.
+				if len(republished) > 0 {
+					c.dispatchRedeliveries(ctx, republished)
+					republished = nil
+				}
+				if !c.awaitSlot(msgs[i:]) {
+					break
+				}
+			}
 			// A first attempt's entry added since the group was created
 			// was never delivered before, so its job cannot be finished
 			// already: no status check needed. Others may (needsCheck).
