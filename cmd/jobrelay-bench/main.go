@@ -39,6 +39,8 @@ type options struct {
 	backlog     int
 	pollerJobs  int
 	peerJobs    int
+	steadyRate  int
+	steadyFor   time.Duration
 	latencyFor  time.Duration
 	latencyPoll string
 	rate        int
@@ -56,11 +58,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog drained by the relay whose memory is measured")
 	fs.IntVar(&o.pollerJobs, "poller-jobs", 20_000, "jobs per run of the old poller's pattern (it is slow)")
 	fs.IntVar(&o.peerJobs, "peer-jobs", 20_000, "jobs per run of the peers (Watermill, asynq: they are slower)")
+	fs.IntVar(&o.steadyRate, "steady-rate", 1000, "inserts per second in the steady-rate cost runs")
+	fs.DurationVar(&o.steadyFor, "steady-duration", 30*time.Second, "length of each steady-rate cost run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, peers, latency, memory, idle (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, peers, steady, latency, memory, idle (default all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -122,6 +122,10 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 		return median(v)
 	}
+	steady, err := b.steadyTable(ctx)
+	if err != nil {
+		return "", err
+	}
 	var backlogRate float64
 	var backlogRSS int64
 	if b.runs("memory") {
@@ -206,6 +210,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		med(func(l latencies) float64 { return l.toHandler[0] }), med(func(l latencies) float64 { return l.toHandler[1] }),
 		med(func(l latencies) float64 { return l.toHandler[2] }), check(med(func(l latencies) float64 { return l.toHandler[1] }) <= 5, "p99 ≤ 5 ms"))
 
+	sb.WriteString(steady)
 	sb.WriteString("\n| memory and idleness | measured | target |\n| --- | ---: | --- |\n")
 	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs (at %s jobs/s) | %.1f MB | %s |\n", thousands(float64(b.o.backlog)),
 		thousands(backlogRate), mb(backlogRSS), check(mb(backlogRSS) <= 50, "≤ 50 MB"))
