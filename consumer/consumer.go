@@ -168,6 +168,10 @@ type Consumer struct {
 	finishCtx    context.Context //nolint:containedctx // outlives Run's ctx on purpose: results finish recording after a stop
 	cancelFinish context.CancelFunc
 
+	// collecting is held by the recorder collecting a batch (see
+	// completeLoop).
+	collecting sync.Mutex
+
 	// What each recorder is at, for Ready.
 	recMu sync.Mutex
 	recs  [recorders]recording

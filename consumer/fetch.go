@@ -40,7 +40,7 @@ func (c *Consumer) ensureGroupRetrying(ctx context.Context) bool {
 			r.OK(ctx)
 			if created {
 				c.log.InfoContext(ctx, "consumer: created consumer group", slog.String("group", c.cfg.Group))
-				c.verifyEntriesBefore()
+				c.verifyEntriesUpTo(ctx)
 			}
 			return true
 		}

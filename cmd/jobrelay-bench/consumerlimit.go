@@ -21,10 +21,16 @@ const consumerLimitBatch = 100
 
 // publishedPipeline is a pipeline whose n jobs the relay has published
 // already (in_review, one entry each), vacuumed: what the consumers start
-// from.
+// from. The consumer group exists before the entries, as it does in
+// service: a group created after its entries would have the consumers
+// check each job's status first (they may be reviewed already).
 func (b *bench) publishedPipeline(ctx context.Context, n int) (*pipeline, error) {
 	p, err := b.newPipeline(ctx, n)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.rdb.XGroupCreateMkStream(ctx, p.stream, consumer.GroupDefault, "0").Err(); err != nil {
+		p.drop()
 		return nil, err
 	}
 	r, err := relay.New(p.pool, b.rdb, relay.Config{Stream: p.stream, BatchSize: 1000, MaxStreamLag: -1, MaxMemoryRatio: -1})
@@ -59,9 +65,6 @@ func (b *bench) consumerLimit(ctx context.Context, conns int) (float64, error) {
 		return 0, err
 	}
 	defer p.drop()
-	if err := b.rdb.XGroupCreate(ctx, p.stream, consumer.GroupDefault, "0").Err(); err != nil {
-		return 0, err
-	}
 	pgConns := make([]*pgx.Conn, conns)
 	for i := range pgConns {
 		if pgConns[i], err = pgx.Connect(ctx, p.url); err != nil {
