@@ -20,6 +20,10 @@ const (
 	// recorders is how many batches are recorded at once: while one waits
 	// for its COMMIT, PostgreSQL works on the other.
 	recorders = 2
+	// resultsBuffer is the least room for results waiting for a recorder:
+	// while both record a batch (a few milliseconds each), fast handlers
+	// queue their results here instead of holding their slots.
+	resultsBuffer = 4 * minFinishBatch
 )
 
 // completeLoop records results until the results channel closes; rec

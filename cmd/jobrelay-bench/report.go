@@ -91,6 +91,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			noRSS(func() (float64, error) { return b.consumerLimit(ctx, conns) }))
 	}
 	peers := b.addPeers(ctx, add)
+	hot := b.addHot(ctx, add)
 	if err := b.rounds(ms); err != nil {
 		return "", err
 	}
@@ -211,6 +212,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		med(func(l latencies) float64 { return l.toHandler[2] }), check(med(func(l latencies) float64 { return l.toHandler[1] }) <= 5, "p99 ≤ 5 ms"))
 
 	sb.WriteString(steady)
+	sb.WriteString(hotTable(hot))
 	sb.WriteString("\n| memory and idleness | measured | target |\n| --- | ---: | --- |\n")
 	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs (at %s jobs/s) | %.1f MB | %s |\n", thousands(float64(b.o.backlog)),
 		thousands(backlogRate), mb(backlogRSS), check(mb(backlogRSS) <= 50, "≤ 50 MB"))
