@@ -38,7 +38,7 @@ func (b *bench) peer(ctx context.Context, scenario string, workers int) (float64
 		return 0, err
 	}
 	defer p.drop()
-	cmd := exec.CommandContext(ctx, b.peers, "-scenario", scenario, "-database-url", p.url, "-redis-url", b.o.redisURL, //nolint:gosec // our own binary, our own arguments
+	cmd := exec.CommandContext(ctx, b.peers, "-scenario", scenario, "-database-url", p.url, "-redis-url", b.o.redisURL,
 		"-stream", p.stream, "-jobs", strconv.Itoa(b.o.peerJobs), "-workers", strconv.Itoa(workers))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -286,8 +286,12 @@ func startRedis(ctx context.Context) (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	addr, ok := ln.Addr().(*net.TCPAddr)
 	_ = ln.Close()
+	if !ok {
+		return nil, fmt.Errorf("free port: unexpected address %s", ln.Addr())
+	}
+	port := addr.Port
 	dir, err := os.MkdirTemp("", "jobrelay-bench-redis-")
 	if err != nil {
 		return nil, err

@@ -89,8 +89,12 @@ func (e *env) forwarder(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n, err := e.rdb.XLen(ctx, e.stream).Result(); err != nil || n != int64(e.jobs) {
-		return 0, fmt.Errorf("forwarder: %d entries for %d jobs (%v)", n, e.jobs, err)
+	n, err := e.rdb.XLen(ctx, e.stream).Result()
+	if err != nil {
+		return 0, fmt.Errorf("forwarder: count the entries: %w", err)
+	}
+	if n != int64(e.jobs) {
+		return 0, fmt.Errorf("forwarder: %d entries for %d jobs", n, e.jobs)
 	}
 	return float64(e.jobs) / elapsed.Seconds(), nil
 }
