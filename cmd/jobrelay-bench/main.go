@@ -113,11 +113,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 const benchmarksHeader = `# Benchmarks
 
 What jobrelay does per second on one machine, next to what its PostgreSQL
-and Redis can do at all, measured in one run by ` + "`make bench`" + `. The
-limits use the very statements jobrelay runs (the relay's claim, update and
-commit without Redis; pipelined XADD of the same entries without
-PostgreSQL), so each ratio says how much of the servers' capacity the
-relay's own work leaves unused. Throughputs are medians of the runs; every
+and Redis can do at all, and next to the peers users would otherwise pick,
+measured in one run by ` + "`make bench`" + `. The limits use the very
+statements jobrelay runs (the relay's claim, update and commit without
+Redis; pipelined XADD of the same entries without PostgreSQL; the simplest
+consumer loop on the same schema), so each ratio says how much of the
+servers' capacity jobrelay's own work leaves unused. Every throughput is the
+median of the runs, interleaved (each round runs every scenario once); every
 run drains a fresh schema. The machine is shared and noisy: compare ratios
 within one run, not absolute figures across runs.
 
@@ -139,12 +141,49 @@ const benchmarksNotes = `
 - **Three relays** share the machine's two cores with PostgreSQL and Redis;
   at batch 1000 six connections contend for the same rows and pages, and
   three relays are no faster than one.
-- **Consumers** record outcomes with one UPDATE and one XACK per batch of
-  finished jobs. With a handler that does nothing, two consumers are bound by
-  PostgreSQL's row updates (each another non-HOT update) on this 2-core
-  machine; the target of 100,000 jobs/s for two consumers is missed there.
-  A review that takes seconds, as a model call does, is bound by
-  ` + "`CONCURRENCY`" + `, not by this.
+- **The consumers' limit** is the simplest loop on the project's schema,
+  one goroutine per connection: XREADGROUP COUNT 100, one
+  ` + "`UPDATE jobs SET status = 'reviewed' … WHERE id = ANY($1) AND status = 'in_review'`" + `
+  (autocommit), one XACK. Every consumer row's ratio is to that loop with 2
+  connections.
+- **Consumers** fetch for their idle handlers plus a bounded prefetch while
+  handlers are fast (see README, "Prefetch: the trade-off"), and record
+  outcomes with one UPDATE and one XACK per batch of finished jobs, two
+  recorders per consumer. With a handler that does nothing they are bound
+  by PostgreSQL's row updates (each a non-HOT update) on this 2-core
+  machine. A review that takes seconds, as a model call does, is bound by
+  ` + "`CONCURRENCY`" + `, not by this. The group exists before the entries,
+  as in service.
+- **The peers** run from their own module (` + "`cmd/jobrelay-bench/peers`" + `,
+  so jobrelay's go.mod carries neither) on the same servers, with jobs made
+  by the same migrations and generator, ` + "`-peer-jobs`" + ` per run: Watermill's
+  SQL outbox Forwarder (watermill-sql v4, PostgreSQL schema and offsets
+  adapters at their defaults) to watermill-redisstream v1.4.5, draining an
+  outbox of one message per job written beforehand (the rows stay
+  pending_review: Watermill does not know them); watermill-redisstream
+  subscribers in one group, each message handled as Watermill delivers it
+  (one at a time per subscriber): one UPDATE, then Ack; asynq v0.26.0,
+  enqueueing one task per job (no transaction with the row: it is not an
+  outbox), and two servers of concurrency 8 whose handler runs the same
+  UPDATE. "jobrelay N×" is how many times faster jobrelay's row is: the
+  default relay for publishing, two default consumers for consuming.
+- **Steady-rate cost**: jobs inserted one per transaction at a steady rate
+  through one relay and two consumers at their defaults, with an HTTP
+  handler served by the benchmark. CPU from ` + "`/proc/<pid>/stat`" + `: the three
+  jobrelay processes; the PostgreSQL backends serving them (found by an
+  application_name of the run's); every postgres process (server-wide, so it
+  includes the inserts, the WAL writer and checkpointer, and whatever else
+  the machine runs); a Redis server started for the run. At this rate most
+  relay cycles and recorder batches carry one or a few jobs, so the cost per
+  job is mostly round trips: a CPU profile of the same pipeline in one
+  process is ` + "`go test -run '^$' -bench SteadyRate -cpuprofile cpu.prof ./consumer/`" + `.
+- **HOT experiment**: the consumers' limit loop on variants of the schema,
+  to see whether letting the consumer's update be a heap-only tuple update
+  pays: on PostgreSQL 15 no update of a column that any index mentions,
+  predicates included, can be HOT, and both partial indexes mention
+  ` + "`status`" + `. "No index mentions status" replaces them by an index on a
+  trigger-kept ` + "`pending_since`" + ` (the relay's claim would use it) and one on
+  ` + "`enqueued_at`" + ` alone (the reaper's, which then grows with the table).
 - **Latency** is from the INSERT's commit, as the inserting client sees it,
   to the entry being readable by a plain XREAD, and to the handler's HTTP
   request arriving.
