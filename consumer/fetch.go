@@ -87,7 +87,8 @@ func (c *Consumer) needsCheck(msg redis.XMessage) bool {
 	return !ok || int64(id.MS) < c.verifyBefore.Load()
 }
 
-// readLoop reads new entries for idle handlers until ctx is done.
+// readLoop reads new entries for idle handlers, and a bounded prefetch
+// while handlers are fast (see prefetch), until ctx is done.
 func (c *Consumer) readLoop(ctx context.Context) {
 	r := c.retrier("reading the stream")
 	for {
