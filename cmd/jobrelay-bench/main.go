@@ -184,13 +184,13 @@ const benchmarksNotes = `
   ` + "`status`" + `. "No index mentions status" replaces them by an index on a
   trigger-kept ` + "`pending_since`" + ` (the relay's claim would use it) and one on
   ` + "`enqueued_at`" + ` alone (the reaper's, which then grows with the table).
-  jobrelay keeps its schema, with no migration for this: two full runs on
-  2026-11-29, on a machine other work loaded unevenly, disagree (fillfactor
-  50 without status in any index, every update HOT: 0.19 of the schema's
-  loop in one, 2.32 in the other; with fillfactor 100 HOT does not happen at
-  all), the relay's side of the variant (a trigger on every status change,
-  its claim on another index) is not measured, and the reaper's index then
-  grows with the table. A quiet machine should decide it.
+  jobrelay keeps its schema, with no migration for this: it did not win.
+  Three full runs on 2026-11-29, on a machine other work loaded unevenly,
+  put fillfactor 50 without status in any index (every update HOT) at 0.19,
+  2.32 and 0.87 of the schema's loop; with fillfactor 100 HOT does not
+  happen at all. The relay's side of the variant (a trigger on every status
+  change, its claim on another index) is not measured, and the reaper's
+  index then grows with the table. A quiet machine should settle it.
 - **Latency** is from the INSERT's commit, as the inserting client sees it,
   to the entry being readable by a plain XREAD, and to the handler's HTTP
   request arriving.
