@@ -18,10 +18,14 @@ import (
 const (
 	minFinishBatch = 100
 	maxFinishBatch = 1000
-	finishLinger   = 2 * time.Millisecond
+	finishLinger   = 10 * time.Millisecond
 	// recorders is how many batches are recorded at once: while one waits
 	// for its COMMIT, PostgreSQL works on the other.
 	recorders = 2
+	// resultsBuffer is the least room for results waiting for a recorder:
+	// while both record a batch (a few milliseconds each), fast handlers
+	// queue their results here instead of holding their slots.
+	resultsBuffer = 4 * minFinishBatch
 )
 
 // completeLoop records results until the results channel closes; rec
@@ -29,12 +33,20 @@ const (
 // minFinishBatch results or finishLinger after its first one, whichever
 // comes first, with everything waiting by then: a commit per result would
 // cost PostgreSQL more than the results themselves, and the linger delays
-// only the bookkeeping, not the handlers.
+// only the bookkeeping, not the handlers (their slots are free already).
+// One recorder collects at a time, while the other records its batch: two
+// collecting at once would halve the batches a low rate makes.
 func (c *Consumer) completeLoop(rec int) {
 	batch := make([]*result, 0, maxFinishBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
-	for r := range c.results {
+	for {
+		c.collecting.Lock()
+		r, ok := <-c.results
+		if !ok {
+			c.collecting.Unlock()
+			return
+		}
 		batch = append(batch[:0], r)
 		linger.Reset(finishLinger)
 	collect:
@@ -62,6 +74,7 @@ func (c *Consumer) completeLoop(rec int) {
 			}
 		}
 		linger.Stop()
+		c.collecting.Unlock()
 		c.finish(rec, batch)
 		c.maybeTrim()
 	}

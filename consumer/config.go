@@ -63,10 +63,11 @@ type Config struct {
 	// Concurrency is the number of handlers that run at once. Defaults to 8.
 	Concurrency int
 
-	// ReadCount is the most entries fetched by one XREADGROUP. The consumer
-	// never fetches more entries than it has idle handlers, so work it
-	// cannot start stays available to other consumers. Defaults to
-	// Concurrency.
+	// ReadCount is the most idle handlers one XREADGROUP fetches entries
+	// for. While handlers are fast, a read also fetches the entries the
+	// busy handlers will start within milliseconds, at most 100 (see the
+	// package doc, Prefetch); work the consumer cannot start soon stays
+	// available to other consumers. Defaults to Concurrency.
 	ReadCount int
 
 	// Block is how long an XREADGROUP waits for new entries. Entries are

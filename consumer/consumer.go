@@ -52,6 +52,18 @@
 // Updates and acknowledgements are batched across finished jobs: one UPDATE
 // and one XACK per batch.
 //
+// # Prefetch
+//
+// A consumer fetches entries for its idle handlers and, while handlers are
+// fast, for those the busy handlers will start within 5 ms (judged by a
+// moving average of how long a handler holds its slot), at most 100 more:
+// one XREADGROUP then feeds many fast handler calls. Handlers that take
+// 100 ms or more get no prefetch, so entries a consumer cannot start soon
+// stay in the stream for other consumers. Prefetched entries wait in
+// flight; any that wait a second for a handler (the handlers turned slow
+// since) are handed back to the group with their idle time set to
+// ReclaimIdle, so the next reclaim pass of any consumer takes them over.
+//
 // Nothing a stream entry holds can wedge the consumer. An entry that names
 // no job (its job_id is not a UUID, its attempt not a number from 1) is
 // dead-lettered as malformed before any handler sees it. When the database
@@ -146,6 +158,10 @@ type Consumer struct {
 
 	brk breaker // holds fetching back while the review service looks down
 
+	// slotHold is the moving average of how long a handler holds its slot,
+	// in nanoseconds, 0 before the first; it sizes the prefetch.
+	slotHold atomic.Int64
+
 	abort     chan struct{}
 	abortOnce sync.Once
 	trimmedAt atomic.Int64 // unix nanoseconds of the last trim
@@ -162,6 +178,10 @@ type Consumer struct {
 	// when a stop overruns ShutdownTimeout.
 	finishCtx    context.Context //nolint:containedctx // outlives Run's ctx on purpose: results finish recording after a stop
 	cancelFinish context.CancelFunc
+
+	// collecting is held by the recorder collecting a batch (see
+	// completeLoop).
+	collecting sync.Mutex
 
 	// What each recorder is at, for Ready.
 	recMu sync.Mutex
@@ -299,7 +319,7 @@ func newLane(pool *pgxpool.Pool, rdb redis.UniversalClient, base *Config, name s
 		m:            m,
 		slots:        slots,
 		work:         make(chan *delivery),
-		results:      make(chan *result, 2*c.Concurrency),
+		results:      make(chan *result, max(2*c.Concurrency, resultsBuffer)),
 		inflight:     map[string]time.Time{},
 		abort:        make(chan struct{}),
 		stallAfter:   stallAfterDefault,
@@ -533,12 +553,14 @@ func (c *Consumer) inFlight() int {
 // worker runs handlers until the work channel closes.
 func (c *Consumer) worker(ctx context.Context) {
 	for d := range c.work {
+		start := time.Now()
 		r := c.handle(ctx, d)
 		select {
 		case c.results <- r:
 		case <-c.abort:
 			// Nobody records results any more; the entry stays pending.
 		}
+		c.observeHold(time.Since(start))
 		c.release(1)
 	}
 }

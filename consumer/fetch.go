@@ -40,7 +40,7 @@ func (c *Consumer) ensureGroupRetrying(ctx context.Context) bool {
 			r.OK(ctx)
 			if created {
 				c.log.InfoContext(ctx, "consumer: created consumer group", slog.String("group", c.cfg.Group))
-				c.verifyEntriesBefore()
+				c.verifyEntriesUpTo(ctx)
 			}
 			return true
 		}
@@ -87,7 +87,8 @@ func (c *Consumer) needsCheck(msg redis.XMessage) bool {
 	return !ok || int64(id.MS) < c.verifyBefore.Load()
 }
 
-// readLoop reads new entries for idle handlers until ctx is done.
+// readLoop reads new entries for idle handlers, and a bounded prefetch
+// while handlers are fast (see prefetch), until ctx is done.
 func (c *Consumer) readLoop(ctx context.Context) {
 	r := c.retrier("reading the stream")
 	for {
@@ -99,7 +100,7 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			Group:    c.cfg.Group,
 			Consumer: c.cfg.Name,
 			Streams:  []string{c.cfg.Stream, ">"},
-			Count:    int64(n),
+			Count:    int64(n + c.prefetch(probe)),
 			Block:    c.cfg.Block,
 		}).Result()
 		if err != nil {
@@ -125,7 +126,10 @@ func (c *Consumer) readLoop(ctx context.Context) {
 		if len(res) > 0 {
 			msgs = res[0].Messages
 		}
-		c.release(n - len(msgs))
+		c.release(max(n-len(msgs), 0))
+		for _, msg := range msgs[min(n, len(msgs)):] {
+			c.track(msg.ID) // prefetched: in flight until a handler takes it
+		}
 		if probe {
 			var ids []string
 			for _, msg := range msgs {
@@ -134,7 +138,18 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			c.probeFetched(probe, true, ids)
 		}
 		var republished []stream.Claimed
-		for _, msg := range msgs {
+		for i, msg := range msgs {
+			if i >= n {
+				// Prefetched: the entries held for a status check go to
+				// their handlers first, or their slots would never free.
+				if len(republished) > 0 {
+					c.dispatchRedeliveries(ctx, republished)
+					republished = nil
+				}
+				if !c.awaitSlot(msgs[i:]) {
+					break
+				}
+			}
 			// A first attempt's entry added since the group was created
 			// was never delivered before, so its job cannot be finished
 			// already: no status check needed. Others may (needsCheck).

@@ -28,6 +28,7 @@ import (
 type bench struct {
 	o      options
 	binary string
+	peers  string // the peers' binary, if built (see buildPeers)
 	stderr io.Writer
 	admin  *pgx.Conn
 	rdb    *redis.Client

@@ -39,6 +39,9 @@ type options struct {
 	jobs        int
 	backlog     int
 	pollerJobs  int
+	peerJobs    int
+	steadyRate  int
+	steadyFor   time.Duration
 	latencyFor  time.Duration
 	latencyPoll string
 	rate        int
@@ -57,12 +60,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.jobs, "jobs", 200_000, "jobs per throughput run")
 	fs.IntVar(&o.backlog, "backlog", 1_000_000, "backlog drained by the relay whose memory is measured")
 	fs.IntVar(&o.pollerJobs, "poller-jobs", 20_000, "jobs per run of the old poller's pattern (it is slow)")
+	fs.IntVar(&o.peerJobs, "peer-jobs", 20_000, "jobs per run of the peers (Watermill, asynq: they are slower)")
+	fs.IntVar(&o.steadyRate, "steady-rate", 1000, "inserts per second in the steady-rate cost runs")
+	fs.DurationVar(&o.steadyFor, "steady-duration", 30*time.Second, "length of each steady-rate cost run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of each latency run")
 	fs.IntVar(&o.rate, "rate", 500, "inserts per second in the latency runs")
 	fs.IntVar(&o.clusterJobs, "cluster-jobs", 50_000, "jobs per run of the scale-out scenario (single Redis against a 3-primary cluster)")
 	fs.StringVar(&o.latencyPoll, "latency-poll-interval", "", "POLL_INTERVAL of the relay in the latency runs (default: jobrelay's, 5m)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file (BENCHMARKS.md)")
-	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, table, cluster, fairness, overtaking (default all)")
+	only := fs.String("only", "", "comma-separated parts to run, for quicker looks: limits, relay, poller, consumers, latency, memory, idle, table, cluster, fairness, overtaking, peers, steady, hot (default all)")
 	sizes := fs.String("table-sizes", "1000000,10000000", "reviewed jobs in the tables of the table part (claim, reaper, status and archiver times against table size)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,6 +102,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if b.runs("peers") {
+		if b.peers, err = buildPeers(ctx, dir, stderr); err != nil {
+			return err
+		}
+	}
 	defer b.close()
 	start := time.Now()
 	report, err := b.all(ctx)
@@ -114,11 +125,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 const benchmarksHeader = `# Benchmarks
 
 What jobrelay does per second on one machine, next to what its PostgreSQL
-and Redis can do at all, measured in one run by ` + "`make bench`" + `. The
-limits use the very statements jobrelay runs (the relay's claim, update and
-commit without Redis; pipelined XADD of the same entries without
-PostgreSQL), so each ratio says how much of the servers' capacity the
-relay's own work leaves unused. Throughputs are medians of the runs; every
+and Redis can do at all, and next to the peers users would otherwise pick,
+measured in one run by ` + "`make bench`" + `. The limits use the very
+statements jobrelay runs (the relay's claim, update and commit without
+Redis; pipelined XADD of the same entries without PostgreSQL; the simplest
+consumer loop on the same schema), so each ratio says how much of the
+servers' capacity jobrelay's own work leaves unused. Every throughput is the
+median of the runs, interleaved (each round runs every scenario once); every
 run drains a fresh schema. The machine is shared and noisy: compare ratios
 within one run, not absolute figures across runs.
 
@@ -140,12 +153,56 @@ const benchmarksNotes = `
 - **Three relays** share the machine's two cores with PostgreSQL and Redis;
   at batch 1000 six connections contend for the same rows and pages, and
   three relays are no faster than one.
-- **Consumers** record outcomes with one UPDATE and one XACK per batch of
-  finished jobs. With a handler that does nothing, two consumers are bound by
-  PostgreSQL's row updates (each another non-HOT update) on this 2-core
-  machine; the target of 100,000 jobs/s for two consumers is missed there.
-  A review that takes seconds, as a model call does, is bound by
-  ` + "`CONCURRENCY`" + `, not by this.
+- **The consumers' limit** is the simplest loop on the project's schema,
+  one goroutine per connection: XREADGROUP COUNT 100, one
+  ` + "`UPDATE jobs SET status = 'reviewed' … WHERE id = ANY($1) AND status = 'in_review'`" + `
+  (autocommit), one XACK. Every consumer row's ratio is to that loop with 2
+  connections.
+- **Consumers** fetch for their idle handlers plus a bounded prefetch while
+  handlers are fast (see README, "Prefetch: the trade-off"), and record
+  outcomes with one UPDATE and one XACK per batch of finished jobs, two
+  recorders per consumer. With a handler that does nothing they are bound
+  by PostgreSQL's row updates (each a non-HOT update) on this 2-core
+  machine. A review that takes seconds, as a model call does, is bound by
+  ` + "`CONCURRENCY`" + `, not by this. The group exists before the entries,
+  as in service.
+- **The peers** run from their own module (` + "`cmd/jobrelay-bench/peers`" + `,
+  so jobrelay's go.mod carries neither) on the same servers, with jobs made
+  by the same migrations and generator, ` + "`-peer-jobs`" + ` per run: Watermill's
+  SQL outbox Forwarder (watermill-sql v4, PostgreSQL schema and offsets
+  adapters at their defaults) to watermill-redisstream v1.4.5, draining an
+  outbox of one message per job written beforehand (the rows stay
+  pending_review: Watermill does not know them); watermill-redisstream
+  subscribers in one group, each message handled as Watermill delivers it
+  (one at a time per subscriber): one UPDATE, then Ack; asynq v0.26.0,
+  enqueueing one task per job (no transaction with the row: it is not an
+  outbox), and two servers of concurrency 8 whose handler runs the same
+  UPDATE. "jobrelay N×" is how many times faster jobrelay's row is: the
+  default relay for publishing, two default consumers for consuming.
+- **Steady-rate cost**: jobs inserted one per transaction at a steady rate
+  through one relay and two consumers at their defaults, with an HTTP
+  handler served by the benchmark. CPU from ` + "`/proc/<pid>/stat`" + `: the three
+  jobrelay processes; the PostgreSQL backends serving them (found by an
+  application_name of the run's); every postgres process (server-wide, so it
+  includes the inserts, the WAL writer and checkpointer, and whatever else
+  the machine runs); a Redis server started for the run. At this rate most
+  relay cycles and recorder batches carry one or a few jobs, so the cost per
+  job is mostly round trips: a CPU profile of the same pipeline in one
+  process is ` + "`go test -run '^$' -bench SteadyRate -cpuprofile cpu.prof ./consumer/`" + `.
+- **HOT experiment**: the consumers' limit loop on variants of the schema,
+  to see whether letting the consumer's update be a heap-only tuple update
+  pays: on PostgreSQL 15 no update of a column that any index mentions,
+  predicates included, can be HOT, and both partial indexes mention
+  ` + "`status`" + `. "No index mentions status" replaces them by an index on a
+  trigger-kept ` + "`pending_since`" + ` (the relay's claim would use it) and one on
+  ` + "`enqueued_at`" + ` alone (the reaper's, which then grows with the table).
+  jobrelay keeps its schema, with no migration for this: it did not win.
+  Three full runs on 2026-11-29, on a machine other work loaded unevenly,
+  put fillfactor 50 without status in any index (every update HOT) at 0.19,
+  2.32 and 0.87 of the schema's loop; with fillfactor 100 HOT does not
+  happen at all. The relay's side of the variant (a trigger on every status
+  change, its claim on another index) is not measured, and the reaper's
+  index then grows with the table. A quiet machine should settle it.
 - **Latency** is from the INSERT's commit, as the inserting client sees it,
   to the entry being readable by a plain XREAD, and to the handler's HTTP
   request arriving.

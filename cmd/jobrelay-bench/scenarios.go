@@ -17,7 +17,6 @@ import (
 
 	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/stream"
-	"github.com/jobrelay/jobrelay/relay"
 )
 
 // pgLimit drains the jobs with the relay's own statements and no Redis:
@@ -190,21 +189,11 @@ func (b *bench) oldPoller(ctx context.Context) (float64, error) {
 // warn), the status update and XACK included. It returns jobs/s and the
 // largest peak RSS.
 func (b *bench) consumers(ctx context.Context, n, concurrency int) (float64, int64, error) {
-	p, err := b.newPipeline(ctx, b.o.jobs)
+	p, err := b.publishedPipeline(ctx, b.o.jobs)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer p.drop()
-	r, err := relay.New(p.pool, b.rdb, relay.Config{Stream: p.stream, BatchSize: 1000, MaxStreamLag: -1, MaxMemoryRatio: -1})
-	if err != nil {
-		return 0, 0, err
-	}
-	if _, err := r.Drain(ctx); err != nil {
-		return 0, 0, err
-	}
-	if _, err := p.pool.Exec(ctx, "VACUUM ANALYZE jobs"); err != nil {
-		return 0, 0, err
-	}
 	env := p.env("LOG_LEVEL=warn", "HANDLER=log", "CONCURRENCY="+strconv.Itoa(concurrency))
 	start := time.Now()
 	procs := make([]*proc, n)

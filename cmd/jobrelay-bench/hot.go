@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jobrelay/jobrelay/consumer"
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/stream"
+)
+
+// hotVariant is a schema tried for heap-only tuple (HOT) updates: DDL run
+// after jobrelay's migrations, before the jobs are inserted.
+type hotVariant struct {
+	name string
+	ddl  string
+}
+
+// noStatusIndexes replaces the two partial indexes, whose predicates name
+// status (so that no update of status can be HOT on PostgreSQL 15), by
+// indexes that do not mention it: the relay's pending rows by a column a
+// trigger keeps equal to created_at while the row is pending_review and
+// NULL otherwise, the reaper's in_review rows by enqueued_at alone. The
+// consumer's update (status, last_error, updated_at) then touches no
+// indexed column and can be HOT where the page has room.
+const noStatusIndexes = `
+DROP INDEX jobs_pending_review_created_at_idx;
+DROP INDEX jobs_in_review_enqueued_at_idx;
+ALTER TABLE jobs ADD COLUMN pending_since timestamptz;
+CREATE FUNCTION jobs_pending_since() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'pending_review' THEN
+        NEW.pending_since := coalesce(NEW.pending_since, NEW.created_at);
+    ELSIF NEW.pending_since IS NOT NULL THEN
+        NEW.pending_since := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER jobs_pending_since BEFORE INSERT OR UPDATE OF status ON jobs
+    FOR EACH ROW EXECUTE FUNCTION jobs_pending_since();
+CREATE INDEX jobs_pending_since_idx ON jobs (pending_since) WHERE pending_since IS NOT NULL;
+CREATE INDEX jobs_enqueued_at_idx ON jobs (enqueued_at) WHERE enqueued_at IS NOT NULL;
+`
+
+// hotVariants are the schemas the HOT experiment compares.
+var hotVariants = []hotVariant{
+	{name: "jobrelay's schema (status in both partial indexes' predicates)"},
+	{name: "jobrelay's schema, fillfactor 70", ddl: "ALTER TABLE jobs SET (fillfactor = 70);"},
+	{name: "no index mentions status, fillfactor 100", ddl: noStatusIndexes},
+	{name: "no index mentions status, fillfactor 70", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 70);"},
+	{name: "no index mentions status, fillfactor 50", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 50);"},
+}
+
+// hotResult is one run of the experiment.
+type hotResult struct {
+	rate    float64 // jobs/s of the consumers' limit loop
+	hotFrac float64 // share of its updates that were HOT
+}
+
+// hotLimit runs the consumers' limit loop (2 connections) on a schema
+// variant: jobs generated pending, made in_review by one UPDATE as a relay
+// would (non-HOT in every variant), vacuumed, their entries added to the
+// stream; then timed, the loop's XREADGROUP, UPDATE to reviewed, XACK. It
+// reports jobs/s and the share of the loop's updates that were HOT.
+func (b *bench) hotLimit(ctx context.Context, v hotVariant, conns int) (hotResult, error) {
+	var res hotResult
+	p, err := b.newPipeline(ctx, 0)
+	if err != nil {
+		return res, err
+	}
+	defer p.drop()
+	if v.ddl != "" {
+		if _, err := p.pool.Exec(ctx, v.ddl); err != nil {
+			return res, fmt.Errorf("%s: %w", v.name, err)
+		}
+	}
+	for done := 0; done < b.o.jobs; done += 200_000 {
+		if err := db.GenerateJobs(ctx, p.pool, min(200_000, b.o.jobs-done)); err != nil {
+			return res, err
+		}
+	}
+	if _, err := p.pool.Exec(ctx, `UPDATE jobs SET status = 'in_review', enqueued_at = now(), attempts = 1, updated_at = now()`); err != nil {
+		return res, err
+	}
+	for _, q := range []string{"VACUUM ANALYZE jobs", "CHECKPOINT"} {
+		if _, err := p.pool.Exec(ctx, q); err != nil {
+			return res, err
+		}
+	}
+	rows, err := p.pool.Query(ctx, `SELECT id::text FROM jobs ORDER BY created_at`)
+	if err != nil {
+		return res, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return res, err
+	}
+	if err := b.rdb.XGroupCreateMkStream(ctx, p.stream, consumer.GroupDefault, "0").Err(); err != nil {
+		return res, err
+	}
+	for done := 0; done < len(ids); done += 1000 {
+		_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, id := range ids[done:min(done+1000, len(ids))] {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{stream.FieldJobID, id, stream.FieldAttempt, "1"}})
+			}
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+	// The relay-like UPDATE's statistics reach the view once its backend
+	// flushes them: wait for them, so that they are not counted as the
+	// loop's.
+	var before, beforeHot int64
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		before, beforeHot, err = p.updates(ctx)
+		return err == nil && before >= int64(b.o.jobs)
+	}); err != nil {
+		return res, fmt.Errorf("statistics of the updates: %w", err)
+	}
+
+	pgConns := make([]*pgx.Conn, conns)
+	for i := range pgConns {
+		if pgConns[i], err = pgx.Connect(ctx, p.url); err != nil {
+			return res, err
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i, conn := range pgConns {
+		wg.Go(func() { errs <- b.consumerLoop(ctx, conn, p.stream, "hot-"+strconv.Itoa(i)) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for _, conn := range pgConns {
+		_ = conn.Close(ctx) // a backend flushes its statistics as it exits
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return res, err
+		}
+	}
+	if err := p.check(ctx, db.StatusReviewed, b.o.jobs); err != nil {
+		return res, err
+	}
+	res.rate = float64(b.o.jobs) / elapsed.Seconds()
+	var after, afterHot int64
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		after, afterHot, err = p.updates(ctx)
+		return err == nil && after-before >= int64(b.o.jobs)
+	}); err != nil {
+		return res, fmt.Errorf("statistics of the updates: %w", err)
+	}
+	res.hotFrac = float64(afterHot-beforeHot) / float64(after-before)
+	return res, nil
+}
+
+// updates reads the jobs table's updates so far, and the HOT ones.
+func (p *pipeline) updates(ctx context.Context) (n, hot int64, err error) {
+	err = p.pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+WHERE relid = 'jobs'::regclass`).Scan(&n, &hot)
+	return n, hot, err
+}
+
+// hotRun is a variant's measurement and the HOT shares of its runs.
+type hotRun struct {
+	v     hotVariant
+	m     *measurement
+	fracs []float64
+}
+
+// addHot adds the HOT experiment's measurements to the rounds (part "hot").
+func (b *bench) addHot(ctx context.Context, add func(part, name string, f func() (float64, int64, error)) *measurement) []*hotRun {
+	var runs []*hotRun
+	for _, v := range hotVariants {
+		r := &hotRun{v: v}
+		r.m = add("hot", "HOT: "+v.name, noRSS(func() (float64, error) {
+			res, err := b.hotLimit(ctx, v, 2)
+			r.fracs = append(r.fracs, res.hotFrac)
+			return res.rate, err
+		}))
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+// hotTable is the HOT experiment's table, if it ran.
+func hotTable(runs []*hotRun) string {
+	if len(runs) == 0 || len(runs[0].m.vals) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n| HOT experiment: the consumers' limit loop, batch %d, 2 connections | jobs/s | ratio | HOT share of its updates |\n| --- | ---: | ---: | ---: |\n", consumerLimitBatch)
+	base := runs[0].m.median()
+	for _, r := range runs {
+		fmt.Fprintf(&sb, "| %s | %s | %.2f | %.0f%% |\n", r.v.name, thousands(r.m.median()), r.m.median()/base, 100*median(r.fracs))
+	}
+	return sb.String()
+}
