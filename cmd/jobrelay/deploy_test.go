@@ -108,17 +108,8 @@ func TestCompose(t *testing.T) {
 		require.NotEmpty(t, s.Restart, "%s: restart policy", s.Name)
 	}
 
-	// Every variable the binary reads reaches every jobrelay container.
-	vars := variablesRead(t)
-	require.Contains(t, vars, "DATABASE_URL")
-	require.Contains(t, vars, "SHUTDOWN_TIMEOUT")
-	for _, name := range []string{"migrate", "relay", "consumer"} {
-		env := svc(name).Environment
-		for _, v := range vars {
-			_, ok := env[v]
-			require.True(t, ok, "%s does not pass %s", name, v)
-		}
-	}
+	// Every variable the binary reads reaches the jobrelay containers from
+	// .env: TestComposeSetsOnlyItsOwnSettings, TestComposeWithTheLocalEnv.
 	// Defaults reach the compose services by name, not localhost.
 	env := svc("relay").Environment
 	require.Contains(t, *env["DATABASE_URL"], "@postgres:5432/")
@@ -128,11 +119,20 @@ func TestCompose(t *testing.T) {
 
 func TestComposeTakesTheOldPollersEnv(t *testing.T) {
 	t.Parallel()
-	opts, err := cli.NewProjectOptions([]string{"../../compose.yaml"},
-		cli.WithWorkingDirectory("../.."),
-		cli.WithEnv([]string{"DATABASE_URL=postgres://app:pw@db.internal/jobs", "POLL_INTERVAL_MINUTES=3",
-			"JOB_REVIEW_QUEUE_NAME=review_queue", "BATCH_SIZE=50"}),
-		cli.WithDiscardEnvFile)
+	dir := t.TempDir()
+	b, err := os.ReadFile("../../compose.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "compose.yaml"), b, 0o600))
+	oldEnv := "DATABASE_URL=postgres://app:pw@db.internal/jobs\nPOLL_INTERVAL_MINUTES=3\nJOB_REVIEW_QUEUE_NAME=review_queue\nBATCH_SIZE=50\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".env"), []byte(oldEnv), 0o600))
+	opts, err := cli.NewProjectOptions(nil,
+		cli.WithWorkingDirectory(dir),
+		cli.WithDefaultConfigPath,
+		cli.WithEnv([]string{}),
+		cli.WithEnvFiles(),
+		cli.WithDotEnv,
+		cli.WithInterpolation(true),
+	)
 	require.NoError(t, err)
 	p, err := opts.LoadProject(ctxT(t))
 	require.NoError(t, err)
@@ -140,17 +140,13 @@ func TestComposeTakesTheOldPollersEnv(t *testing.T) {
 	require.NoError(t, err)
 	env := relay.Environment
 	require.Equal(t, "3", *env["POLL_INTERVAL_MINUTES"])
-	require.Empty(t, *env["POLL_INTERVAL"], "empty, so POLL_INTERVAL_MINUTES applies")
+	require.NotContains(t, env, "POLL_INTERVAL", "unset, so POLL_INTERVAL_MINUTES applies")
 	require.Equal(t, "review_queue", *env["JOB_REVIEW_QUEUE_NAME"])
 	require.Equal(t, "50", *env["BATCH_SIZE"])
 	require.Equal(t, "postgres://jobrelay:jobrelay@postgres:5432/jobrelay?sslmode=disable", *env["DATABASE_URL"],
 		"the containers use compose's own PostgreSQL")
 }
 
-// Issue 14, item 5: `make up` with the .env that README and .env.example
-// describe (127.0.0.1 URLs, for jobrelay on the host) gives the containers
-// URLs that reach compose's own servers; their metrics are published on
-// the host's loopback only, on ports that let every service scale.
 func TestComposeWithTheLocalEnv(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -231,7 +227,7 @@ func TestComposeWithTheLocalEnv(t *testing.T) {
 
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	require.Contains(t, string(readme), "Docker Compose v2", "README says which Compose runs compose.yaml")
+	require.Contains(t, string(readme), "Docker Compose 2.24", "README says which Compose runs compose.yaml")
 }
 
 // boundVariables are the bindings of every variable, by name: the one list
@@ -311,23 +307,33 @@ func TestReadmeSettingsTable(t *testing.T) {
 	require.Contains(t, text, "Exit status", "README documents the exit statuses")
 }
 
-// Issue 10, item 1: compose's defaults are the binary's, empty (the binary's
-// default applies), or one of the deployment's own choices.
-func TestComposeDefaultsAreTheBinarys(t *testing.T) {
+// Issue 10, item 1: compose passes every setting through from .env
+// (env_file), and sets only what differs inside its network, so a new
+// setting needs no line in compose.yaml and cannot get a default there
+// that differs from the binary's.
+func TestComposeSetsOnlyItsOwnSettings(t *testing.T) {
 	t.Parallel()
-	deployment := map[string]bool{"DATABASE_URL": true, "REDIS_URL": true, "LOG_FORMAT": true} // the compose services, JSON logs
-	env := func() types.MappingWithEquals {
-		s, err := loadCompose(t).GetService("relay")
+	own := []string{"DATABASE_URL", "REDIS_URL", "METRICS_ADDR", "LOG_FORMAT"} // its services, its ports, JSON logs
+	bound := boundVariables(t)
+	opts, err := cli.NewProjectOptions([]string{"../../compose.yaml"},
+		cli.WithWorkingDirectory("../.."),
+		cli.WithEnv([]string{}),
+		cli.WithoutEnvironmentResolution, // env_file as written, not merged into environment
+		cli.WithInterpolation(true),
+	)
+	require.NoError(t, err)
+	p, err := opts.LoadProject(ctxT(t))
+	require.NoError(t, err)
+	for _, name := range []string{"migrate", "relay", "consumer"} {
+		s, err := p.GetService(name)
 		require.NoError(t, err)
-		return s.Environment
-	}()
-	for name, b := range boundVariables(t) {
-		v := env[name]
-		require.NotNil(t, v, "compose does not pass %s", name)
-		if *v == "" || deployment[name] {
-			continue
+		require.ElementsMatch(t, own, slices.Collect(maps.Keys(s.Environment)), "%s: compose sets only its own settings", name)
+		for _, v := range own {
+			require.Contains(t, bound, v)
 		}
-		require.Equal(t, b.defaultText(), *v, "compose's default of %s", name)
+		require.Len(t, s.EnvFiles, 1, name)
+		require.Equal(t, ".env", filepath.Base(s.EnvFiles[0].Path), name)
+		require.False(t, bool(s.EnvFiles[0].Required), "%s: .env is optional", name)
 	}
 }
 
