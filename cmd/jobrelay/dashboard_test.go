@@ -409,7 +409,9 @@ func TestDashboardShowsPartitionsAndLevels(t *testing.T) {
 	_, ui := startDashboard(t, dir, append(pipelineEnv(pl, down), "UI_WRITE=true"))
 
 	browser := testenv.NewBrowser(t)
-	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/"), chromedp.WaitVisible(chromedp.CSS("table.partitions"))))
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/"), chromedp.WaitVisible(chromedp.CSS(".tiles"))))
+	require.Equal(t, 3, see(t, browser, chromedp.Evaluate[int](`document.querySelectorAll('table.partitions tr[data-partition]').length`)),
+		"a row per partition")
 	metrics := see(t, browser, chromedp.Evaluate[[]pageMetric](readMetricsJS))
 	times := see(t, browser, chromedp.Evaluate[[]pageMetric](readTimesJS))
 	status := statusJSON(t, pl)
