@@ -1,7 +1,8 @@
 // Package dashboard serves a web page of a jobrelay pipeline: jobs by
-// status, the backlog's ages, the stream and its consumer groups, the dead
-// letters and a throughput chart, a page per dead letter's job showing its
-// whole life, and, when enabled, buttons that retry failed jobs.
+// status, the backlog's ages (by priority and tenant too), the stream (each
+// partition) and its consumer groups, the dead letters and a throughput
+// chart, a page per dead letter's job showing its whole life, and, when
+// enabled, buttons that retry failed jobs.
 //
 // Everything it serves is in the binary (html/template, embedded CSS and a
 // little JavaScript; no build step, no CDN). It reads the pipeline through

@@ -317,6 +317,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{Config{Prefix: "ui"}, "Prefix must be a path"},
 		{Config{Refresh: -time.Second}, "Refresh must not be negative"},
+		{Config{Partitions: -1}, "Partitions must be at least 1"},
 		{Config{Window: time.Second}, "Window must be at least 1m"},
 		{Config{Password: "x"}, "Password is set without a Username"},
 		{Config{Username: "a:b", Password: "x"}, "Username must not contain a colon"},
