@@ -305,6 +305,11 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 		First: entryAge(now, st.FirstID), Last: entryAge(now, st.LastID),
 		DeadLetters: formatInt(s.DeadLetters), DeadRaw: strconv.FormatInt(s.DeadLetters, 10), DeadLetterOf: stream.DeadLetterKey(st.Name),
 	}}
+	if len(s.Partitions) > 0 {
+		// The sums of the partitions have no oldest or newest entry.
+		v.Streams[0].Name += " (" + strconv.Itoa(len(s.Partitions)) + " partitions)"
+		v.Streams[0].First, v.Streams[0].Last = "per partition", "per partition"
+	}
 	v.Partitions, v.PartitionGroups = newPartitionRows(s)
 	for _, g := range s.Groups {
 		row := groupRow{
