@@ -1,7 +1,8 @@
 // Package dashboard serves a web page of a jobrelay pipeline: jobs by
-// status, the backlog's ages, the stream and its consumer groups, the dead
-// letters and a throughput chart, a page per dead letter's job showing its
-// whole life, and, when enabled, buttons that retry failed jobs.
+// status, the backlog's ages (by priority and tenant too), the stream (each
+// partition) and its consumer groups, the dead letters and a throughput
+// chart, a page per dead letter's job showing its whole life, and, when
+// enabled, buttons that retry failed jobs.
 //
 // Everything it serves is in the binary (html/template, embedded CSS and a
 // little JavaScript; no build step, no CDN). It reads the pipeline through
@@ -69,6 +70,11 @@ const readTimeout = 10 * time.Second
 type Config struct {
 	// Stream is the pipeline's stream. Defaults to "job_review".
 	Stream string
+	// Partitions is the number of streams the pipeline spreads its jobs
+	// over (STREAM_PARTITIONS): the overview shows each, the dead letters
+	// page lists the dead letters of all, and the retries remove a job's
+	// dead letter from its partition's. Defaults to 1.
+	Partitions int
 	// Prefix is the path the dashboard is served under, without a
 	// trailing slash. Defaults to "/ui".
 	Prefix string
@@ -122,6 +128,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Dashboard,
 	cfg.Stream = cmp.Or(cfg.Stream, streamDefault)
 	cfg.Prefix = strings.TrimSuffix(cmp.Or(cfg.Prefix, PrefixDefault), "/")
 	cfg.Refresh = cmp.Or(cfg.Refresh, inspect.RefreshDefault)
+	cfg.Partitions = cmp.Or(cfg.Partitions, 1)
 	cfg.Window = cmp.Or(cfg.Window, WindowDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -129,6 +136,8 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Dashboard,
 	switch {
 	case !strings.HasPrefix(cfg.Prefix, "/") || strings.ContainsAny(cfg.Prefix, "{} "):
 		return nil, fmt.Errorf("dashboard: Prefix must be a path such as /ui, got %q", cfg.Prefix)
+	case cfg.Partitions < 1:
+		return nil, fmt.Errorf("dashboard: Partitions must be at least 1, got %d", cfg.Partitions)
 	case cfg.Refresh < 0:
 		return nil, fmt.Errorf("dashboard: Refresh must not be negative, got %s", cfg.Refresh)
 	case cfg.Window < time.Minute:
@@ -154,7 +163,7 @@ func New(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg Config) (*Dashboard,
 		d.authSum = sha256.Sum256([]byte(cfg.Username + ":" + cfg.Password))
 	}
 	d.takeFunc = func(ctx context.Context) (*inspect.Snapshot, error) {
-		return inspect.Take(ctx, d.pool, d.rdb, inspect.Options{Stream: d.cfg.Stream, Counts: true})
+		return inspect.Take(ctx, d.pool, d.rdb, inspect.Options{Stream: d.cfg.Stream, Partitions: d.cfg.Partitions, Counts: true})
 	}
 	var err error
 	if d.pages, err = parsePages(); err != nil {
@@ -246,7 +255,7 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	snap, snapErr := d.snapshot(ctx)
-	list, err := inspect.ReadDeadLetters(ctx, d.rdb, d.cfg.Stream, DeadLettersShown)
+	list, err := inspect.ReadPartitionDeadLetters(ctx, d.rdb, d.cfg.Stream, d.cfg.Partitions, DeadLettersShown)
 	if err != nil {
 		d.fail(w, r, http.StatusServiceUnavailable, "The dead letters cannot be read: "+err.Error())
 		return
@@ -296,7 +305,7 @@ func (d *Dashboard) retry(w http.ResponseWriter, r *http.Request) {
 	jobID := r.PostFormValue("job")
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
-	res, err := retry.Failed(ctx, d.pool, d.rdb, d.cfg.Stream, jobID)
+	res, err := retry.FailedPartitions(ctx, d.pool, d.rdb, d.cfg.Stream, d.cfg.Partitions, jobID)
 	if errors.Is(err, db.ErrNotFound) {
 		d.fail(w, r, http.StatusNotFound, "Job "+strconv.Quote(jobID)+" is not failed: nothing to retry (was it retried already?).")
 		return

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,11 +153,19 @@ func TestOverviewShowsTheSnapshot(t *testing.T) {
 // letter.
 func (b *testBundle) failJob(t *testing.T) string {
 	t.Helper()
+	return b.failJobIn(t, b.stream)
+}
+
+// failJobIn inserts a job that was published to streamName (a partition)
+// and dead-lettered there.
+func (b *testBundle) failJobIn(t *testing.T, streamName string) string {
+	t.Helper()
 	ctx := testenv.Context(t)
 	var id string
-	require.NoError(t, b.schema.Pool.QueryRow(ctx, `INSERT INTO jobs (title, status, attempts, last_error) VALUES ('poison', 'failed', 1, 'exit status 1') RETURNING id::text`).Scan(&id))
+	require.NoError(t, b.schema.Pool.QueryRow(ctx, `INSERT INTO jobs (title, status, attempts, last_error, stream) VALUES ('poison', 'failed', 1, 'exit status 1', $1) RETURNING id::text`,
+		streamName).Scan(&id))
 	rdb := testenv.NewRedis(t)
-	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream.DeadLetterKey(b.stream), Values: map[string]any{
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream.DeadLetterKey(streamName), Values: map[string]any{
 		stream.FieldJobID: id, stream.FieldTitle: "poison", stream.FieldAttempt: "1", stream.FieldError: "exit status 1",
 		stream.FieldDeliveries: "5", stream.FieldDeadAt: time.Now().UTC().Format(time.RFC3339Nano), stream.FieldTaskID: "1-0",
 	}}).Err())
@@ -308,6 +317,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{Config{Prefix: "ui"}, "Prefix must be a path"},
 		{Config{Refresh: -time.Second}, "Refresh must not be negative"},
+		{Config{Partitions: -1}, "Partitions must be at least 1"},
 		{Config{Window: time.Second}, "Window must be at least 1m"},
 		{Config{Password: "x"}, "Password is set without a Username"},
 		{Config{Username: "a:b", Password: "x"}, "Username must not contain a colon"},
@@ -362,4 +372,134 @@ func TestOverviewShowsTheLongestWaitForAResult(t *testing.T) {
 	require.Contains(t, body, id+" at c1, 1 delivery")
 	require.Contains(t, body, `data-metric="groups.workers.pending" data-value="1"`)
 	require.Contains(t, body, `data-metric="groups.workers.consumers" data-value="1"`)
+}
+
+// metricsOf reads the page's numbers: data-metric to data-value, and
+// data-at-metric to data-at.
+func metricsOf(t *testing.T, body string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, m := range regexp.MustCompile(`data-(?:at-)?metric="([^"]+)" data-(?:value|at)="([^"]*)"`).FindAllStringSubmatch(body, -1) {
+		if v, ok := out[m[1]]; ok {
+			require.Equal(t, v, m[2], "%s shown twice, with two values", m[1])
+		}
+		out[m[1]] = m[2]
+	}
+	return out
+}
+
+// Issue 14, item 1: with partitions, the overview shows each partition's
+// length, each group's lag and pending entries in it, and its dead letters;
+// with jobs at more than one priority and tenant, the pending jobs by each.
+// Every number is the snapshot's, as status --json shows it.
+func TestOverviewShowsPartitionsAndLevels(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	_, err := b.schema.Pool.Exec(ctx, `
+INSERT INTO jobs (title, priority, tenant, created_at) VALUES
+  ('a', 5, 'acme', now() - interval '3 minutes'), ('b', 5, 'acme', now()), ('c', 5, 'acme', now()),
+  ('d', 0, NULL, now() - interval '1 hour'), ('e', 0, 'acme', now())`)
+	require.NoError(t, err)
+	p0, p1 := b.stream+":0", b.stream+":1"
+	for _, e := range []string{p0, p0, p0, p1} {
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: e, Values: []any{stream.FieldJobID, "x"}}).Err())
+	}
+	for _, p := range []string{p0, p1} {
+		require.NoError(t, rdb.XGroupCreate(ctx, p, "workers", "0").Err())
+	}
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "c1", Streams: []string{p0, ">"}, Count: 2}).Err())
+	b.failJobIn(t, p1)
+
+	d := b.dashboard(t, Config{Partitions: 3})
+	body := get(t, d, "/ui/").Body.String()
+	got := metricsOf(t, body)
+	snap, err := inspect.Take(ctx, b.pool, rdb, inspect.Options{Stream: b.stream, Partitions: 3, Counts: true})
+	require.NoError(t, err)
+	require.Len(t, snap.Partitions, 3)
+
+	want := map[string]int64{
+		"partitions.0.stream.length": 3, "partitions.0.groups.workers.lag": 1, "partitions.0.groups.workers.pending": 2, "partitions.0.dead_letters": 0,
+		"partitions.1.stream.length": 1, "partitions.1.groups.workers.lag": 1, "partitions.1.groups.workers.pending": 0, "partitions.1.dead_letters": 1,
+		"partitions.2.stream.length": 0, "partitions.2.dead_letters": 0,
+		"stream.length": 4, "dead_letters": 1, "groups.workers.lag": 2, "groups.workers.pending": 2,
+		"backlog.by_priority.5.pending": 3, "backlog.by_priority.0.pending": 2,
+		"backlog.by_tenant.acme.pending": 4, "backlog.by_tenant.default.pending": 1,
+	}
+	for metric, n := range want {
+		require.Equal(t, strconv.FormatInt(n, 10), got[metric], "%s on the page", metric)
+	}
+	require.NotContains(t, got, "partitions.2.groups.workers.lag", "no group has read the partition not created yet")
+	for i, p := range snap.Partitions {
+		require.Equal(t, strconv.FormatInt(p.Stream.Length, 10), got["partitions."+strconv.Itoa(i)+".stream.length"], "the snapshot's")
+		require.Contains(t, body, `data-partition="`+p.Stream.Name+`"`)
+	}
+	for _, l := range snap.Backlog.ByPriority {
+		require.Equal(t, l.OldestPendingAt.UTC().Format(time.RFC3339Nano), got["backlog.by_priority."+l.Priority+".oldest_pending_at"])
+	}
+	for _, l := range snap.Backlog.ByTenant {
+		require.Equal(t, strconv.FormatInt(l.Pending, 10), got["backlog.by_tenant."+l.Tenant+".pending"])
+		require.Equal(t, l.OldestPendingAt.UTC().Format(time.RFC3339Nano), got["backlog.by_tenant."+l.Tenant+".oldest_pending_at"])
+	}
+	require.Contains(t, body, "Pending by priority")
+	require.Contains(t, body, "Pending by tenant")
+
+	// One partition, one priority, one tenant: none of those tables.
+	one := setup(t)
+	testenv.Seed(t, one.schema.Pool, 3)
+	body = get(t, one.dashboard(t, Config{}), "/ui/").Body.String()
+	require.NotContains(t, body, "data-partition=")
+	require.NotContains(t, body, "Pending by priority")
+	require.NotContains(t, body, "Pending by tenant")
+}
+
+// Issue 14, item 1: the dead letters page lists every partition's dead
+// letters, a job's page shows the dead letter in its partition, and
+// retrying the job removes it from there.
+func TestRetryRemovesAPartitionsDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	inP2 := b.failJobIn(t, b.stream+":2")
+	inP0 := b.failJobIn(t, b.stream+":0")
+	old := b.failJob(t) // dead-lettered before the pipeline had partitions
+	d := b.dashboard(t, Config{Partitions: 3, Write: true})
+
+	body := get(t, d, "/ui/dead-letters").Body.String()
+	for _, id := range []string{inP2, inP0, old} {
+		require.Contains(t, body, `data-retry="`+id+`"`)
+	}
+	require.Contains(t, body, "Retry all 3 failed")
+	require.Contains(t, body, stream.DeadLetterKey(b.stream+":0")+" … "+stream.DeadLetterKey(b.stream+":2"))
+	require.NotContains(t, metricsOf(t, body), "dead_letters",
+		"status counts the partitions' dead letters (2): the page lists one more, and shows the count of its list without claiming it is status's")
+	require.Contains(t, body, "<b>3</b>")
+
+	job := get(t, d, "/ui/jobs/"+inP2).Body.String()
+	require.Contains(t, job, "exit status 1", "the job's dead letter, in its partition's dead-letter stream")
+	require.Contains(t, job, `data-retry="`+inP2+`"`)
+
+	post := func(jobID string) *httptest.ResponseRecorder {
+		form := url.Values{"csrf": {d.token}, "job": {jobID}, "back": {"job"}}
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/ui/retry", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: csrfCookie, Value: d.token})
+		rec := httptest.NewRecorder()
+		d.ServeHTTP(rec, req)
+		return rec
+	}
+	require.Equal(t, http.StatusSeeOther, post(inP2).Code)
+	require.Zero(t, rdb.XLen(ctx, stream.DeadLetterKey(b.stream+":2")).Val(), "its dead letter went with it")
+	require.EqualValues(t, 1, rdb.XLen(ctx, stream.DeadLetterKey(b.stream+":0")).Val(), "the other job's stays")
+	row, err := db.GetJob(ctx, b.schema.Pool, inP2)
+	require.NoError(t, err)
+	require.Equal(t, db.StatusPendingReview, row.Status)
+	require.NotContains(t, get(t, d, "/ui/jobs/"+inP2).Body.String(), "exit status 1")
+
+	require.Equal(t, http.StatusSeeOther, post("").Code, "retry all")
+	require.Zero(t, rdb.XLen(ctx, stream.DeadLetterKey(b.stream+":0")).Val())
+	require.Zero(t, rdb.XLen(ctx, stream.DeadLetterKey(b.stream)).Val(), "and those from before partitions")
+	require.Contains(t, get(t, d, "/ui/dead-letters").Body.String(), "No dead letters")
 }

@@ -151,9 +151,13 @@ type overviewView struct {
 	Tiles     []tile
 	Breakdown []breakdown
 	Streams   []streamRow
-	Groups    []groupRow
-	Problems  []string
-	Chart     chart
+	// Partitions are the rows of the partitions table, when the pipeline
+	// has more than one; PartitionGroups names its groups' columns.
+	Partitions      []partitionRow
+	PartitionGroups []string
+	Groups          []groupRow
+	Problems        []string
+	Chart           chart
 	// Failed counts the failed jobs, for the "retry all" button.
 	Failed int64
 }
@@ -175,6 +179,27 @@ type breakdown struct {
 type breakdownRow struct {
 	Label, Value, Raw, Metric, Note, Tone string
 	Bar                                   float64 // width of the bar, 0 to 100
+	// Oldest is the time the Note's age counts from (RFC 3339), and
+	// OldestMetric its name in `jobrelay status --json`; empty if none.
+	Oldest, OldestMetric string
+}
+
+// partitionRow is a partition of the stream: its length, each group's lag
+// and pending entries in it, and its dead letters.
+type partitionRow struct {
+	Name, Metric                 string
+	Exists                       bool
+	Length, LengthRaw            string
+	DeadLetters, DeadRaw, DeadOf string
+	Groups                       []partitionGroup // one per PartitionGroups
+}
+
+// partitionGroup is a group's lag and pending entries in one partition;
+// Metric is empty when the group has not read that partition yet.
+type partitionGroup struct {
+	Metric               string
+	Lag, LagRaw, LagTone string
+	Pending, PendingRaw  string
 }
 
 type streamRow struct {
@@ -236,8 +261,8 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 		numTile("In review", "backlog.in_review", s.Backlog.InReview, inReviewNote, inReviewTone(s), ""),
 		numTile("Reviewed", "jobs.reviewed", s.Jobs[db.StatusReviewed], "all time", toneOK, ""),
 		numTile("Failed", "jobs.failed", s.Jobs[db.StatusFailed], "dead-lettered jobs", failedTone, p+"/dead-letters"),
-		numTile("Dead letters", "dead_letters", s.DeadLetters, "in "+stream.DeadLetterKey(s.Stream.Name), deadTone, p+"/dead-letters"),
-		numTile("Stream length", "stream.length", s.Stream.Length, "entries in "+s.Stream.Name, toneOK, ""),
+		numTile("Dead letters", "dead_letters", s.DeadLetters, "in "+d.deadLetterKeys(), deadTone, p+"/dead-letters"),
+		numTile("Stream length", "stream.length", s.Stream.Length, "entries in "+d.streams(), toneOK, ""),
 	}
 
 	total := int64(0)
@@ -263,6 +288,14 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 		statuses.Rows = append(statuses.Rows, row)
 	}
 	v.Breakdown = append(v.Breakdown, statuses)
+	if len(s.Backlog.ByPriority) > 1 {
+		v.Breakdown = append(v.Breakdown, levelBreakdown("Pending by priority", "backlog.by_priority.", s.Backlog.ByPriority,
+			func(l inspect.Level) string { return l.Priority }, s.Backlog.Pending, now))
+	}
+	if len(s.Backlog.ByTenant) > 1 {
+		v.Breakdown = append(v.Breakdown, levelBreakdown("Pending by tenant", "backlog.by_tenant.", s.Backlog.ByTenant,
+			func(l inspect.Level) string { return l.Tenant }, s.Backlog.Pending, now))
+	}
 
 	st := s.Stream
 	v.Streams = []streamRow{{
@@ -272,6 +305,12 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 		First: entryAge(now, st.FirstID), Last: entryAge(now, st.LastID),
 		DeadLetters: formatInt(s.DeadLetters), DeadRaw: strconv.FormatInt(s.DeadLetters, 10), DeadLetterOf: stream.DeadLetterKey(st.Name),
 	}}
+	if len(s.Partitions) > 0 {
+		// The sums of the partitions have no oldest or newest entry.
+		v.Streams[0].Name += " (" + strconv.Itoa(len(s.Partitions)) + " partitions)"
+		v.Streams[0].First, v.Streams[0].Last = "per partition", "per partition"
+	}
+	v.Partitions, v.PartitionGroups = newPartitionRows(s)
 	for _, g := range s.Groups {
 		row := groupRow{
 			Name: g.Name, Metric: "groups." + g.Name, Consumers: len(g.Consumers),
@@ -308,6 +347,81 @@ func (d *Dashboard) newOverview(s *inspect.Snapshot, now time.Time) overviewView
 	return v
 }
 
+// levelBreakdown is the pending jobs by priority or tenant, as `jobrelay
+// status` shows them when there is more than one level. Metrics name a
+// level by its label: backlog.by_priority.<priority>.pending.
+func levelBreakdown(title, metric string, levels []inspect.Level, label func(inspect.Level) string, pending int64, now time.Time) breakdown {
+	b := breakdown{Title: title}
+	for _, l := range levels {
+		name := label(l)
+		row := breakdownRow{Label: name, Value: formatInt(l.Pending), Raw: strconv.FormatInt(l.Pending, 10),
+			Metric: metric + name + ".pending", Tone: statusTones[db.StatusPendingReview]}
+		if pending > 0 {
+			row.Bar = float64(l.Pending) / float64(pending) * 100
+		}
+		if !l.OldestPendingAt.IsZero() {
+			row.Note = "oldest " + human(now.Sub(l.OldestPendingAt))
+			row.Oldest, row.OldestMetric = l.OldestPendingAt.UTC().Format(time.RFC3339Nano), metric+name+".oldest_pending_at"
+		}
+		b.Rows = append(b.Rows, row)
+	}
+	return b
+}
+
+// newPartitionRows is the partitions table: a row per partition, and a
+// lag and pending column per group (the groups of the sums, in their
+// order). Metrics name a partition by its index in status --json's
+// partitions: partitions.<i>.groups.<group>.lag.
+func newPartitionRows(s *inspect.Snapshot) ([]partitionRow, []string) {
+	if len(s.Partitions) < 2 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(s.Groups))
+	for _, g := range s.Groups {
+		names = append(names, g.Name)
+	}
+	rows := make([]partitionRow, 0, len(s.Partitions))
+	for i, p := range s.Partitions {
+		metric := "partitions." + strconv.Itoa(i)
+		row := partitionRow{Name: p.Stream.Name, Metric: metric, Exists: p.Stream.Exists,
+			Length: formatInt(p.Stream.Length), LengthRaw: strconv.FormatInt(p.Stream.Length, 10),
+			DeadLetters: formatInt(p.DeadLetters), DeadRaw: strconv.FormatInt(p.DeadLetters, 10), DeadOf: stream.DeadLetterKey(p.Stream.Name)}
+		for _, name := range names {
+			j := slices.IndexFunc(p.Groups, func(g inspect.Group) bool { return g.Name == name })
+			if j < 0 {
+				row.Groups = append(row.Groups, partitionGroup{Lag: "–", Pending: "–", LagTone: toneOK})
+				continue
+			}
+			g := p.Groups[j]
+			pg := partitionGroup{Metric: metric + ".groups." + name,
+				Lag: formatInt(g.Lag), LagRaw: strconv.FormatInt(g.Lag, 10), LagTone: lagTone(g.Lag),
+				Pending: formatInt(g.Pending), PendingRaw: strconv.FormatInt(g.Pending, 10)}
+			if g.Lag < 0 {
+				pg.Lag, pg.LagTone = "unknown", toneWarn
+			}
+			row.Groups = append(row.Groups, pg)
+		}
+		rows = append(rows, row)
+	}
+	return rows, names
+}
+
+// streams names the pipeline's streams, for a note.
+func (d *Dashboard) streams() string {
+	if d.cfg.Partitions > 1 {
+		return d.cfg.Stream + ":0 … " + d.cfg.Stream + ":" + strconv.Itoa(d.cfg.Partitions-1)
+	}
+	return d.cfg.Stream
+}
+
+// deadLetterKeys names the pipeline's dead-letter streams, for a note.
+func (d *Dashboard) deadLetterKeys() string {
+	if d.cfg.Partitions > 1 {
+		return stream.DeadLetterKey(d.cfg.Stream+":0") + " … " + stream.DeadLetterKey(d.cfg.Stream+":"+strconv.Itoa(d.cfg.Partitions-1))
+	}
+	return stream.DeadLetterKey(d.cfg.Stream)
+}
+
 func numTile(label, metric string, n int64, note, tone, href string) tile {
 	return tile{Label: label, Metric: metric, Value: formatInt(n), Raw: strconv.FormatInt(n, 10), Note: note, Tone: tone, Href: href}
 }
@@ -318,8 +432,10 @@ type deadView struct {
 	// TotalRaw is Total unformatted.
 	TotalRaw string
 	Shown    int
-	Rows     []deadRow
-	Failed   int64 // failed jobs, for "retry all"; -1 when unknown
+	// Keys names the dead-letter streams read.
+	Keys   string
+	Rows   []deadRow
+	Failed int64 // failed jobs, for "retry all"; -1 when unknown
 }
 
 type deadRow struct {
@@ -331,11 +447,16 @@ type deadRow struct {
 }
 
 func (d *Dashboard) newDeadView(snap *inspect.Snapshot, list []inspect.DeadLetter, now time.Time) deadView {
-	v := deadView{Shown: len(list), Failed: -1, Total: "?"}
+	v := deadView{Shown: len(list), Failed: -1, Total: "?", Keys: d.deadLetterKeys()}
 	if snap != nil {
 		v.Failed = snap.Jobs[db.StatusFailed]
 		n := max(snap.DeadLetters, int64(len(list)))
-		v.Total, v.TotalRaw = formatInt(n), strconv.FormatInt(n, 10)
+		v.Total = formatInt(n)
+		if n == snap.DeadLetters {
+			// The count status shows; more listed are left from before
+			// partitions, which status does not count.
+			v.TotalRaw = strconv.FormatInt(n, 10)
+		}
 	}
 	for _, l := range list {
 		v.Rows = append(v.Rows, newDeadRow(l, now))

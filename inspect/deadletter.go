@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -48,6 +49,53 @@ func ReadDeadLetters(ctx context.Context, rdb redis.Cmdable, streamName string, 
 		out = append(out, parseDeadLetter(m))
 	}
 	return out, nil
+}
+
+// ReadPartitionDeadLetters is ReadDeadLetters for a pipeline of partitions
+// streams (see Options.Partitions): the newest limit dead letters of every
+// partition's dead-letter stream, and of streamName's own (left from the
+// layout without partitions, and retried with the others), newest first.
+// It reads them in one pipelined round trip of an XREVRANGE per stream.
+func ReadPartitionDeadLetters(ctx context.Context, rdb redis.Cmdable, streamName string, partitions int, limit int64) ([]DeadLetter, error) {
+	streamName = cmp.Or(streamName, streamDefault)
+	names := stream.Partitions(streamName, partitions)
+	if len(names) == 1 {
+		return ReadDeadLetters(ctx, rdb, streamName, limit)
+	}
+	names = append(names, streamName)
+	cmds := make([]*redis.XMessageSliceCmd, len(names))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			cmds[i] = p.XRevRangeN(ctx, stream.DeadLetterKey(name), "+", "-", limit)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters of %s: %w", stream.DeadLetterKey(streamName+":<k>"), err)
+	}
+	var out []DeadLetter
+	for _, c := range cmds {
+		for _, m := range c.Val() {
+			out = append(out, parseDeadLetter(m))
+		}
+	}
+	slices.SortStableFunc(out, func(a, b DeadLetter) int { return -compareIDs(a.ID, b.ID) })
+	return out[:min(int64(len(out)), max(limit, 0))], nil
+}
+
+// compareIDs orders entry IDs (of different streams) by when they were
+// added.
+func compareIDs(a, b string) int {
+	x, _ := stream.ParseID(a)
+	y, _ := stream.ParseID(b)
+	switch {
+	case x.Less(y):
+		return -1
+	case y.Less(x):
+		return 1
+	default:
+		return 0
+	}
 }
 
 // deadLetterPage is how many dead letters one XRANGE of FindDeadLetters

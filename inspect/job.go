@@ -61,9 +61,10 @@ var entryOrder = []string{stream.FieldJobID, stream.FieldSite, stream.FieldTitle
 
 // ReadJob reads a job's life: one query by primary key, then a few Redis
 // round trips for its entry, its deliveries and its dead letters (see
-// FindDeadLetters for their cost). It returns db.ErrNotFound when no job
-// has that ID. streamName is the pipeline's stream ("job_review" if
-// empty).
+// FindDeadLetters for their cost): those in the dead-letter stream of the
+// stream it was published to (its partition) and of the pipeline's
+// stream. It returns db.ErrNotFound when no job has that ID. streamName is
+// the pipeline's stream ("job_review" if empty).
 func ReadJob(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient, streamName, id string) (*JobLife, error) {
 	row, err := db.GetJob(ctx, pool, id)
 	if err != nil {
@@ -75,10 +76,17 @@ func ReadJob(ctx context.Context, pool *pgxpool.Pool, rdb redis.UniversalClient,
 			return nil, err
 		}
 	}
-	life.DeadLetters, err = FindDeadLetters(ctx, rdb, cmp.Or(streamName, streamDefault), row.ID)
-	if err != nil {
-		return nil, err
+	// Its dead letters are in the dead-letter stream of the stream it was
+	// published to (its partition's), or of the pipeline's stream when it
+	// was dead-lettered before partitions.
+	for _, name := range slices.Compact([]string{life.Stream, cmp.Or(streamName, streamDefault)}) {
+		found, err := FindDeadLetters(ctx, rdb, name, row.ID)
+		if err != nil {
+			return nil, err
+		}
+		life.DeadLetters = append(life.DeadLetters, found...)
 	}
+	slices.SortStableFunc(life.DeadLetters, func(a, b DeadLetter) int { return compareIDs(a.ID, b.ID) })
 	return life, nil
 }
 

@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestReadJobShowsItsWholeLife(t *testing.T) {
 	require.Equal(t, "workers", life.Deliveries[0].Group)
 	require.Equal(t, "c1", life.Deliveries[0].Consumer)
 	require.EqualValues(t, 1, life.Deliveries[0].Count)
-	require.Empty(t, life.DeadLetters, "dead letters are looked up in the pipeline's stream")
+	require.Len(t, life.DeadLetters, 1, "dead letters are looked up in the stream the job was published to (its partition)")
 
 	life, err = ReadJob(ctx, schema.Pool, rdb, name, id)
 	require.NoError(t, err)
@@ -139,4 +140,32 @@ func TestSnapshotIsOneMomentOfTheTable(t *testing.T) {
 	}
 	stop()
 	require.NoError(t, <-moved)
+}
+
+// A partitioned pipeline's dead letters are in each partition's
+// dead-letter stream, and in the pipeline stream's from before partitions.
+func TestReadPartitionDeadLetters(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	name := testenv.Stream(t, rdb)
+	for i, s := range []string{name + ":2", name, name + ":0", name + ":2", name + ":5"} {
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream.DeadLetterKey(s), ID: strconv.Itoa(i+1) + "-0",
+			Values: []any{stream.FieldJobID, "job " + strconv.Itoa(i+1), stream.FieldError, "in " + s}}).Err())
+	}
+
+	list, err := ReadPartitionDeadLetters(ctx, rdb, name, 3, 3)
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+	require.Equal(t, []string{"job 4", "job 3", "job 2"}, []string{list[0].JobID, list[1].JobID, list[2].JobID},
+		"the newest of every partition's and of the pipeline stream's, newest first; not of a partition beyond the count")
+	require.Equal(t, "in "+name+":0", list[1].Error)
+
+	list, err = ReadPartitionDeadLetters(ctx, rdb, name, 3, 10)
+	require.NoError(t, err)
+	require.Len(t, list, 4)
+	list, err = ReadPartitionDeadLetters(ctx, rdb, name, 1, 10)
+	require.NoError(t, err)
+	require.Len(t, list, 1, "without partitions, the one stream's")
+	require.Equal(t, "job 2", list[0].JobID)
 }

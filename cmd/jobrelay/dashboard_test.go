@@ -30,9 +30,11 @@ import (
 // failedPipeline runs `jobrelay run` until the jobs titled "poison …"
 // are dead-lettered and the others reviewed, then stops it. The review
 // service the handler stands for is down while the file it returns exists.
-func failedPipeline(t *testing.T, poison, fine int) (pl *pipeline, dir, down string) {
+// extra settings (such as STREAM_PARTITIONS=3) are the pipeline's.
+func failedPipeline(t *testing.T, poison, fine int, extra ...string) (pl *pipeline, dir, down string) {
 	t.Helper()
 	pl = newPipeline(t)
+	pl.env = append(pl.env, extra...)
 	dir = t.TempDir()
 	down = filepath.Join(dir, "review-service-down")
 	require.NoError(t, os.WriteFile(down, nil, 0o600))
@@ -77,8 +79,17 @@ func startDashboard(t *testing.T, dir string, env []string) (*proc, string) {
 		return addr != ""
 	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
 	// A consumer joins its group's list with its first entry: the group
-	// looks the same before and after it starts.
-	require.Eventually(t, func() bool { return len(p.Logged("consumer: started")) == 1 }, time.Minute, 10*time.Millisecond)
+	// looks the same before and after it starts. It starts once per
+	// partition.
+	partitions := 1
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "STREAM_PARTITIONS="); ok {
+			var err error
+			partitions, err = strconv.Atoi(v)
+			require.NoError(t, err)
+		}
+	}
+	require.Eventually(t, func() bool { return len(p.Logged("consumer: started")) == partitions }, time.Minute, 10*time.Millisecond)
 	return p, "http://" + addr + "/ui"
 }
 
@@ -105,10 +116,37 @@ const readMetricsJS = `Array.from(document.querySelectorAll('[data-metric]')).ma
 
 // statusValue finds a page metric in the output of status --json:
 // "jobs.reviewed", "backlog.pending", "groups.<name>.lag",
-// "groups.<name>.consumers" (their number).
+// "groups.<name>.consumers" (their number), "partitions.<i>.<metric>"
+// (of the partition's stream, groups and dead letters),
+// "backlog.by_priority.<priority>.pending", "backlog.by_tenant.<tenant>.pending".
 func statusValue(t *testing.T, status map[string]any, metric string) int64 {
 	t.Helper()
+	v, ok := statusField(t, status, metric).(float64)
+	require.True(t, ok, "status --json's %s is a number", metric)
+	return int64(v)
+}
+
+// statusField finds a page metric in the output of status --json (see
+// statusValue), as decoded.
+func statusField(t *testing.T, status map[string]any, metric string) any {
+	t.Helper()
 	parts := strings.Split(metric, ".")
+	if parts[0] == "partitions" && len(parts) > 2 {
+		i, err := strconv.Atoi(parts[1])
+		require.NoError(t, err, metric)
+		list, ok := status["partitions"].([]any)
+		require.True(t, ok && i < len(list), "status --json has no partition %d", i)
+		return statusField(t, list[i].(map[string]any), strings.Join(parts[2:], "."))
+	}
+	if len(parts) == 4 && parts[0] == "backlog" && (parts[1] == "by_priority" || parts[1] == "by_tenant") {
+		key := map[string]string{"by_priority": "priority", "by_tenant": "tenant"}[parts[1]]
+		for _, l := range status["backlog"].(map[string]any)[parts[1]].([]any) {
+			if level := l.(map[string]any); level[key] == parts[2] {
+				return level[parts[3]]
+			}
+		}
+		t.Fatalf("status --json has no %s %q", key, parts[2])
+	}
 	if parts[0] == "groups" {
 		name, field := strings.Join(parts[1:len(parts)-1], "."), parts[len(parts)-1]
 		for _, g := range status["groups"].([]any) {
@@ -117,9 +155,9 @@ func statusValue(t *testing.T, status map[string]any, metric string) int64 {
 				continue
 			}
 			if field == "consumers" {
-				return int64(len(grp["consumers"].([]any)))
+				return float64(len(grp["consumers"].([]any)))
 			}
-			return int64(grp[field].(float64))
+			return grp[field]
 		}
 		t.Fatalf("status --json has no group %q", name)
 	}
@@ -130,12 +168,17 @@ func statusValue(t *testing.T, status map[string]any, metric string) int64 {
 		v, ok = m[p]
 		require.True(t, ok, "status --json has no %s", metric)
 	}
-	return int64(v.(float64))
+	return v
 }
 
 func statusJSON(t *testing.T, pl *pipeline) map[string]any {
 	t.Helper()
 	cli := map[string]string{"DATABASE_URL": pl.schema.URL, "REDIS_URL": testenv.RedisURL(), "JOB_REVIEW_QUEUE_NAME": pl.stream}
+	for _, kv := range pl.env {
+		if v, ok := strings.CutPrefix(kv, "STREAM_PARTITIONS="); ok {
+			cli["STREAM_PARTITIONS"] = v
+		}
+	}
 	code, stdout, stderr := runInProcess(t, cli, "status", "--json")
 	require.Zero(t, code, stderr)
 	var status map[string]any
@@ -334,4 +377,98 @@ func TestUIAuthIsCheckedAndHidden(t *testing.T) {
 	code, _, stderr := runInProcess(t, map[string]string{"UI_WRITE": "yes please"}, "relay")
 	require.Equal(t, 2, code, stderr)
 	require.Contains(t, stderr, "UI_WRITE: must be true or false")
+}
+
+// readTimesJS reads the times the page counts ages from.
+const readTimesJS = `Array.from(document.querySelectorAll('[data-at-metric]')).map(e => ({metric: e.dataset.atMetric, value: e.dataset.at, text: e.innerText.trim()}))`
+
+// Issue 14, item 1: with STREAM_PARTITIONS=3 and jobs at two priorities
+// and two tenants, the page shows each partition's length, lag, pending
+// entries and dead letters, and the pending jobs by priority and tenant,
+// as status --json does; retrying a failed job removes its dead letter
+// from its partition's dead-letter stream, and it ends reviewed.
+func TestDashboardShowsPartitionsAndLevels(t *testing.T) {
+	t.Parallel()
+	pl, dir, down := failedPipeline(t, 3, 3, "STREAM_PARTITIONS=3")
+	ctx := ctxT(t)
+	// A backlog that stays (no relay runs from here on), at two priorities
+	// and two tenants.
+	_, err := pl.schema.Pool.Exec(ctx, `INSERT INTO jobs (title, priority, tenant, created_at) VALUES
+  ('urgent 1', 10, 'acme', now() - interval '2 minutes'), ('urgent 2', 10, 'acme', now()),
+  ('later 1', 0, NULL, now() - interval '1 hour'), ('later 2', 0, 'acme', now()), ('later 3', 0, NULL, now())`)
+	require.NoError(t, err)
+	var jobID, jobStream string
+	require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT id::text, stream FROM jobs WHERE status = 'failed' ORDER BY title LIMIT 1`).Scan(&jobID, &jobStream))
+	require.Regexp(t, `^`+pl.stream+`:[0-2]$`, jobStream, "published to a partition")
+	rdb := testenv.NewRedis(t)
+	deadKey := "{" + jobStream + "}:dead"
+	deadIn := func() int64 { return rdb.XLen(ctx, deadKey).Val() }
+	require.Positive(t, deadIn(), "dead-lettered in its partition's dead-letter stream")
+	before := deadIn()
+	require.NoError(t, os.Remove(down)) // the review service is back
+	_, ui := startDashboard(t, dir, append(pipelineEnv(pl, down), "UI_WRITE=true"))
+
+	browser := testenv.NewBrowser(t)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/"), chromedp.WaitVisible(chromedp.CSS(".tiles"))))
+	require.Equal(t, 3, see(t, browser, chromedp.Evaluate[int](`document.querySelectorAll('table.partitions tr[data-partition]').length`)),
+		"a row per partition")
+	metrics := see(t, browser, chromedp.Evaluate[[]pageMetric](readMetricsJS))
+	times := see(t, browser, chromedp.Evaluate[[]pageMetric](readTimesJS))
+	status := statusJSON(t, pl)
+	require.Len(t, status["partitions"], 3)
+
+	seen := map[string]bool{}
+	for _, m := range metrics {
+		want := statusValue(t, status, m.Metric)
+		require.Equal(t, strconv.FormatInt(want, 10), m.Value, "%s on the page", m.Metric)
+		require.Equal(t, m.Value, strings.ReplaceAll(m.Text, ",", ""), "%s: the number shown is its value", m.Metric)
+		seen[m.Metric] = true
+	}
+	for i := range 3 {
+		p := "partitions." + strconv.Itoa(i)
+		for _, m := range []string{".stream.length", ".dead_letters", ".groups.job_review_workers.lag", ".groups.job_review_workers.pending"} {
+			require.True(t, seen[p+m], "the page shows %s", p+m)
+		}
+	}
+	for _, m := range []string{"backlog.by_priority.10.pending", "backlog.by_priority.0.pending", "backlog.by_tenant.acme.pending",
+		"backlog.by_tenant.default.pending", "dead_letters", "stream.length"} {
+		require.True(t, seen[m], "the page shows %s", m)
+	}
+	require.EqualValues(t, 2, statusValue(t, status, "backlog.by_priority.10.pending"))
+	require.EqualValues(t, 3, statusValue(t, status, "backlog.by_tenant.acme.pending"))
+	require.EqualValues(t, 3, statusValue(t, status, "dead_letters"))
+	require.Len(t, times, 4, "the oldest pending job of each level")
+	for _, m := range times {
+		shown, err := time.Parse(time.RFC3339Nano, m.Value)
+		require.NoError(t, err)
+		want, err := time.Parse(time.RFC3339Nano, statusField(t, status, m.Metric).(string))
+		require.NoError(t, err)
+		require.True(t, want.Equal(shown), "%s: %s on the page, %s in status", m.Metric, shown, want)
+		require.True(t, strings.HasPrefix(m.Text, "oldest "), m.Text)
+	}
+
+	// The dead letters page lists the partitions' dead letters; the job's
+	// page shows its own, and its button retries it.
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/dead-letters"), chromedp.WaitVisible(chromedp.CSS("table.dead"))))
+	require.Len(t, see(t, browser, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('tr[data-job]')).map(e => e.dataset.job)`)), 3)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/jobs/"+jobID), chromedp.WaitVisible(chromedp.CSS(".jobhead"))))
+	require.Contains(t, see(t, browser, chromedp.Text(chromedp.CSS("table.dead tbody"))), "exit status 1", "the dead letter in its partition")
+	button := chromedp.CSS(`button[data-retry="` + jobID + `"]`)
+	_, err = chromedp.RunResponse(browser, chromedp.Click(button))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(browser, chromedp.WaitVisible(chromedp.CSS(".flash.ok"))))
+	require.Equal(t, db.StatusPendingReview, see(t, browser, chromedp.AttributeValue(chromedp.CSS("[data-job-status]"), "data-job-status")).Value)
+	require.Equal(t, before-1, deadIn(), "its dead letter went from its partition's dead-letter stream")
+	require.Equal(t, int64(2), counts(t, pl)[db.StatusFailed])
+
+	// A relay publishes it again, and the consumer reviews it.
+	code, out := runBinary(t, dir, pl.env, "relay", "--once")
+	require.Zero(t, code, out)
+	require.Eventually(t, func() bool {
+		var st string
+		require.NoError(t, pl.schema.Pool.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1`, jobID).Scan(&st))
+		return st == db.StatusReviewed
+	}, time.Minute, 10*time.Millisecond)
+	require.NoError(t, chromedp.Do(browser, chromedp.Navigate(ui+"/jobs/"+jobID), chromedp.WaitVisible(chromedp.CSS(".jobhead"))))
+	require.Equal(t, db.StatusReviewed, see(t, browser, chromedp.AttributeValue(chromedp.CSS("[data-job-status]"), "data-job-status")).Value)
 }

@@ -153,7 +153,7 @@ func (p *pipelineCmd) start(ctx context.Context, s *settings, logger *slog.Logge
 	serverChecks(h, cl)
 	var observe func(*inspect.Snapshot)
 	if p.serve.MetricsAddr != "" {
-		dash, err := newDashboard(cl, &p.serve, p.common.Stream, logger)
+		dash, err := newDashboard(cl, &p.serve, &p.common, logger)
 		if err != nil {
 			return err
 		}

@@ -70,9 +70,9 @@ func serveHealth(ctx context.Context, h *health.Server, sc *serveConfig, logger 
 }
 
 // newDashboard builds the dashboard that the listener serves at /ui.
-func newDashboard(cl *clients, sc *serveConfig, stream string, logger *slog.Logger) (*dashboard.Dashboard, error) {
+func newDashboard(cl *clients, sc *serveConfig, common *commonConfig, logger *slog.Logger) (*dashboard.Dashboard, error) {
 	user, password, _ := strings.Cut(sc.UIAuth, ":")
-	dash, err := dashboard.New(cl.pool, cl.rdb, dashboard.Config{Stream: stream, Prefix: dashboard.PrefixDefault, Write: sc.UIWrite,
+	dash, err := dashboard.New(cl.pool, cl.rdb, dashboard.Config{Stream: common.Stream, Partitions: common.Partitions, Prefix: dashboard.PrefixDefault, Write: sc.UIWrite,
 		Username: user, Password: password, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
