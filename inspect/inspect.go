@@ -217,6 +217,13 @@ func readStreams(ctx context.Context, rdb redis.UniversalClient, s *Snapshot, pa
 		return readStream(ctx, rdb, s)
 	}
 	base := s.Stream.Name
+	// Dead letters of the time before partitions stay in the base stream's
+	// dead-letter stream until retried or deleted: they count too.
+	old, err := rdb.XLen(ctx, stream.DeadLetterKey(base)).Result()
+	if err != nil {
+		return fmt.Errorf("read dead letters of %s: %w", base, err)
+	}
+	s.DeadLetters = old
 	byName := map[string]int{}
 	s.Groups = []Group{}
 	for _, name := range names {

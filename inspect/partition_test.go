@@ -26,12 +26,14 @@ func TestPartitionsAreSummedAndShownEach(t *testing.T) {
 		require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "workers", Consumer: "w", Streams: []string{name, ">"}, Count: 1}).Err())
 	}
 	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + stream + ":2}:dead", Values: []any{"job_id", "y"}}).Err())
+	// A dead letter of the time before partitions counts too.
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + stream + "}:dead", Values: []any{"job_id", "z"}}).Err())
 
 	snap, err := Take(ctx, schema.Pool, rdb, Options{Stream: stream, Partitions: 3})
 	require.NoError(t, err)
 	require.Equal(t, stream, snap.Stream.Name)
 	require.EqualValues(t, 6, snap.Stream.Length)
-	require.EqualValues(t, 1, snap.DeadLetters)
+	require.EqualValues(t, 2, snap.DeadLetters)
 	require.Len(t, snap.Groups, 1)
 	require.EqualValues(t, 3, snap.Groups[0].Pending)
 	require.EqualValues(t, 3, snap.Groups[0].Lag) // 0 + 1 + 2 unread
