@@ -453,8 +453,8 @@ func (d *Dashboard) newDeadView(snap *inspect.Snapshot, list []inspect.DeadLette
 		n := max(snap.DeadLetters, int64(len(list)))
 		v.Total = formatInt(n)
 		if n == snap.DeadLetters {
-			// The count status shows; more listed are left from before
-			// partitions, which status does not count.
+			// The count status shows (the list may also have grown since
+			// the snapshot).
 			v.TotalRaw = strconv.FormatInt(n, 10)
 		}
 	}
