@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,27 +239,14 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	defer p.drop()
 
 	var mu sync.Mutex
-	committed, entry, handler := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	committed, entry := map[string]time.Time{}, map[string]time.Time{}
+	review, err := startReviewService(ctx)
 	if err != nil {
 		return res, err
 	}
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		var j struct {
-			ID string `json:"job_id"`
-		}
-		_ = json.NewDecoder(r.Body).Decode(&j)
-		mu.Lock()
-		handler[j.ID] = now
-		mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer review.close()
 
-	env := p.env("LOG_LEVEL=warn", "HANDLER=http:http://"+ln.Addr().String()+"/review")
+	env := p.env("LOG_LEVEL=warn", review.handler())
 	if b.o.latencyPoll != "" {
 		env = append(env, "POLL_INTERVAL="+b.o.latencyPoll)
 	}
@@ -326,7 +310,7 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	if err := waitFor(ctx, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(handler) >= len(committed) && len(entry) >= len(committed)
+		return review.count() >= len(committed) && len(entry) >= len(committed)
 	}); err != nil {
 		return res, fmt.Errorf("not every job arrived: %w", err)
 	}
@@ -334,13 +318,12 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	<-readerDone
 	mu.Lock()
 	defer mu.Unlock()
-	var toEntry, toHandler []float64
+	var toEntry []float64
 	for id, t := range committed {
 		toEntry = append(toEntry, float64(entry[id].Sub(t).Microseconds())/1000)
-		toHandler = append(toHandler, float64(handler[id].Sub(t).Microseconds())/1000)
 	}
 	res.toEntry = percentiles(toEntry)
-	res.toHandler = percentiles(toHandler)
+	res.toHandler = percentiles(review.since(committed))
 	return res, nil
 }
 

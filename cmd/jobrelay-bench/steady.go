@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -64,27 +62,14 @@ func (b *bench) steady(ctx context.Context) (steadyCost, error) {
 	}
 
 	var mu sync.Mutex
-	committed, handled := map[string]time.Time{}, map[string]time.Time{}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	committed := map[string]time.Time{}
+	review, err := startReviewService(ctx)
 	if err != nil {
 		return res, err
 	}
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		var j struct {
-			ID string `json:"job_id"`
-		}
-		_ = json.NewDecoder(r.Body).Decode(&j)
-		mu.Lock()
-		handled[j.ID] = now
-		mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer review.close()
 
-	env := p.env("LOG_LEVEL=warn", "HANDLER=http:http://"+ln.Addr().String()+"/review", "DATABASE_URL="+procURL, "REDIS_URL="+rs.url())
+	env := p.env("LOG_LEVEL=warn", review.handler(), "DATABASE_URL="+procURL, "REDIS_URL="+rs.url())
 	var procs []*proc
 	defer func() {
 		for _, pr := range procs {
@@ -147,7 +132,7 @@ func (b *bench) steady(ctx context.Context) (steadyCost, error) {
 	if err := waitFor(ctx, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(handled) >= len(committed)
+		return review.count() >= len(committed)
 	}); err != nil {
 		return res, fmt.Errorf("not every job arrived: %w", err)
 	}
@@ -170,11 +155,7 @@ func (b *bench) steady(ctx context.Context) (steadyCost, error) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	var lat []float64
-	for id, t := range committed {
-		lat = append(lat, float64(handled[id].Sub(t).Microseconds())/1000)
-	}
-	pc := percentiles(lat)
+	pc := percentiles(review.since(committed))
 	res.p50, res.p99 = pc[0], pc[1]
 	return res, nil
 }
