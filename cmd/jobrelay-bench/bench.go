@@ -144,6 +144,40 @@ func (p *pipeline) start(env []string, args ...string) (*proc, error) {
 	return pr, nil
 }
 
+// startRelayAndConsumer runs `jobrelay relay` and `jobrelay consume` with
+// env, until stop.
+func (p *pipeline) startRelayAndConsumer(env []string) (stop func(), err error) {
+	relayProc, err := p.start(env, "relay")
+	if err != nil {
+		return nil, err
+	}
+	consumerProc, err := p.start(env, "consume")
+	if err != nil {
+		_ = relayProc.stop()
+		return nil, err
+	}
+	return func() { _ = consumerProc.stop(); _ = relayProc.stop() }, nil
+}
+
+// connect opens n connections to the pipeline's schema, which closeAll
+// closes.
+func (p *pipeline) connect(ctx context.Context, n int) (conns []*pgx.Conn, closeAll func(), err error) {
+	closeAll = func() {
+		for _, c := range conns {
+			_ = c.Close(context.Background())
+		}
+	}
+	for range n {
+		c, err := pgx.Connect(ctx, p.url)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, closeAll, nil
+}
+
 // sample reads the process's peak RSS until it exits.
 func (pr *proc) sample() {
 	path := "/proc/" + strconv.Itoa(pr.cmd.Process.Pid) + "/status"

@@ -65,13 +65,11 @@ func (b *bench) consumerLimit(ctx context.Context, conns int) (float64, error) {
 		return 0, err
 	}
 	defer p.drop()
-	pgConns := make([]*pgx.Conn, conns)
-	for i := range pgConns {
-		if pgConns[i], err = pgx.Connect(ctx, p.url); err != nil {
-			return 0, err
-		}
-		defer pgConns[i].Close(context.Background())
+	pgConns, closeAll, err := p.connect(ctx, conns)
+	if err != nil {
+		return 0, err
 	}
+	defer closeAll()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,46 +72,31 @@ func (b *bench) overtakeRun(ctx context.Context, env []string, backlog int, tena
 	handled := 0
 	var probeAt []time.Time
 	probeTitle := "Overtaking probe"
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return res, err
-	}
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		// A review that takes a millisecond: consumers are slower than
-		// the relay, as with any real review, so a backlog builds up.
-		defer time.Sleep(time.Millisecond)
-		var j struct {
-			Title string `json:"title"`
-		}
-		_ = json.NewDecoder(r.Body).Decode(&j)
+	// A review that takes a millisecond: consumers are slower than the
+	// relay, as with any real review, so a backlog builds up.
+	review, err := startReviewService(ctx, time.Millisecond, func(title string, at time.Time) {
 		mu.Lock()
-		if j.Title == probeTitle {
-			probeAt = append(probeAt, now)
+		defer mu.Unlock()
+		if title == probeTitle {
+			probeAt = append(probeAt, at)
 			if len(probeAt) == probes {
 				res.backlogSeen = handled
 			}
 		} else {
 			handled++
 		}
-		mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	})
+	if err != nil {
+		return res, err
+	}
+	defer review.close()
 
-	env = append(p.env("LOG_LEVEL=warn", "HANDLER=http:http://"+ln.Addr().String()+"/review", "CONCURRENCY=8"), env...)
-	relayProc, err := p.start(env, "relay")
+	env = append(p.env("LOG_LEVEL=warn", review.handler(), "CONCURRENCY=8"), env...)
+	stop, err := p.startRelayAndConsumer(env)
 	if err != nil {
 		return res, err
 	}
-	defer func() { _ = relayProc.stop() }()
-	consumerProc, err := p.start(env, "consume")
-	if err != nil {
-		return res, err
-	}
-	defer func() { _ = consumerProc.stop() }()
+	defer stop()
 
 	// The backlog flows, and the relay went as far as it may.
 	if err := waitFor(ctx, time.Minute, func() bool {

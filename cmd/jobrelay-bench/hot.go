@@ -127,12 +127,11 @@ func (b *bench) hotLimit(ctx context.Context, v hotVariant, conns int) (hotResul
 		return res, fmt.Errorf("statistics of the updates: %w", err)
 	}
 
-	pgConns := make([]*pgx.Conn, conns)
-	for i := range pgConns {
-		if pgConns[i], err = pgx.Connect(ctx, p.url); err != nil {
-			return res, err
-		}
+	pgConns, closeAll, err := p.connect(ctx, conns)
+	if err != nil {
+		return res, err
 	}
+	defer closeAll()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)

@@ -14,23 +14,29 @@ import (
 type reviewService struct {
 	url string
 	srv *http.Server
+	// onJob, if set, is told of every request (retries included), before
+	// the review's own time.
+	onJob func(title string, at time.Time)
+	took  time.Duration // how long each review takes
 
 	mu      sync.Mutex
 	arrived map[string]time.Time // job_id → first request
 }
 
-// startReviewService listens on a free port of the loopback.
-func startReviewService(ctx context.Context) (*reviewService, error) {
+// startReviewService listens on a free port of the loopback. Each review
+// takes took; onJob, if not nil, is told of each request.
+func startReviewService(ctx context.Context, took time.Duration, onJob func(title string, at time.Time)) (*reviewService, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &reviewService{url: "http://" + ln.Addr().String() + "/review", arrived: map[string]time.Time{}}
+	s := &reviewService{url: "http://" + ln.Addr().String() + "/review", onJob: onJob, took: took, arrived: map[string]time.Time{}}
 	s.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		var j struct {
-			ID string `json:"job_id"`
+			ID    string `json:"job_id"`
+			Title string `json:"title"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&j)
 		s.mu.Lock()
@@ -38,6 +44,10 @@ func startReviewService(ctx context.Context) (*reviewService, error) {
 			s.arrived[j.ID] = now
 		}
 		s.mu.Unlock()
+		if s.onJob != nil {
+			s.onJob(j.Title, now)
+		}
+		time.Sleep(s.took)
 		w.WriteHeader(http.StatusNoContent)
 	})}
 	go func() { _ = s.srv.Serve(ln) }()

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -25,13 +24,11 @@ func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error
 		return 0, err
 	}
 	defer p.drop()
-	conns := make([]*pgx.Conn, workers)
-	for i := range conns {
-		if conns[i], err = pgx.Connect(ctx, p.url); err != nil {
-			return 0, err
-		}
-		defer conns[i].Close(context.Background())
+	conns, closeAll, err := p.connect(ctx, workers)
+	if err != nil {
+		return 0, err
 	}
+	defer closeAll()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -240,7 +237,7 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 
 	var mu sync.Mutex
 	committed, entry := map[string]time.Time{}, map[string]time.Time{}
-	review, err := startReviewService(ctx)
+	review, err := startReviewService(ctx, 0, nil)
 	if err != nil {
 		return res, err
 	}
@@ -250,16 +247,11 @@ func (b *bench) latency(ctx context.Context) (latencies, error) {
 	if b.o.latencyPoll != "" {
 		env = append(env, "POLL_INTERVAL="+b.o.latencyPoll)
 	}
-	relayProc, err := p.start(env, "relay")
+	stop, err := p.startRelayAndConsumer(env)
 	if err != nil {
 		return res, err
 	}
-	defer func() { _ = relayProc.stop() }()
-	consumerProc, err := p.start(env, "consume")
-	if err != nil {
-		return res, err
-	}
-	defer func() { _ = consumerProc.stop() }()
+	defer stop()
 
 	// A reader outside the group sees each entry as soon as it exists.
 	rctx, cancel := context.WithCancel(ctx)

@@ -63,7 +63,7 @@ func (b *bench) steady(ctx context.Context) (steadyCost, error) {
 
 	var mu sync.Mutex
 	committed := map[string]time.Time{}
-	review, err := startReviewService(ctx)
+	review, err := startReviewService(ctx, 0, nil)
 	if err != nil {
 		return res, err
 	}
