@@ -70,14 +70,7 @@ func pipelineEnv(pl *pipeline, down string) []string {
 func startDashboard(t *testing.T, dir string, env []string) (*proc, string) {
 	t.Helper()
 	p := start(t, dir, append(env, "METRICS_ADDR=127.0.0.1:0"), "consume")
-	var addr string
-	require.Eventually(t, func() bool {
-		lines := p.Logged("jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui")
-		if len(lines) == 1 {
-			addr, _ = lines[0]["addr"].(string)
-		}
-		return addr != ""
-	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
+	addr := listenerAddr(t, p)
 	// A consumer joins its group's list with its first entry: the group
 	// looks the same before and after it starts. It starts once per
 	// partition.
@@ -347,9 +340,9 @@ func TestDashboardAuth(t *testing.T) {
 
 // startDashboardOnly starts a consumer whose dashboard serves an empty
 // pipeline, with extra settings.
-func startDashboardOnly(t *testing.T, pl *pipeline, dir string, extra ...string) (*proc, string) {
+// listenerAddr waits for p's metrics listener and returns its address.
+func listenerAddr(t *testing.T, p *proc) string {
 	t.Helper()
-	p := start(t, dir, append(append(append([]string{}, pl.env...), "METRICS_ADDR=127.0.0.1:0"), extra...), "consume")
 	var addr string
 	require.Eventually(t, func() bool {
 		lines := p.Logged("jobrelay: serving /metrics, /healthz, /readyz and the dashboard at /ui")
@@ -358,6 +351,13 @@ func startDashboardOnly(t *testing.T, pl *pipeline, dir string, extra ...string)
 		}
 		return addr != ""
 	}, time.Minute, 10*time.Millisecond, "the listener starts: %s", p.Output())
+	return addr
+}
+
+func startDashboardOnly(t *testing.T, pl *pipeline, dir string, extra ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, dir, append(append(append([]string{}, pl.env...), "METRICS_ADDR=127.0.0.1:0"), extra...), "consume")
+	addr := listenerAddr(t, p)
 	return p, "http://" + addr + "/ui"
 }
 

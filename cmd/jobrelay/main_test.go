@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/jobrelay/jobrelay/db"
 	"github.com/jobrelay/jobrelay/internal/testenv"
 )
 
@@ -82,4 +85,14 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (int, str
 func ctxT(t *testing.T) context.Context {
 	t.Helper()
 	return testenv.Context(t)
+}
+
+// requireOnlyReviewed checks that the table holds jobs reviewed jobs and
+// no job in any other status.
+func requireOnlyReviewed(ctx context.Context, t *testing.T, pool *pgxpool.Pool, jobs int64) {
+	t.Helper()
+	counts, err := db.CountByStatus(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{db.StatusReviewed: jobs, db.StatusPendingReview: 0, db.StatusInReview: 0,
+		db.StatusFailed: 0, db.StatusArchived: 0}, counts)
 }
