@@ -267,6 +267,11 @@ func (w *worker) afterIsolation(ctx context.Context, iso *isolation, fresh map[s
 			streamIDs = append(streamIDs, iso.pub.StreamIDs[i])
 		}
 	}
+	// The batches' own records ("#" fields) go too, unless a row left alone
+	// needs its record to expire with them.
+	if len(iso.alone) == 0 && len(iso.pub.Records.Fields) > len(iso.publishable) {
+		records.Fields = append(records.Fields, iso.pub.Records.Fields[len(iso.publishable):]...)
+	}
 	w.committed = records
 	for name, ids := range strays {
 		if err := r.rdb.XDel(ctx, name, ids...).Err(); err != nil {

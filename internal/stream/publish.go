@@ -23,8 +23,16 @@ import (
 // of adding a second entry.
 //
 // Records live in the hash {<stream>}:sent (field job_id:attempt, value the
-// entry ID); the sorted set {<stream>}:sent:exp holds when each expires,
-// DEDUP_TTL after it was written, and each call deletes the expired ones.
+// entry ID). Each call's new records are a batch: the hash also holds, under
+// the field "#" plus the batch's first record's field, the batch's fields
+// separated by spaces, and the sorted set {<stream>}:sent:exp holds when
+// that batch expires, DEDUP_TTL after it was written. Each call deletes the
+// expired batches (a bounded number per call). One expiry per batch, not per
+// record, keeps the sorted set as small as the number of batches in flight:
+// per-record expiries made it the script's largest cost. Members of the
+// sorted set without the "#" are single records of an earlier version of
+// the script (see UpgradeKeys); they expire alone.
+//
 // Relays configured with different TTLs see each other's records. Once the
 // relay has committed a batch, no claim can publish those (job, attempt)
 // pairs again, so its next call deletes their records ("forget"): the hash
@@ -34,17 +42,18 @@ import (
 //
 // KEYS[1] stream, KEYS[2] records (hash), KEYS[3] expiries (sorted set).
 // ARGV[1] TTL in ms; ARGV[2] number of jobs n; ARGV[3] enqueued_at;
-// ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget;
-// then the n jobs' dedup fields (job_id:attempt); then w values per job:
-// job_id, site, title, company, job_url, attempt, and with w = 8 priority
-// and tenant, a NULL column sent as a NUL byte (which PostgreSQL text
-// cannot hold) and left out of the entry; the last argument is w. A batch
-// without priorities or tenants is sent with w = 6: every job costs few
-// arguments and no table work in the script (the arguments alone are a
-// third of its time), and its entries are what they were before either
-// existed.
+// ARGV[4] number of fields to forget m; ARGV[5 .. 4+m] fields to forget
+// (records, and the "#" fields of their batches); then the n jobs' dedup
+// fields (job_id:attempt); then w values per job: job_id, site, title,
+// company, job_url, attempt, and with w = 8 priority and tenant, a NULL
+// column sent as a NUL byte (which PostgreSQL text cannot hold) and left
+// out of the entry; the last argument is w. A batch without priorities or
+// tenants is sent with w = 6: every job costs few arguments and no table
+// work in the script (the arguments alone are a third of its time), and its
+// entries are what they were before either existed.
 //
-// Returns {id_1, ..., id_n}.
+// Returns {id_1, ..., id_n, batch}: batch is the "#" field of this call's
+// new records, or "" if it added none.
 var publishScript = redis.NewScript(`
 local stream, sent, exp = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
@@ -54,21 +63,39 @@ local m = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function drop(list, from, to)
+local function hdel(list, from, to)
   local i = from
   while i <= to do
     local last = math.min(i + 999, to)
     redis.call('HDEL', sent, unpack(list, i, last))
-    redis.call('ZREM', exp, unpack(list, i, last))
     i = last + 1
   end
 end
 
--- Records past their TTL (a bounded number per call), and the batch this
--- relay committed last.
-local old = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 1000)
-drop(old, 1, #old)
-if m > 0 then drop(ARGV, 5, 4 + m) end
+-- Batches past their TTL (a bounded number per call), with their records.
+local old = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 100)
+for _, member in ipairs(old) do
+  if string.byte(member, 1) == 35 then -- '#': a batch
+    local list = redis.call('HGET', sent, member)
+    if list then
+      local fields = {}
+      for f in string.gmatch(list, '[^ ]+') do fields[#fields + 1] = f end
+      hdel(fields, 1, #fields)
+    end
+  end
+  redis.call('HDEL', sent, member)
+end
+if #old > 0 then redis.call('ZREM', exp, unpack(old)) end
+
+-- The batches this relay committed last.
+if m > 0 then
+  hdel(ARGV, 5, 4 + m)
+  local batches = {}
+  for i = 5, 4 + m do
+    if string.byte(ARGV[i], 1) == 35 then batches[#batches + 1] = ARGV[i] end
+  end
+  if #batches > 0 then redis.call('ZREM', exp, unpack(batches)) end
+end
 
 local fbase = 5 + m -- the dedup fields, n of them
 local base = fbase + n -- then w values per job
@@ -88,8 +115,7 @@ end
 
 local NULL = '\0' -- PostgreSQL text never holds a NUL byte
 local ids = {}
-local record, expiry = {}, {}
-local expireAt = now + ttl
+local record, fields = {}, {}
 for j = 0, n - 1 do
   local o = base + j * w
   local id = found[j + 1]
@@ -133,12 +159,12 @@ for j = 0, n - 1 do
     end
     record[#record + 1] = ARGV[fbase + j]
     record[#record + 1] = id
-    expiry[#expiry + 1] = expireAt
-    expiry[#expiry + 1] = ARGV[fbase + j]
+    fields[#fields + 1] = ARGV[fbase + j]
   end
   ids[j + 1] = id
 end
 
+local batch = ''
 if #record > 0 then
   if redis.call('EXISTS', sent) == 0 then
     -- A value longer than hash-max-listpack-value (64 by default) makes
@@ -151,20 +177,24 @@ if #record > 0 then
   while s <= #record do
     local e = math.min(s + 1999, #record)
     redis.call('HSET', sent, unpack(record, s, e))
-    redis.call('ZADD', exp, unpack(expiry, s, e))
     s = e + 1
   end
+  batch = '#' .. fields[1]
+  redis.call('HSET', sent, batch, table.concat(fields, ' '))
+  redis.call('ZADD', exp, now + ttl, batch)
   -- Both keys outlive their longest record, and go when it has expired.
   for _, k in ipairs({sent, exp}) do
     local pttl = redis.call('PTTL', k)
     if pttl < ttl then redis.call('PEXPIRE', k, ttl) end
   end
 end
+ids[n + 1] = batch
 return ids
 `)
 
-// DedupRecords names the dedup records of a batch (its job:attempt fields):
-// once the batch is committed, the next Publish deletes them.
+// DedupRecords names the dedup records of a batch (its job:attempt fields,
+// and the "#" fields that list them, see publishScript): once the batch is
+// committed, the next Publish deletes them.
 type DedupRecords struct {
 	Fields []string
 }
@@ -223,7 +253,7 @@ func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishR
 		calls[k].jobs = append(calls[k].jobs, i)
 	}
 	for _, f := range p.Forget.Fields {
-		jobID, _, _ := strings.Cut(f, ":")
+		jobID, _, _ := strings.Cut(strings.TrimPrefix(f, "#"), ":")
 		k := PartitionOf(jobID, parts)
 		calls[k].forget = append(calls[k].forget, f)
 	}
@@ -240,11 +270,14 @@ func Publish(ctx context.Context, rdb redis.Cmdable, p *PublishParams) (PublishR
 		if err != nil {
 			return PublishResult{}, fmt.Errorf("publish %d jobs to %s: %w", len(c.jobs), c.stream, err)
 		}
-		if len(ids) != len(c.jobs) {
-			return PublishResult{}, fmt.Errorf("publish %d jobs to %s: script returned %d IDs", len(c.jobs), c.stream, len(ids))
+		if len(ids) != len(c.jobs)+1 {
+			return PublishResult{}, fmt.Errorf("publish %d jobs to %s: script returned %d values", len(c.jobs), c.stream, len(ids))
 		}
 		for x, i := range c.jobs {
 			res.StreamIDs[i], res.Streams[i] = ids[x], c.stream
+		}
+		if batch := ids[len(c.jobs)]; batch != "" {
+			res.Records.Fields = append(res.Records.Fields, batch)
 		}
 	}
 	return res, nil

@@ -9,7 +9,7 @@
 //	job_review                    the stream of jobs to review
 //	{job_review}:dead             the dead-letter stream
 //	{job_review}:sent             dedup records of the idempotent publish (hash)
-//	{job_review}:sent:exp         when each dedup record expires (sorted set)
+//	{job_review}:sent:exp         when each batch of dedup records expires (sorted set)
 //	{job_review}:retry:<group>    retry records of failed deliveries (hash)
 //	{job_review}:health           health reports of relays and consumers (hash)
 //

@@ -52,16 +52,18 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, first.StreamIDs[0], next.StreamIDs[0])
 
-	// Records expire after the TTL, each with its own expiry, in keys of
-	// the stream's hash slot.
+	// Records expire after the TTL, a batch at a time (each call's new
+	// records are a batch), in keys of the stream's hash slot.
 	fields := slices.Concat(again.Records.Fields, next.Records.Fields)
+	require.Equal(t, []string{"b:1", "c:1", "a:1", "#c:1", "a:2", "#a:2"}, fields, "the second call added c:1 only")
 	exp, err := rdb.ZRangeWithScores(ctx, "{"+s+"}:sent:exp", 0, -1).Result()
 	require.NoError(t, err)
-	require.Len(t, exp, 4) // a:1, b:1, c:1, a:2
+	require.Len(t, exp, 3) // the three calls' batches
 	now := time.Now().UnixMilli()
 	for _, z := range exp {
 		require.InDelta(t, float64(now+10*time.Minute.Milliseconds()), z.Score, float64(time.Minute.Milliseconds()))
 	}
+	require.Equal(t, "a:1 b:1", rdb.HGet(ctx, "{"+s+"}:sent", "#a:1").Val())
 	ttl, err := rdb.PTTL(ctx, "{"+s+"}:sent").Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, 9*time.Minute)
@@ -72,12 +74,39 @@ func TestPublishIsIdempotentPerJobAndAttempt(t *testing.T) {
 	require.NoError(t, err)
 	left, err := rdb.HMGet(ctx, "{"+s+"}:sent", fields...).Result()
 	require.NoError(t, err)
-	require.Equal(t, []any{nil, nil, nil, nil}, left)
-	require.Zero(t, rdb.ZCard(ctx, "{"+s+"}:sent:exp").Val())
+	require.Equal(t, []any{nil, nil, nil, nil, nil, nil}, left)
+	require.Equal(t, []string{"#a:1"}, rdb.ZRange(ctx, "{"+s+"}:sent:exp", 0, -1).Val(),
+		"the first call's batch was never committed: it waits for its TTL")
 	// The hash stays a hash table, whatever number of records it holds.
 	enc, err := rdb.ObjectEncoding(ctx, "{"+s+"}:sent").Result()
 	require.NoError(t, err)
 	require.Equal(t, "hashtable", enc)
+}
+
+// TestExpiredBatchesGoWithTheirRecords: a batch that no relay committed
+// (its relay died) goes, records and all, once its TTL has passed, and so
+// does a single record written by an earlier version of the script.
+func TestExpiredBatchesGoWithTheirRecords(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	sent, exp := "{"+s+"}:sent", "{"+s+"}:sent:exp"
+	params := func(jobs ...db.Job) *PublishParams {
+		return &PublishParams{Stream: s, DedupTTL: 10 * time.Minute, EnqueuedAt: "t", Jobs: jobs}
+	}
+	_, err := Publish(ctx, rdb, params(job("a", 0), job("b", 0)))
+	require.NoError(t, err)
+	// Make it expired, and add an expired record of the old kind.
+	require.NoError(t, rdb.ZAdd(ctx, exp, redis.Z{Score: 1, Member: "#a:1"}, redis.Z{Score: 1, Member: "old:1"}).Err())
+	require.NoError(t, rdb.HSet(ctx, sent, "old:1", "1-1").Err())
+
+	_, err = Publish(ctx, rdb, params(job("c", 0)))
+	require.NoError(t, err)
+	fields, err := rdb.HKeys(ctx, sent).Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"~", "c:1", "#c:1"}, fields)
+	require.Equal(t, []string{"#c:1"}, rdb.ZRange(ctx, exp, 0, -1).Val())
 }
 
 func TestPublishKeepsNullsAbsentAndValuesIntact(t *testing.T) {
