@@ -113,8 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report += fmt.Sprintf("\nMeasured in %s with `make bench` (`go run ./cmd/jobrelay-bench -runs %d -jobs %d -cluster-jobs %d`).\n",
-		time.Since(start).Round(time.Second), o.runs, o.jobs, o.clusterJobs)
+	cmd := fmt.Sprintf("go run ./cmd/jobrelay-bench -runs %d -jobs %d -cluster-jobs %d", o.runs, o.jobs, o.clusterJobs)
+	how := "`make bench` (`" + cmd + "`)"
+	if o.only != nil {
+		how = "`" + cmd + " -only " + *only + "`"
+	}
+	report += fmt.Sprintf("\nMeasured in %s with %s.\n", time.Since(start).Round(time.Second), how)
 	fmt.Fprint(stdout, report)
 	if o.out != "" {
 		return os.WriteFile(o.out, []byte(benchmarksHeader+report+benchmarksNotes), 0o644) //nolint:gosec // BENCHMARKS.md is committed and read by everyone

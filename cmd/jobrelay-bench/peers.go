@@ -91,6 +91,10 @@ func peerRows(ps []*peerScenario, row func(name string, v float64, ratio, target
 		if p.versus == "consumers" {
 			versus, what = consumers, "consume ×2"
 		}
-		row(p.name, v, fmt.Sprintf("jobrelay %s %.1f×", what, versus/v), "")
+		ratio := "" // jobrelay's row was not run (-only)
+		if versus > 0 {
+			ratio = fmt.Sprintf("jobrelay %s %.1f×", what, versus/v)
+		}
+		row(p.name, v, ratio, "")
 	}
 }

@@ -19,6 +19,11 @@ type measurement struct {
 
 func (m *measurement) median() float64 { return median(m.vals) }
 
+// ran says whether the measurement was run (see -only): the report leaves
+// out the rows of those that were not, and every ratio or target that
+// needs one.
+func (m *measurement) ran() bool { return len(m.vals) > 0 }
+
 // rounds runs every measurement once per round, b.o.runs rounds: a slow
 // spell of the machine then touches every scenario alike, which keeps the
 // ratios between them honest.
@@ -171,21 +176,31 @@ func (b *bench) all(ctx context.Context) (string, error) {
 
 	var sb strings.Builder
 	sb.WriteString(machine)
-	sb.WriteString("\n| scenario | jobs/s | ratio | target |\n| --- | ---: | ---: | --- |\n")
+	throughput := len(ms) > 0
+	if throughput {
+		sb.WriteString("\n| scenario | jobs/s | ratio | target |\n| --- | ---: | ---: | --- |\n")
+	}
 	row := func(name string, v float64, ratio string, target string) {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", name, thousands(v), ratio, target)
 	}
 	for _, batch := range []int{100, 1000} {
 		for conns := 1; conns <= 3; conns++ {
-			row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d connection(s)", batch, conns),
-				pg[pgKey{batch, conns}].median(), "1.00", "")
+			if m := pg[pgKey{batch, conns}]; m.ran() {
+				row(fmt.Sprintf("PostgreSQL limit: claim + update + commit, batch %d, %d connection(s)", batch, conns),
+					m.median(), "1.00", "")
+			}
 		}
 	}
 	for _, batch := range []int{100, 1000} {
-		row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), redisLimit[batch].median(), "", "")
+		if m := redisLimit[batch]; m.ran() {
+			row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), m.median(), "", "")
+		}
 	}
 	relay := func(k relayKey) float64 { return relays[k].median() }
 	for _, k := range relayKeys {
+		if !relays[k].ran() {
+			continue
+		}
 		v := relay(k)
 		limit := pg[pgKey{k.batch, k.replicas}].median()
 		ratio := fmt.Sprintf("%.2f", v/limit)
@@ -209,13 +224,24 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 		row(fmt.Sprintf("jobrelay relay, batch %d, %d replica(s), %s", k.batch, k.replicas, workers), v, ratio, target)
 	}
-	row("the old poller's pattern (per job: XADD, UPDATE, COMMIT)", poller.median(),
-		fmt.Sprintf("relay %.0f×", relay(relayKey{100, 1, 2})/poller.median()), check(relay(relayKey{100, 1, 2}) >= 10*poller.median(), "relay ≥ 10×"))
+	if poller.ran() {
+		ratio, target := "", ""
+		if relays[relayKey{100, 1, 2}].ran() {
+			ratio = fmt.Sprintf("relay %.0f×", relay(relayKey{100, 1, 2})/poller.median())
+			target = check(relay(relayKey{100, 1, 2}) >= 10*poller.median(), "relay ≥ 10×")
+		}
+		row("the old poller's pattern (per job: XADD, UPDATE, COMMIT)", poller.median(), ratio, target)
+	}
 	for _, conns := range []int{1, 2} {
-		row(fmt.Sprintf("consumer limit: XREADGROUP + UPDATE + XACK, batch %d, %d connection(s)", consumerLimitBatch, conns),
-			consLimit[conns].median(), fmt.Sprintf("%.2f of 2 connections", consLimit[conns].median()/consLimit[2].median()), "")
+		if consLimit[conns].ran() {
+			row(fmt.Sprintf("consumer limit: XREADGROUP + UPDATE + XACK, batch %d, %d connection(s)", consumerLimitBatch, conns),
+				consLimit[conns].median(), fmt.Sprintf("%.2f of 2 connections", consLimit[conns].median()/consLimit[2].median()), "")
+		}
 	}
 	for _, k := range consKeys {
+		if !cons[k].ran() {
+			continue
+		}
 		v := cons[k].median()
 		target := ""
 		if k == (consKey{2, consumer.ConcurrencyDefault}) {
@@ -229,25 +255,42 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			fmt.Sprintf("%.2f", v/consLimit[2].median()), target)
 	}
 	peerRows(peers, row, relay(relayKey{100, 1, 2}), cons[consKey{2, consumer.ConcurrencyDefault}].median())
-	fmt.Fprintf(&sb, "\n| latency at %d inserts/s, default POLL_INTERVAL | p50 | p99 | max | target |\n| --- | ---: | ---: | ---: | --- |\n", b.o.rate)
-	fmt.Fprintf(&sb, "| INSERT commit → entry in the stream | %.2f ms | %.2f ms | %.2f ms | %s |\n",
-		med(func(l latencies) float64 { return l.toEntry[0] }), med(func(l latencies) float64 { return l.toEntry[1] }),
-		med(func(l latencies) float64 { return l.toEntry[2] }), check(med(func(l latencies) float64 { return l.toEntry[1] }) <= 2, "p99 ≤ 2 ms"))
-	fmt.Fprintf(&sb, "| INSERT commit → handler start | %.2f ms | %.2f ms | %.2f ms | %s |\n",
-		med(func(l latencies) float64 { return l.toHandler[0] }), med(func(l latencies) float64 { return l.toHandler[1] }),
-		med(func(l latencies) float64 { return l.toHandler[2] }), check(med(func(l latencies) float64 { return l.toHandler[1] }) <= 5, "p99 ≤ 5 ms"))
+	if len(lats) > 0 {
+		fmt.Fprintf(&sb, "\n| latency at %d inserts/s, default POLL_INTERVAL | p50 | p99 | max | target |\n| --- | ---: | ---: | ---: | --- |\n", b.o.rate)
+		fmt.Fprintf(&sb, "| INSERT commit → entry in the stream | %.2f ms | %.2f ms | %.2f ms | %s |\n",
+			med(func(l latencies) float64 { return l.toEntry[0] }), med(func(l latencies) float64 { return l.toEntry[1] }),
+			med(func(l latencies) float64 { return l.toEntry[2] }), check(med(func(l latencies) float64 { return l.toEntry[1] }) <= 2, "p99 ≤ 2 ms"))
+		fmt.Fprintf(&sb, "| INSERT commit → handler start | %.2f ms | %.2f ms | %.2f ms | %s |\n",
+			med(func(l latencies) float64 { return l.toHandler[0] }), med(func(l latencies) float64 { return l.toHandler[1] }),
+			med(func(l latencies) float64 { return l.toHandler[2] }), check(med(func(l latencies) float64 { return l.toHandler[1] }) <= 5, "p99 ≤ 5 ms"))
+	}
 
 	sb.WriteString(steady)
 	sb.WriteString(hotTable(hot))
-	sb.WriteString("\n| memory and idleness | measured | target |\n| --- | ---: | --- |\n")
-	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs (at %s jobs/s) | %.1f MB | %s |\n", thousands(float64(b.o.backlog)),
-		thousands(backlogRate), mb(backlogRSS), check(mb(backlogRSS) <= 50, "≤ 50 MB"))
 	relayRSS := relays[relayKey{100, 1, 2}].peak
-	fmt.Fprintf(&sb, "| relay peak RSS draining %s pending jobs | %.1f MB | %s |\n", thousands(float64(b.o.jobs)), mb(relayRSS),
-		check(float64(backlogRSS) <= 1.25*float64(relayRSS), "flat in the backlog size"))
-	fmt.Fprintf(&sb, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
-	fmt.Fprintf(&sb, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
-		check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
+	var mem strings.Builder
+	if b.runs("memory") {
+		fmt.Fprintf(&mem, "| relay peak RSS draining %s pending jobs (at %s jobs/s) | %.1f MB | %s |\n", thousands(float64(b.o.backlog)),
+			thousands(backlogRate), mb(backlogRSS), check(mb(backlogRSS) <= 50, "≤ 50 MB"))
+	}
+	if relayRSS > 0 {
+		target := ""
+		if b.runs("memory") {
+			target = check(float64(backlogRSS) <= 1.25*float64(relayRSS), "flat in the backlog size")
+		}
+		fmt.Fprintf(&mem, "| relay peak RSS draining %s pending jobs | %.1f MB | %s |\n", thousands(float64(b.o.jobs)), mb(relayRSS), target)
+	}
+	if consumerRSS > 0 {
+		fmt.Fprintf(&mem, "| consumer peak RSS (largest of the consumer runs) | %.1f MB | |\n", mb(consumerRSS))
+	}
+	if b.runs("idle") {
+		fmt.Fprintf(&mem, "| idle relay over 10 s: database statements, Redis commands | %d, %d | %s |\n", idleQueries, idleCommands,
+			check(idleQueries == 0 && idleCommands == 0, "none beyond its poll and LISTEN"))
+	}
+	if mem.Len() > 0 {
+		sb.WriteString("\n| memory and idleness | measured | target |\n| --- | ---: | --- |\n")
+		sb.WriteString(mem.String())
+	}
 	sb.WriteString(tableReport(tables))
 	if len(scale) > 0 {
 		writeScale(&sb, scale, b.o.clusterJobs)
