@@ -174,6 +174,11 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 	}
 
+	redisCost, err := b.redisCost(ctx)
+	if err != nil {
+		return "", err
+	}
+
 	var sb strings.Builder
 	sb.WriteString(machine)
 	throughput := len(ms) > 0
@@ -265,6 +270,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			med(func(l latencies) float64 { return l.toHandler[2] }), check(med(func(l latencies) float64 { return l.toHandler[1] }) <= 5, "p99 ≤ 5 ms"))
 	}
 
+	sb.WriteString(redisCost)
 	sb.WriteString(steady)
 	sb.WriteString(hotTable(hot))
 	relayRSS := relays[relayKey{100, 1, 2}].peak

@@ -264,7 +264,11 @@ func (s *redisServer) url() string { return "redis://127.0.0.1:" + strconv.Itoa(
 
 // startRedis starts redis-server on a free port, as the tests' throwaway
 // servers: no persistence.
-func startRedis(ctx context.Context) (*redisServer, error) {
+func startRedis(ctx context.Context) (*redisServer, error) { return startRedisUnder(ctx) }
+
+// startRedisUnder is startRedis with the server run by the command wrapper
+// names (valgrind, say), if any.
+func startRedisUnder(ctx context.Context, wrapper ...string) (*redisServer, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -280,8 +284,9 @@ func startRedis(ctx context.Context) (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", //nolint:noctx // stopped by stop, not by a context
+	args := append(wrapper, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.Command(args[0], args[1:]...) //nolint:noctx,gosec // stopped by stop, not by a context; the bench's own command line
 	if err := cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start redis-server: %w", err)
