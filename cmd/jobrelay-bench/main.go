@@ -151,7 +151,14 @@ const benchmarksNotes = `
   predicates), which is most of the machine's two cores.
 - **One relay.** With ` + "`RELAY_WORKERS=1`" + ` a relay runs one cycle at a time:
   claim, publish, commit, so PostgreSQL waits while Redis works and the
-  ratio to one connection is what the idempotent publish leaves. By default a
+  ratio to one connection is what the idempotent publish leaves. The
+  "serial ceiling" is the most any relay that works in turn on one
+  connection could do on this machine: the PostgreSQL limit and the Redis
+  limit (plain pipelined XADD, no dedup records) one after the other, with
+  no cost of its own. Where it is under 0.80 of the PostgreSQL limit, no
+  such relay can reach 0.80; overlapping the halves of a batch on the one
+  connection (claim the second half while Redis adds the first) was tried
+  and measured slower here. By default a
   relay drains a backlog with two cycles side by side; it then uses two
   connections and the page shows both ratios.
 - **Redis instructions per job** are counted by callgrind (Debian's

@@ -201,6 +201,14 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), m.median(), "", "")
 		}
 	}
+	// One connection claims, publishes and commits in turn: a relay of one
+	// worker can at best take as long per job as both limits together.
+	serial := 0.0
+	if pg1, r := pg[pgKey{100, 1}], redisLimit[100]; pg1.ran() && r.ran() {
+		serial = 1 / (1/pg1.median() + 1/r.median())
+		row("serial ceiling, batch 100, 1 connection: the PostgreSQL limit and the Redis limit in turn", serial,
+			fmt.Sprintf("%.2f", serial/pg1.median()), "")
+	}
 	relay := func(k relayKey) float64 { return relays[k].median() }
 	for _, k := range relayKeys {
 		if !relays[k].ran() {
@@ -209,6 +217,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		v := relay(k)
 		limit := pg[pgKey{k.batch, k.replicas}].median()
 		ratio := fmt.Sprintf("%.2f", v/limit)
+		if k == (relayKey{100, 1, 1}) && serial > 0 {
+			ratio += fmt.Sprintf(" (%.2f of the serial ceiling)", v/serial)
+		}
 		if conns := min(k.replicas*k.workers, 3); conns != k.replicas {
 			ratio += fmt.Sprintf(" (%.2f of %d connections)", v/pg[pgKey{k.batch, conns}].median(), conns)
 		}
