@@ -194,7 +194,10 @@ func TestRedisDownAtStartAndMidRun(t *testing.T) {
 	require.Eventually(t, func() bool { return inReview() == 70 }, 30*time.Second, 5*time.Millisecond)
 	require.Len(t, b.entries(t), 20, "the restarted Redis is empty: the new stream holds the 20 new jobs")
 
-	// One line when it fails, one when it recovers: not one per retry.
+	// One line when it fails, one when it recovers: not one per retry. The
+	// line of the recovery follows the cycle's COMMIT: wait for it.
+	require.Eventually(t, func() bool { return len(b.logger.Matching("relay: recovered")) >= 2 },
+		10*time.Second, time.Millisecond)
 	require.Len(t, b.logger.Matching("relay: cycle failed; retrying"), 2)
 	require.Len(t, b.logger.Matching("relay: recovered"), 2)
 }
