@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -284,9 +285,9 @@ func startRedisUnder(ctx context.Context, wrapper ...string) (*redisServer, erro
 	if err != nil {
 		return nil, err
 	}
-	args := append(wrapper, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	cmd := exec.Command(args[0], args[1:]...) //nolint:noctx,gosec // stopped by stop, not by a context; the bench's own command line
+	args := slices.Concat(wrapper, []string{"redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")})
+	cmd := exec.Command(args[0], args[1:]...) //nolint:noctx // stopped by stop, not by a context
 	if err := cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start redis-server: %w", err)
