@@ -108,6 +108,19 @@ func (p *pipeline) drop() {
 	_ = testenv.DeleteStream(ctx, p.b.rdb, p.stream)
 }
 
+// eachConn runs loop on every connection at once and says how long they
+// took together, with the first error.
+func eachConn(conns []*pgx.Conn, loop func(i int, conn *pgx.Conn) error) (time.Duration, error) {
+	start := time.Now()
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() { errs[i] = loop(i, conn) })
+	}
+	wg.Wait()
+	return time.Since(start), errors.Join(errs...)
+}
+
 // env is the environment of the jobrelay processes of a run.
 func (p *pipeline) env(extra ...string) []string {
 	return testenv.ProcessEnv(p.url, p.b.o.redisURL, p.stream, extra...)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -70,19 +68,11 @@ func (b *bench) consumerLimit(ctx context.Context, conns int) (float64, error) {
 		return 0, err
 	}
 	defer closeAll()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for i, conn := range pgConns {
-		wg.Go(func() { errs <- b.consumerLoop(ctx, conn, p.stream, fmt.Sprintf("limit-%d", i)) })
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return 0, err
-		}
+	elapsed, err := eachConn(pgConns, func(i int, conn *pgx.Conn) error {
+		return b.consumerLoop(ctx, conn, p.stream, fmt.Sprintf("limit-%d", i))
+	})
+	if err != nil {
+		return 0, err
 	}
 	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusReviewed, b.o.jobs)
 }

@@ -158,7 +158,7 @@ const benchmarksNotes = `
   no cost of its own. Where it is under 0.80 of the PostgreSQL limit, no
   such relay can reach 0.80; overlapping the halves of a batch on the one
   connection (claim the second half while Redis adds the first) was tried
-  and measured slower here. By default a
+  and was no faster here (slower with two workers). By default a
   relay drains a backlog with two cycles side by side; it then uses two
   connections and the page shows both ratios.
 - **Redis instructions per job** are counted by callgrind (Debian's
@@ -166,8 +166,8 @@ const benchmarksNotes = `
   count, not a time, so it is the same from run to run whatever the machine
   does. The publish script is measured as the relay calls it, each call
   deleting the records of the batch before; the floor is the same entries
-  added by a script that keeps no records. The same command on the commit
-  before one expiry per batch (09cf1cf) gave 64,483 instructions per job
+  added by a script that keeps no records. The same command on eb45784,
+  before one expiry per batch (09cf1cf), gave 64,483 instructions per job
   for the publish script, 3.05 times the floor.
 - **Three relays** share the machine's two cores with PostgreSQL and Redis;
   at batch 1000 six connections contend for the same rows and pages, and

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -29,42 +30,29 @@ func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error
 		return 0, err
 	}
 	defer closeAll()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for _, conn := range conns {
-		wg.Go(func() {
-			var jobs []db.Job
-			ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
-			for {
-				var err error
-				if jobs, err = db.BeginClaim(ctx, conn, batch, jobs); err != nil {
-					errs <- err
-					return
-				}
-				if len(jobs) == 0 {
-					errs <- db.Rollback(ctx, conn)
-					return
-				}
-				ids, streamIDs = ids[:0], streamIDs[:0]
-				for i := range jobs {
-					ids = append(ids, jobs[i].ID)
-					streamIDs = append(streamIDs, "1-"+strconv.Itoa(i))
-				}
-				if err := db.CommitInReview(ctx, conn, &db.InReviewParams{IDs: ids, StreamIDs: streamIDs, EnqueuedAt: time.Now()}); err != nil {
-					errs <- err
-					return
-				}
+	elapsed, err := eachConn(conns, func(_ int, conn *pgx.Conn) error {
+		var jobs []db.Job
+		ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
+		for {
+			var err error
+			if jobs, err = db.BeginClaim(ctx, conn, batch, jobs); err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return 0, err
+			if len(jobs) == 0 {
+				return db.Rollback(ctx, conn)
+			}
+			ids, streamIDs = ids[:0], streamIDs[:0]
+			for i := range jobs {
+				ids = append(ids, jobs[i].ID)
+				streamIDs = append(streamIDs, "1-"+strconv.Itoa(i))
+			}
+			if err := db.CommitInReview(ctx, conn, &db.InReviewParams{IDs: ids, StreamIDs: streamIDs, EnqueuedAt: time.Now()}); err != nil {
+				return err
+			}
 		}
+	})
+	if err != nil {
+		return 0, err
 	}
 	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusInReview, b.o.jobs)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -294,17 +295,37 @@ func startRedisUnder(ctx context.Context, wrapper ...string) (*redisServer, erro
 	}
 	s := &redisServer{cmd: cmd, port: port, dir: dir}
 	s.rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), ContextTimeoutEnabled: true})
-	if err := waitFor(ctx, 20*time.Second, func() bool { return s.rdb.Ping(ctx).Err() == nil }); err != nil {
+	// A plain dial until the port listens (a server under valgrind takes
+	// seconds): go-redis would log every refused dial.
+	var d net.Dialer
+	listening := func() bool {
+		c, err := d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}
+	if err := waitFor(ctx, 60*time.Second, func() bool { return listening() && s.rdb.Ping(ctx).Err() == nil }); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("redis-server on port %d did not start: %w", port, err)
 	}
 	return s, nil
 }
 
+// stop shuts the server down cleanly with SIGTERM (a wrapper such as
+// callgrind then writes its output), or kills it if it does not exit
+// within 10 s.
 func (s *redisServer) stop() {
 	_ = s.rdb.Close()
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-exited
+	}
 	_ = os.RemoveAll(s.dir)
 }
 
