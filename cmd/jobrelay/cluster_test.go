@@ -107,7 +107,7 @@ func clusterRun(t *testing.T, killPrimary bool) {
 
 	// Every stream the jobs went to is a partition, and each got jobs.
 	var byStream map[string]int64
-	rows, err := schema.Pool.Query(ctx, `SELECT stream, count(*) FROM jobs GROUP BY 1`)
+	rows, err := schema.Pool.Query(ctx, `SELECT coalesce(stream, ''), count(*) FROM jobs GROUP BY 1`)
 	require.NoError(t, err)
 	byStream = map[string]int64{}
 	for rows.Next() {
@@ -117,6 +117,13 @@ func clusterRun(t *testing.T, killPrimary bool) {
 		byStream[s] = n
 	}
 	require.NoError(t, rows.Err())
+	if killPrimary {
+		// A batch whose publish failed on the killed node rolled back, but
+		// its entries on the other partitions were read: their handlers'
+		// success is kept, and the rows, never in_review, record no stream.
+		t.Logf("jobs reviewed from an entry of a batch that rolled back: %d", byStream[""])
+		delete(byStream, "")
+	}
 	require.Len(t, byStream, 6, "jobs by stream: %v", byStream)
 	for _, p := range partitions {
 		require.Positive(t, byStream[p], "partition %s got no job", p)
