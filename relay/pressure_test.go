@@ -205,11 +205,14 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 	t.Cleanup(func() { _ = b.rdb.Close() })
 
 	// Consumers have read and acknowledged 2000 entries: trimmable, and
-	// what fills Redis.
+	// what fills Redis. They are big enough (2 MB) that trimming them
+	// frees far more than Redis's own memory moves by (client buffers of
+	// the relay's connections, ~0.9 MB at start): with 200-byte entries,
+	// what was left after the trim could still be above the limit.
 	require.NoError(t, admin.XGroupCreateMkStream(ctx, b.stream, GroupDefault, "0").Err())
 	pipe := admin.Pipeline()
 	for i := range 2000 {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: []string{"job_id", strconv.Itoa(i), "title", strings.Repeat("x", 200)}})
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: b.stream, Values: []string{"job_id", strconv.Itoa(i), "title", strings.Repeat("x", 1000)}})
 	}
 	_, err := pipe.Exec(ctx)
 	require.NoError(t, err)
