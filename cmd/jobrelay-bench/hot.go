@@ -23,29 +23,47 @@ type hotVariant struct {
 	ddl  string
 }
 
-// noStatusIndexes replaces the two partial indexes, whose predicates name
-// status (so that no update of status can be HOT on PostgreSQL 15), by
-// indexes that do not mention it: the relay's pending rows by a column a
-// trigger keeps equal to created_at while the row is pending_review and
-// NULL otherwise, the reaper's in_review rows by enqueued_at alone. The
-// consumer's update (status, last_error, updated_at) then touches no
-// indexed column and can be HOT where the page has room.
+// noStatusIndexes replaces every index but the primary key, since on
+// PostgreSQL 15 an update of a column that any index mentions, predicates
+// included, cannot be HOT, and jobrelay's partial indexes all name status
+// (and the archiver's name updated_at, which the consumer's update sets
+// too). The replacements name neither: the relay's pending rows are found
+// by a column that triggers keep equal to created_at while the row is
+// pending_review and NULL otherwise (the WHEN clauses call them only when
+// it changes), the reaper's and the tenant cap's in-flight rows by
+// enqueued_at. The consumer's update (status, last_error, updated_at) then
+// touches no indexed column and can be HOT where the page has room. The
+// archiver would have no index left to find reviewed rows by.
 const noStatusIndexes = `
-DROP INDEX jobs_pending_review_created_at_idx;
-DROP INDEX jobs_in_review_enqueued_at_idx;
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT indexrelid::regclass AS idx FROM pg_index
+        WHERE indrelid = 'jobs'::regclass AND NOT indisprimary
+    LOOP
+        EXECUTE 'DROP INDEX ' || r.idx;
+    END LOOP;
+END $$;
 ALTER TABLE jobs ADD COLUMN pending_since timestamptz;
 CREATE FUNCTION jobs_pending_since() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.status = 'pending_review' THEN
-        NEW.pending_since := coalesce(NEW.pending_since, NEW.created_at);
-    ELSIF NEW.pending_since IS NOT NULL THEN
-        NEW.pending_since := NULL;
-    END IF;
+    NEW.pending_since := CASE WHEN NEW.status = 'pending_review'
+        THEN coalesce(NEW.pending_since, NEW.created_at) END;
     RETURN NEW;
 END $$;
-CREATE TRIGGER jobs_pending_since BEFORE INSERT OR UPDATE OF status ON jobs
-    FOR EACH ROW EXECUTE FUNCTION jobs_pending_since();
+CREATE TRIGGER jobs_pending_since_insert BEFORE INSERT ON jobs
+    FOR EACH ROW WHEN (NEW.status = 'pending_review')
+    EXECUTE FUNCTION jobs_pending_since();
+CREATE TRIGGER jobs_pending_since_update BEFORE UPDATE OF status ON jobs
+    FOR EACH ROW WHEN ((NEW.status = 'pending_review') <> (OLD.pending_since IS NOT NULL))
+    EXECUTE FUNCTION jobs_pending_since();
 CREATE INDEX jobs_pending_since_idx ON jobs (pending_since) WHERE pending_since IS NOT NULL;
+CREATE INDEX jobs_pending_since_priority_idx ON jobs (priority DESC, pending_since)
+    WHERE pending_since IS NOT NULL;
+CREATE INDEX jobs_pending_since_tenant_priority_idx ON jobs ((coalesce(tenant, '')), priority DESC, pending_since)
+    WHERE pending_since IS NOT NULL;
+CREATE INDEX jobs_pending_since_tenant_idx ON jobs ((coalesce(tenant, '')), pending_since)
+    WHERE pending_since IS NOT NULL;
 CREATE INDEX jobs_enqueued_at_idx ON jobs (enqueued_at) WHERE enqueued_at IS NOT NULL;
 `
 

@@ -168,6 +168,33 @@ func TestTrimKeepsWhatAGroupNeeds(t *testing.T) {
 	require.Less(t, length, int64(600))
 }
 
+func TestTrimRemovesALongBacklogInOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	// 25,000 entries: one XTRIM MINID ~ removes at most 100 nodes of 100
+	// entries, so one XTRIM alone would leave 15,000 behind.
+	const entries = 25_000
+	for done := 0; done < entries; done += 1000 {
+		_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for range 1000 {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: s, Values: []any{"k", "v"}})
+			}
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	// A group that has read and acknowledged all of it.
+	require.NoError(t, rdb.XGroupCreate(ctx, s, "g", "$").Err())
+	n, err := Trim(ctx, rdb, s)
+	require.NoError(t, err)
+	length, err := rdb.XLen(ctx, s).Result()
+	require.NoError(t, err)
+	require.Less(t, length, int64(200), "one call trims the whole backlog but the last node")
+	require.EqualValues(t, entries-length, n)
+}
+
 func TestLive(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
