@@ -19,8 +19,9 @@ import (
 // hotVariant is a schema tried for heap-only tuple (HOT) updates: DDL run
 // after jobrelay's migrations, before the jobs are inserted.
 type hotVariant struct {
-	name string
-	ddl  string
+	name  string
+	ddl   string
+	claim claimFunc // the relay's claim on this schema; nil for db.BeginClaim
 }
 
 // noStatusIndexes replaces every index but the primary key, since on
@@ -71,9 +72,9 @@ CREATE INDEX jobs_enqueued_at_idx ON jobs (enqueued_at) WHERE enqueued_at IS NOT
 var hotVariants = []hotVariant{
 	{name: "jobrelay's schema (status in both partial indexes' predicates)"},
 	{name: "jobrelay's schema, fillfactor 70", ddl: "ALTER TABLE jobs SET (fillfactor = 70);"},
-	{name: "no index mentions status, fillfactor 100", ddl: noStatusIndexes},
-	{name: "no index mentions status, fillfactor 70", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 70);"},
-	{name: "no index mentions status, fillfactor 50", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 50);"},
+	{name: "no index mentions status, fillfactor 100", ddl: noStatusIndexes, claim: claimPendingSince},
+	{name: "no index mentions status, fillfactor 70", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 70);", claim: claimPendingSince},
+	{name: "no index mentions status, fillfactor 50", ddl: noStatusIndexes + "ALTER TABLE jobs SET (fillfactor = 50);", claim: claimPendingSince},
 }
 
 // hotResult is one run of the experiment.
@@ -89,29 +90,11 @@ type hotResult struct {
 // reports jobs/s and the share of the loop's updates that were HOT.
 func (b *bench) hotLimit(ctx context.Context, v hotVariant, conns int) (hotResult, error) {
 	var res hotResult
-	p, err := b.newPipeline(ctx, 0)
+	p, err := b.hotPipeline(ctx, v, `UPDATE jobs SET status = 'in_review', enqueued_at = now(), attempts = 1, updated_at = now()`)
 	if err != nil {
 		return res, err
 	}
 	defer p.drop()
-	if v.ddl != "" {
-		if _, err := p.pool.Exec(ctx, v.ddl); err != nil {
-			return res, fmt.Errorf("%s: %w", v.name, err)
-		}
-	}
-	for done := 0; done < b.o.jobs; done += 200_000 {
-		if err := db.GenerateJobs(ctx, p.pool, min(200_000, b.o.jobs-done)); err != nil {
-			return res, err
-		}
-	}
-	if _, err := p.pool.Exec(ctx, `UPDATE jobs SET status = 'in_review', enqueued_at = now(), attempts = 1, updated_at = now()`); err != nil {
-		return res, err
-	}
-	for _, q := range []string{"VACUUM ANALYZE jobs", "CHECKPOINT"} {
-		if _, err := p.pool.Exec(ctx, q); err != nil {
-			return res, err
-		}
-	}
 	rows, err := p.pool.Query(ctx, `SELECT id::text FROM jobs ORDER BY created_at`)
 	if err != nil {
 		return res, err
@@ -182,6 +165,87 @@ func (b *bench) hotLimit(ctx context.Context, v hotVariant, conns int) (hotResul
 	return res, nil
 }
 
+// hotPipeline is a pipeline on the variant's schema with the run's jobs,
+// pending, then changed by the statements in then (if any), vacuumed and
+// checkpointed.
+func (b *bench) hotPipeline(ctx context.Context, v hotVariant, then ...string) (*pipeline, error) {
+	p, err := b.newPipeline(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.hotSetUp(ctx, p, v, then); err != nil {
+		p.drop()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (b *bench) hotSetUp(ctx context.Context, p *pipeline, v hotVariant, then []string) error {
+	if v.ddl != "" {
+		if _, err := p.pool.Exec(ctx, v.ddl); err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+	}
+	for done := 0; done < b.o.jobs; done += 200_000 {
+		if err := db.GenerateJobs(ctx, p.pool, min(200_000, b.o.jobs-done)); err != nil {
+			return err
+		}
+	}
+	for _, q := range append(then, "VACUUM ANALYZE jobs", "CHECKPOINT") {
+		if _, err := p.pool.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hotRelayLimit runs the relay's side on a schema variant: the PostgreSQL
+// limit's loop (claim, update to in_review, commit; no Redis) with the
+// variant's claim, batch 100, on conns connections.
+func (b *bench) hotRelayLimit(ctx context.Context, v hotVariant, conns int) (float64, error) {
+	p, err := b.hotPipeline(ctx, v)
+	if err != nil {
+		return 0, err
+	}
+	defer p.drop()
+	claim := v.claim
+	if claim == nil {
+		claim = db.BeginClaim
+	}
+	return b.claimLoop(ctx, p, 100, conns, claim)
+}
+
+// claimPendingSinceSQL is claimSQL on the noStatusIndexes schema.
+const claimPendingSinceSQL = `
+SELECT id::text, site, job_url, title, company, attempts, priority, tenant
+FROM jobs
+WHERE pending_since IS NOT NULL
+ORDER BY priority DESC, pending_since
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+// claimPendingSince is db.BeginClaim on the noStatusIndexes schema: BEGIN
+// and the claim in one round trip.
+func claimPendingSince(ctx context.Context, conn *pgx.Conn, limit int, dst []db.Job) ([]db.Job, error) {
+	jobs := dst[:0]
+	var batch pgx.Batch
+	batch.Queue("BEGIN")
+	batch.Queue(claimPendingSinceSQL, limit).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var j db.Job
+			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant); err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+		}
+		return rows.Err()
+	})
+	if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
+		return nil, fmt.Errorf("claim pending jobs: %w", err)
+	}
+	return jobs, nil
+}
+
 // updates reads the jobs table's updates so far, and the HOT ones.
 func (p *pipeline) updates(ctx context.Context) (n, hot int64, err error) {
 	err = p.pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
@@ -192,7 +256,8 @@ WHERE relid = 'jobs'::regclass`).Scan(&n, &hot)
 // hotRun is a variant's measurement and the HOT shares of its runs.
 type hotRun struct {
 	v     hotVariant
-	m     *measurement
+	m     *measurement // the consumers' limit loop
+	relay *measurement // the relay's limit loop
 	fracs []float64
 }
 
@@ -206,6 +271,9 @@ func (b *bench) addHot(ctx context.Context, add func(part, name string, f func()
 			r.fracs = append(r.fracs, res.hotFrac)
 			return res.rate, err
 		}))
+		r.relay = add("hot", "HOT, relay's side: "+v.name, noRSS(func() (float64, error) {
+			return b.hotRelayLimit(ctx, v, 2)
+		}))
 		runs = append(runs, r)
 	}
 	return runs
@@ -217,10 +285,11 @@ func hotTable(runs []*hotRun) string {
 		return ""
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n| HOT experiment: the consumers' limit loop, batch %d, 2 connections | jobs/s | ratio | HOT share of its updates |\n| --- | ---: | ---: | ---: |\n", consumerLimitBatch)
-	base := runs[0].m.median()
+	fmt.Fprintf(&sb, "\n| HOT experiment, batch %d, 2 connections | consumers' limit loop, jobs/s | ratio | HOT share of its updates | relay's limit loop (claim, update, commit), jobs/s | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: |\n", consumerLimitBatch)
+	base, relayBase := runs[0].m.median(), runs[0].relay.median()
 	for _, r := range runs {
-		fmt.Fprintf(&sb, "| %s | %s | %.2f | %.0f%% |\n", r.v.name, thousands(r.m.median()), r.m.median()/base, 100*median(r.fracs))
+		fmt.Fprintf(&sb, "| %s | %s | %.2f | %.0f%% | %s | %.2f |\n", r.v.name, thousands(r.m.median()), r.m.median()/base, 100*median(r.fracs),
+			thousands(r.relay.median()), r.relay.median()/relayBase)
 	}
 	return sb.String()
 }

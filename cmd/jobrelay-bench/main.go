@@ -208,20 +208,25 @@ const benchmarksNotes = `
   relay cycles and recorder batches carry one or a few jobs, so the cost per
   job is mostly round trips: a CPU profile of the same pipeline in one
   process is ` + "`go test -run '^$' -bench SteadyRate -cpuprofile cpu.prof ./consumer/`" + `.
-- **HOT experiment**: the consumers' limit loop on variants of the schema,
+- **HOT experiment**: the consumers' limit loop, and the relay's (the
+  PostgreSQL limit's claim, update and commit), on variants of the schema,
   to see whether letting the consumer's update be a heap-only tuple update
   pays: on PostgreSQL 15 no update of a column that any index mentions,
-  predicates included, can be HOT, and both partial indexes mention
-  ` + "`status`" + `. "No index mentions status" replaces them by an index on a
-  trigger-kept ` + "`pending_since`" + ` (the relay's claim would use it) and one on
-  ` + "`enqueued_at`" + ` alone (the reaper's, which then grows with the table).
-  jobrelay keeps its schema, with no migration for this: it did not win.
-  Three full runs on 2026-11-29, on a machine other work loaded unevenly,
-  put fillfactor 50 without status in any index (every update HOT) at 0.19,
-  2.32 and 0.87 of the schema's loop; with fillfactor 100 HOT does not
-  happen at all. The relay's side of the variant (a trigger on every status
-  change, its claim on another index) is not measured, and the reaper's
-  index then grows with the table. A quiet machine should settle it.
+  predicates included, can be HOT, and every partial index of jobrelay's
+  names ` + "`status`" + ` (the archiver's also ` + "`updated_at`" + `, which the
+  consumer's update sets). "No index mentions status" drops every index
+  but the primary key and claims by a trigger-kept ` + "`pending_since`" + `
+  (the relay's claim uses it), with one index on ` + "`enqueued_at`" + ` for the
+  reaper. jobrelay keeps its schema, with no migration for this, although
+  the consumers' loop wins (1.18 and 1.28 of the schema's at fillfactor 50,
+  every update HOT, in two runs of 2026-11-29, the relay's loop even):
+  HOT for the consumer's update means that no index can tell an in_review
+  row from a reviewed one, so the reaper's index holds every job ever
+  enqueued and each reaper pass walks past all of them, and the archiver
+  has no index left at all; the table part shows both must stay flat in
+  the table's size. A side table of the work in flight would keep them
+  flat, at the price of an insert and a delete per job instead of the
+  non-HOT update it saves.
 - **Latency** is from the INSERT's commit, as the inserting client sees it,
   to the entry being readable by a plain XREAD, and to the handler's HTTP
   request arriving.

@@ -25,6 +25,17 @@ func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error
 		return 0, err
 	}
 	defer p.drop()
+	return b.claimLoop(ctx, p, batch, workers, db.BeginClaim)
+}
+
+// claimFunc begins a transaction and claims up to limit pending jobs, as
+// db.BeginClaim does.
+type claimFunc func(ctx context.Context, conn *pgx.Conn, limit int, dst []db.Job) ([]db.Job, error)
+
+// claimLoop runs the relay's transactions without Redis on p's pending
+// jobs, one loop per connection: claim, update to in_review, commit. It
+// returns jobs/s once every job is in_review.
+func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, claim claimFunc) (float64, error) {
 	conns, closeAll, err := p.connect(ctx, workers)
 	if err != nil {
 		return 0, err
@@ -35,7 +46,7 @@ func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error
 		ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
 		for {
 			var err error
-			if jobs, err = db.BeginClaim(ctx, conn, batch, jobs); err != nil {
+			if jobs, err = claim(ctx, conn, batch, jobs); err != nil {
 				return err
 			}
 			if len(jobs) == 0 {
