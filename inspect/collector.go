@@ -110,6 +110,11 @@ func NewCollector(pool *pgxpool.Pool, rdb redis.UniversalClient, cfg CollectorCo
 	}
 }
 
+// readTimeoutMin is the least time a reading gets, whatever the Interval:
+// a short Interval must not cut off a reading that needs a new connection
+// on a loaded machine, or no reading would ever succeed.
+const readTimeoutMin = 5 * time.Second
+
 // Run refreshes the snapshot every Interval until ctx is done. Errors are
 // logged when they start and stop; the gauges keep their last values, and
 // jobrelay_pipeline_snapshot_age_seconds grows.
@@ -117,7 +122,7 @@ func (c *Collector) Run(ctx context.Context) {
 	interval, logger := c.cfg.Interval, c.cfg.Logger
 	failing := false
 	for {
-		rctx, cancel := context.WithTimeout(ctx, interval)
+		rctx, cancel := context.WithTimeout(ctx, max(interval, readTimeoutMin))
 		snap, err := Take(rctx, c.pool, c.rdb, Options{Stream: c.cfg.Stream, Partitions: c.cfg.Partitions})
 		cancel()
 		switch {

@@ -103,11 +103,55 @@ func TestCollectorHandsOnItsSnapshots(t *testing.T) {
 		c.Run(runCtx)
 	}()
 	defer func() { cancel(); <-done }()
-	s := <-got
+	var s *Snapshot
+	select {
+	case s = <-got:
+	case <-ctx.Done():
+		t.Fatal("no snapshot before the test's deadline")
+	}
 	require.Len(t, s.Groups, 1)
 	require.EqualValues(t, 1, s.Groups[0].EntriesRead)
 	require.EqualValues(t, 1, s.Groups[0].Pending)
 	require.Nil(t, s.Jobs, "the collector does not count the whole table")
+}
+
+// A reading slower than the Interval still completes: each gets at least
+// readTimeoutMin, not the Interval, or a short Interval on a slow network
+// (or a loaded machine, where a new connection takes a while) would never
+// yield a snapshot.
+func TestCollectorReadsSlowerThanItsInterval(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	schema := testenv.NewSchema(t)
+	rdb := testenv.NewRedis(t)
+	name := testenv.Stream(t, rdb)
+	proxy := testenv.StartProxy(t, testenv.PostgresAddr(t))
+	proxy.SetLatency(10 * time.Millisecond) // each round trip takes 20 ms more
+	pool, err := db.Open(ctx, schema.ThroughProxy(t, proxy), 2)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	got := make(chan *Snapshot, 1)
+	c := NewCollector(pool, rdb, CollectorConfig{Stream: name, Interval: 10 * time.Millisecond,
+		ObserveFunc: func(s *Snapshot) {
+			select {
+			case got <- s:
+			default:
+			}
+		}})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(runCtx)
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case s := <-got:
+		require.Equal(t, name, s.Stream.Name)
+	case <-time.After(time.Minute):
+		t.Fatal("no snapshot: every reading was cut off at the Interval")
+	}
 }
 
 // The counts by status and the backlog of one snapshot are of one moment,

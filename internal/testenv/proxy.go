@@ -2,11 +2,11 @@ package testenv
 
 import (
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards TCP connections to a server and can take the server
@@ -19,10 +19,11 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	up    bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	up      bool
+	latency time.Duration
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // StartProxy starts a proxy to target (host:port), up, and stops it when
@@ -67,6 +68,14 @@ func (p *Proxy) Up() {
 	p.up = true
 }
 
+// SetLatency delays everything forwarded from then on by d each way, as a
+// slow network would: every round trip through the proxy takes 2·d more.
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latency = d
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
@@ -100,7 +109,24 @@ func (p *Proxy) accept() {
 
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			latency := p.latency
+			p.mu.Unlock()
+			if latency > 0 {
+				time.Sleep(latency) // the simulated network, not a wait in a test
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()
