@@ -156,11 +156,18 @@ func clusterRun(t *testing.T, killPrimary bool) {
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE attempts > 1`).Scan(&again))
 	t.Logf("cluster, primary %s killed: %d jobs reviewed %s after the kill; %d re-enqueued by the reaper; %d duplicate handler calls",
 		killed, clusterJobs, done.Sub(killedAt).Round(100*time.Millisecond), again, total-distinct)
-	// The failover shows in one line per process, not in a storm.
+	// The failover shows in one line per process and kind of trouble, not
+	// in a storm: a failed cycle, and a relay's reaper may say once that it
+	// re-enqueued jobs whose entries the killed primary took with it.
 	for i, p := range append(relays, consumers...) {
 		lines := problemLines(p.Output())
 		t.Logf("process %d: %d warnings and errors: %v", i, len(lines), lines)
-		require.LessOrEqual(t, len(lines), 1, "log storm in process %d", i)
+		seen := map[string]bool{}
+		for _, msg := range lines {
+			require.False(t, seen[msg], "log storm in process %d: %q more than once", i, msg)
+			seen[msg] = true
+		}
+		require.LessOrEqual(t, len(lines), 2, "log storm in process %d", i)
 	}
 }
 
