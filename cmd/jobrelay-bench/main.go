@@ -217,10 +217,12 @@ const benchmarksNotes = `
   consumer's update sets). "No index mentions status" drops every index
   but the primary key and claims by a trigger-kept ` + "`pending_since`" + `
   (the relay's claim uses it), with one index on ` + "`enqueued_at`" + ` for the
-  reaper. jobrelay keeps its schema, with no migration for this, although
-  the consumers' loop wins (1.18 and 1.28 of the schema's at fillfactor 50,
-  every update HOT, in two runs of 2026-11-29, the relay's loop even):
-  HOT for the consumer's update means that no index can tell an in_review
+  reaper. jobrelay keeps its schema, with no migration for this. The win
+  is not steady: at fillfactor 50 (every consumer update HOT) the
+  consumers' loop ran at 1.28, 1.18 and 0.90 of the schema's in three
+  ` + "`-only hot`" + ` and full runs on 2026-11-29, the relay's loop at 1.01 and
+  0.86; and what it costs is: HOT for the consumer's update means that
+  no index can tell an in_review
   row from a reviewed one, so the reaper's index holds every job ever
   enqueued and each reaper pass walks past all of them, and the archiver
   has no index left at all; the table part shows both must stay flat in
