@@ -137,32 +137,44 @@ func (c *Consumer) readLoop(ctx context.Context) {
 			}
 			c.probeFetched(probe, true, ids)
 		}
-		var republished []stream.Claimed
-		for i, msg := range msgs {
-			if i >= n {
-				// Prefetched: the entries held for a status check go to
-				// their handlers first, or their slots would never free.
-				if len(republished) > 0 {
-					c.dispatchRedeliveries(ctx, republished)
-					republished = nil
-				}
-				if !c.awaitSlot(msgs[i:]) {
-					break
-				}
-			}
-			// A first attempt's entry added since the group was created
-			// was never delivered before, so its job cannot be finished
-			// already: no status check needed. Others may (needsCheck).
-			if c.needsCheck(msg) {
-				republished = append(republished, stream.Claimed{Message: msg, Deliveries: 1})
-				continue
-			}
-			c.dispatch(newDelivery(msg, 1))
+		ds, ok := c.firstDeliveries(ctx, msgs, min(n, len(msgs)))
+		if !ok {
+			continue // stopping
 		}
-		if len(republished) > 0 {
-			c.dispatchRedeliveries(ctx, republished)
+		for i, d := range ds {
+			// Prefetched: in flight until a handler is free to take it.
+			if i >= n && !c.awaitSlot(msgs[i:]) {
+				break
+			}
+			c.dispatch(d)
 		}
 	}
+}
+
+// firstDeliveries makes deliveries of entries read for the first time, the
+// first held of them with a slot each. A first attempt's entry added since
+// the group was created was never delivered before, so its job cannot be
+// finished already; the others (needsCheck) are settled against the table,
+// all of them in one query, prefetched ones included: one query per entry
+// made draining a backlog read by a group created after it several times
+// slower. It returns false, with the slots released and nothing in flight,
+// when the consumer stops before the table answers.
+func (c *Consumer) firstDeliveries(ctx context.Context, msgs []redis.XMessage, held int) ([]*delivery, bool) {
+	ds := make([]*delivery, len(msgs))
+	var check []*delivery
+	for i, msg := range msgs {
+		ds[i] = newDelivery(msg, 1)
+		if c.needsCheck(msg) {
+			c.track(msg.ID) // refreshed while we wait for the database
+			check = append(check, ds[i])
+		}
+	}
+	if len(check) > 0 && !c.settleAll(ctx, check) {
+		c.untrack(ids(msgs)...)
+		c.release(held)
+		return nil, false
+	}
+	return ds, true
 }
 
 // reclaimLoop takes over entries left idle for ReclaimIdle whose retry is
@@ -240,13 +252,32 @@ func (c *Consumer) reclaim(ctx context.Context, cursor string) string {
 // dead-lettered; the others go to handlers. A slot is held for each.
 func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Claimed) {
 	ds := make([]*delivery, len(claimed))
-	var ids []string
 	for i, cl := range claimed {
 		ds[i] = newDelivery(cl.Message, cl.Deliveries)
 		ds[i].retry = cl.Retry
 		c.track(ds[i].msg.ID) // refreshed while we wait for the database
-		if !ds[i].malformed {
-			ids = append(ids, ds[i].job.ID)
+	}
+	if !c.settleAll(ctx, ds) {
+		// Stopping: leave them pending for whoever comes next.
+		for _, d := range ds {
+			c.untrack(d.msg.ID)
+		}
+		c.release(len(ds))
+		return
+	}
+	for _, d := range ds {
+		c.dispatch(d)
+	}
+}
+
+// settleAll settles deliveries against their jobs' states (see settle),
+// read in one query. It returns false if the consumer stops before the
+// table answers.
+func (c *Consumer) settleAll(ctx context.Context, ds []*delivery) bool {
+	var ids []string
+	for _, d := range ds {
+		if !d.malformed {
+			ids = append(ids, d.job.ID)
 		}
 	}
 	var states map[string]db.JobState
@@ -264,20 +295,15 @@ func (c *Consumer) dispatchRedeliveries(ctx context.Context, claimed []stream.Cl
 			break
 		}
 		if ctx.Err() != nil || !r.Failed(ctx, err) {
-			// Stopping: leave them pending for whoever comes next.
-			for _, d := range ds {
-				c.untrack(d.msg.ID)
-			}
-			c.release(len(ds))
-			return
+			return false
 		}
 	}
 	for _, d := range ds {
 		if !d.malformed {
 			settle(d, states, c.cfg.MaxDeliveries)
 		}
-		c.dispatch(d)
 	}
+	return true
 }
 
 // settle decides what a redelivered entry needs, from its job's state.

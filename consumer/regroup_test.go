@@ -2,9 +2,13 @@ package consumer
 
 import (
 	"context"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -38,4 +42,49 @@ func TestARecreatedGroupDoesNotReviewReviewedJobsAgain(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, 1, seen.get(id), "the handler ran again for job %s, already reviewed", id)
 	}
+}
+
+// statusQueries counts the consumer's status checks (db.JobStatuses).
+type statusQueries struct{ n atomic.Int64 }
+
+func (q *statusQueries) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(data.SQL, "SELECT id::text, status, attempts FROM jobs") {
+		q.n.Add(1)
+	}
+	return ctx
+}
+
+func (*statusQueries) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestLateGroupChecksEntriesInBatches: the entries a group created after
+// them reads are checked against the table before their handlers run
+// (their jobs may be reviewed already), one query per read, prefetched
+// entries included. One query per prefetched entry made draining such a
+// backlog several times slower.
+func TestLateGroupChecksEntriesInBatches(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	const jobs = 400
+	b.publish(t, jobs) // before any group exists
+
+	pcfg, err := pgxpool.ParseConfig(b.schema.URL)
+	require.NoError(t, err)
+	var queries statusQueries
+	pcfg.ConnConfig.Tracer = &queries
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	cfg := b.cfg
+	cfg.Handler = HandlerFunc(func(context.Context, Job) error { return nil })
+	cfg.ReclaimIdle = time.Minute
+	c, err := New(pool, b.rdb, cfg)
+	require.NoError(t, err)
+	testenv.Start(t, c.Run)
+	require.Eventually(t, func() bool { return b.count(t, db.StatusReviewed) == jobs }, time.Minute, 20*time.Millisecond)
+	// Reads of Concurrency (4) entries until the handlers' speed is known,
+	// then of up to 100 more: a few dozen queries, not one per entry.
+	require.Less(t, queries.n.Load(), int64(jobs/8), "status queries for %d entries", jobs)
+	t.Logf("%d status queries for %d entries", queries.n.Load(), jobs)
 }
