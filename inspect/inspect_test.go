@@ -50,13 +50,7 @@ func TestGaugesFollowThePipeline(t *testing.T) {
 
 	c := NewCollector(schema.Pool, rdb, CollectorConfig{Stream: stream, Interval: 20 * time.Millisecond, Logger: testenvLogger()})
 	require.Empty(t, gauges(t, c), "nothing before the first snapshot")
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Run(runCtx)
-	}()
-	defer func() { cancel(); <-done }()
+	runCollector(ctx, t, c)
 
 	require.Eventually(t, func() bool { _, ok := gauges(t, c)["jobrelay_jobs_pending"]; return ok }, time.Minute, time.Millisecond)
 	require.Zero(t, gauges(t, c)["jobrelay_jobs_pending"])
@@ -109,4 +103,16 @@ INSERT INTO jobs (title, status, updated_at) VALUES ('left by the old poller', '
 	g := gauges(t, c)
 	require.InDelta(t, time.Hour.Seconds(), g["jobrelay_jobs_oldest_in_review_age_seconds"], 60)
 	require.Equal(t, 1.0, g["jobrelay_jobs_in_review_untracked"])
+}
+
+// runCollector runs c until the test ends.
+func runCollector(ctx context.Context, t *testing.T, c *Collector) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(runCtx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -96,13 +96,7 @@ func TestCollectorHandsOnItsSnapshots(t *testing.T) {
 			default: // it must not block
 			}
 		}})
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Run(runCtx)
-	}()
-	defer func() { cancel(); <-done }()
+	runCollector(ctx, t, c)
 	var s *Snapshot
 	select {
 	case s = <-got:
@@ -139,13 +133,7 @@ func TestCollectorReadsSlowerThanItsInterval(t *testing.T) {
 			default:
 			}
 		}})
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Run(runCtx)
-	}()
-	defer func() { cancel(); <-done }()
+	runCollector(ctx, t, c)
 	select {
 	case s := <-got:
 		require.Equal(t, name, s.Stream.Name)
