@@ -206,9 +206,9 @@ func TestRefusedTrimIsAnError(t *testing.T) {
 
 	// Consumers have read and acknowledged 2000 entries: trimmable, and
 	// what fills Redis. They are big enough (2 MB) that trimming them
-	// frees far more than Redis's own memory moves by (client buffers of
-	// the relay's connections, ~0.9 MB at start): with 200-byte entries,
-	// what was left after the trim could still be above the limit.
+	// frees far more than Redis's own memory moves by (the relay's
+	// connections added ~0.2 MB after maxmemory was set): with 200-byte
+	// entries, what was left after the trim could still be above the limit.
 	require.NoError(t, admin.XGroupCreateMkStream(ctx, b.stream, GroupDefault, "0").Err())
 	pipe := admin.Pipeline()
 	for i := range 2000 {

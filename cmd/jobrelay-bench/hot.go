@@ -168,35 +168,32 @@ func (b *bench) hotLimit(ctx context.Context, v hotVariant, conns int) (hotResul
 // hotPipeline is a pipeline on the variant's schema with the run's jobs,
 // pending, then changed by the statements in then (if any), vacuumed and
 // checkpointed.
-func (b *bench) hotPipeline(ctx context.Context, v hotVariant, then ...string) (*pipeline, error) {
+func (b *bench) hotPipeline(ctx context.Context, v hotVariant, then ...string) (_ *pipeline, err error) {
 	p, err := b.newPipeline(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.hotSetUp(ctx, p, v, then); err != nil {
-		p.drop()
-		return nil, err
-	}
-	return p, nil
-}
-
-func (b *bench) hotSetUp(ctx context.Context, p *pipeline, v hotVariant, then []string) error {
+	defer func() {
+		if err != nil {
+			p.drop()
+		}
+	}()
 	if v.ddl != "" {
 		if _, err := p.pool.Exec(ctx, v.ddl); err != nil {
-			return fmt.Errorf("%s: %w", v.name, err)
+			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
 	}
 	for done := 0; done < b.o.jobs; done += 200_000 {
 		if err := db.GenerateJobs(ctx, p.pool, min(200_000, b.o.jobs-done)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, q := range append(then, "VACUUM ANALYZE jobs", "CHECKPOINT") {
 		if _, err := p.pool.Exec(ctx, q); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return p, nil
 }
 
 // hotRelayLimit runs the relay's side on a schema variant: the PostgreSQL
@@ -225,20 +222,15 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED`
 
 // claimPendingSince is db.BeginClaim on the noStatusIndexes schema: BEGIN
-// and the claim in one round trip.
+// and the claim in one round trip. The columns are db.Job's, in its order.
 func claimPendingSince(ctx context.Context, conn *pgx.Conn, limit int, dst []db.Job) ([]db.Job, error) {
 	jobs := dst[:0]
 	var batch pgx.Batch
 	batch.Queue("BEGIN")
 	batch.Queue(claimPendingSinceSQL, limit).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var j db.Job
-			if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant); err != nil {
-				return err
-			}
-			jobs = append(jobs, j)
-		}
-		return rows.Err()
+		var err error
+		jobs, err = pgx.AppendRows(jobs, rows, pgx.RowToStructByPos[db.Job])
+		return err
 	})
 	if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, fmt.Errorf("claim pending jobs: %w", err)
