@@ -2,10 +2,12 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -153,20 +155,34 @@ func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []J
 	if p.Fair != nil {
 		return beginFairClaim(ctx, conn, p, dst)
 	}
-	jobs = dst[:0]
 	var b pgx.Batch
-	queueBegin(&b, p.Timeout)
+	if err := queueClaim(&b, p, dst, &jobs); err != nil {
+		return nil, c, err
+	}
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
+	}
+	c.More = len(jobs) == p.Limit
+	return jobs, c, nil
+}
+
+// queueClaim queues BEGIN and the claim p says (not a fair one), whose rows
+// the batch appends to dst[:0] and stores in *jobs.
+func queueClaim(b *pgx.Batch, p *ClaimParams, dst []Job, jobs *[]Job) error {
+	*jobs = dst[:0]
+	except, err := uuids(p.Except)
+	if err != nil {
+		return fmt.Errorf("claim pending jobs: %w", err)
+	}
+	queueBegin(b, p.Timeout) // nothing is queued on error
 	var q *pgx.QueuedQuery
 	switch {
-	case len(p.Except) == 0 && !p.Oldest:
+	case len(except) == 0 && !p.Oldest:
 		q = b.Queue(claimSQL, p.Limit)
-	case len(p.Except) == 0:
+	case len(except) == 0:
 		q = b.Queue(claimOldestSQL, p.Limit)
 	default:
-		ids, err := uuids(p.Except)
-		if err != nil {
-			return nil, c, fmt.Errorf("claim pending jobs: %w", err)
-		}
+		ids := except
 		if p.Oldest {
 			q = b.Queue(claimOldestExceptSQL, p.Limit, ids)
 		} else {
@@ -175,14 +191,10 @@ func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []J
 	}
 	q.Query(func(rows pgx.Rows) error {
 		var err error
-		jobs, err = scanJobs(rows, jobs)
+		*jobs, err = scanJobs(rows, *jobs)
 		return err
 	})
-	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
-	}
-	c.More = len(jobs) == p.Limit
-	return jobs, c, nil
+	return nil
 }
 
 // scanJobs appends the rows of a claim (claimColumns) to jobs.
@@ -228,6 +240,42 @@ func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) erro
 		return fmt.Errorf("mark jobs in_review and commit: %w", err)
 	}
 	return nil
+}
+
+// CommitInReviewAndClaim is CommitInReview followed, in the same round
+// trip, by BeginClaimWith for the next batch: a relay draining a backlog
+// saves a round trip per batch. next must not be a fair claim (its tenant
+// list takes round trips of its own). committed says whether the COMMIT
+// succeeded, and is true when err is the claim's: the batch is recorded,
+// and the claim's failed transaction is left for Rollback. On any error
+// the caller must call Rollback; when committed is false, err is what
+// CommitInReview would have returned.
+func CommitInReviewAndClaim(ctx context.Context, conn *pgx.Conn, p *InReviewParams, next *ClaimParams, dst []Job) (jobs []Job, c Claimed, committed bool, err error) {
+	if next.Fair != nil {
+		return nil, c, false, errors.New("commit and claim: a fair claim cannot share the commit's round trip")
+	}
+	var b pgx.Batch
+	if err := queueInReview(&b, p); err != nil {
+		return nil, c, false, err
+	}
+	b.Queue("COMMIT").Exec(func(pgconn.CommandTag) error {
+		committed = true
+		return nil
+	})
+	// If an UPDATE fails, PostgreSQL skips the rest up to the batch's
+	// end, the next BEGIN and claim included.
+	claimErr := queueClaim(&b, next, dst, &jobs)
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		if committed {
+			return nil, c, true, fmt.Errorf("claim pending jobs: %w", err)
+		}
+		return nil, c, false, fmt.Errorf("mark jobs in_review and commit: %w", err)
+	}
+	if claimErr != nil {
+		return nil, c, true, claimErr // committed; the claim was not sent
+	}
+	c.More = len(jobs) == next.Limit
+	return jobs, c, true, nil
 }
 
 // queueInReview queues the UPDATEs that record a published batch: the

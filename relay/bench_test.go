@@ -20,6 +20,10 @@ func BenchmarkRelayCycle(b *testing.B) {
 			benchmarkRelay(b, Config{BatchSize: batch})
 		})
 	}
+	// One worker: its cycles run one after another on one connection.
+	b.Run("batch=100/workers=1", func(b *testing.B) {
+		benchmarkRelay(b, Config{BatchSize: 100, Workers: 1})
+	})
 	// What the old poller's per-job log lines would cost at this rate: JSON
 	// lines for every job (JobLogLimit -1) against the default, which logs
 	// them at Debug for batches over 10.

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -256,32 +257,51 @@ func TestAStrayEntryOfAFailedJobIsDeleted(t *testing.T) {
 
 func TestARowThatCannotBeReadIsIsolated(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Context(t)
-	// A database in EUC-JP can hold characters that have no equivalent in
-	// UTF-8: reading such a row fails for a client that asks for UTF-8.
-	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+	// With batches of 10, the row is in the batch claimed together with
+	// the first batch's COMMIT: that claim fails after the COMMIT
+	// succeeded, and the next cycle's own claim meets the row again.
+	for _, batch := range []int{100, 10} {
+		t.Run("batch "+strconv.Itoa(batch), func(t *testing.T) {
+			t.Parallel()
+			ctx := testenv.Context(t)
+			// A database in EUC-JP can hold characters that have no
+			// equivalent in UTF-8: reading such a row fails for a client
+			// that asks for UTF-8.
+			pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
 
-	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
+			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
 SELECT 'Job ' || g, 'Good', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 40) g`)
-	require.NoError(t, err)
-	var bad string
-	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, created_at)
+			require.NoError(t, err)
+			var bad string
+			require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, created_at)
 VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', now() - interval '1 hour' + interval '17.5 seconds')
 RETURNING id::text`).Scan(&bad))
 
-	rdb := testenv.NewRedis(t)
-	s := testenv.Stream(t, rdb)
-	r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1})
-	require.NoError(t, err)
-	res, err := r.DrainReport(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 41, res.Jobs)
-	require.Equal(t, []string{bad}, res.Failed)
-	var status, lastError string
-	require.NoError(t, pool.QueryRow(ctx, `SELECT status, last_error FROM jobs WHERE id = $1`, bad).Scan(&status, &lastError))
-	require.Equal(t, db.StatusFailed, status)
-	require.Equal(t, `relay: cannot read job: ERROR: character with byte sequence 0xf5 0xa1 in encoding "EUC_JP" has no equivalent in encoding "UTF8" (SQLSTATE 22P05)`, lastError)
-	n, err := rdb.XLen(ctx, s).Result()
-	require.NoError(t, err)
-	require.EqualValues(t, 40, n)
+			rdb := testenv.NewRedis(t)
+			s := testenv.Stream(t, rdb)
+			r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: batch, Workers: 1})
+			require.NoError(t, err)
+			res, err := r.DrainReport(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 41, res.Jobs)
+			require.Equal(t, []string{bad}, res.Failed)
+			var status, lastError string
+			require.NoError(t, pool.QueryRow(ctx, `SELECT status, last_error FROM jobs WHERE id = $1`, bad).Scan(&status, &lastError))
+			require.Equal(t, db.StatusFailed, status)
+			require.Equal(t, `relay: cannot read job: ERROR: character with byte sequence 0xf5 0xa1 in encoding "EUC_JP" has no equivalent in encoding "UTF8" (SQLSTATE 22P05)`, lastError)
+			n, err := rdb.XLen(ctx, s).Result()
+			require.NoError(t, err)
+			require.EqualValues(t, 40, n)
+			var inReview int
+			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'in_review' AND attempts = 1`).Scan(&inReview))
+			require.Equal(t, 40, inReview)
+			// The claim that met the row first; with batches of 10, that
+			// was the claim with the COMMIT, then the next cycle's own.
+			claimErrors := 1
+			if batch == 10 {
+				claimErrors = 2
+			}
+			require.EqualValues(t, claimErrors, counterValue(t, r.m.Errors.WithLabelValues("claim")))
+		})
+	}
 }

@@ -130,21 +130,27 @@ func (res *reservation) release() { res.giveBack(res.held) }
 // reserve waits until there is room for a batch and reserves it. It returns
 // nil when ctx is done first.
 func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
-	if !r.pressureOn() {
-		return &reservation{held: r.cfg.BatchSize}, nil
-	}
 	for {
-		n, err := r.tryReserve(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			return &reservation{r: r, held: n}, nil
+		room, err := r.reserveNow(ctx)
+		if err != nil || room != nil {
+			return room, err
 		}
 		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
 			return nil, nil //nolint:nilnil // stopping: no reservation, and nothing went wrong
 		}
 	}
+}
+
+// reserveNow is reserve without the wait: nil if the relay is paused.
+func (r *Relay) reserveNow(ctx context.Context) (*reservation, error) {
+	if !r.pressureOn() {
+		return &reservation{held: r.cfg.BatchSize}, nil
+	}
+	n, err := r.tryReserve(ctx)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	return &reservation{r: r, held: n}, nil
 }
 
 // tryReserve reserves room for a batch, or pauses the relay if there is

@@ -81,6 +81,7 @@ type Relay struct {
 	// hooks lets tests stop the relay at a chosen point.
 	hooks struct {
 		afterPublish func(ctx context.Context, conn *pgx.Conn)
+		afterCommit  func()
 		beforeListen func()
 	}
 }

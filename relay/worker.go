@@ -19,7 +19,19 @@ type worker struct {
 	r         *Relay
 	conn      *pgx.Conn           // opened at its first cycle, replaced when broken
 	jobs      []db.Job            // reused claim buffer
+	spare     []db.Job            // the other buffer, for a claim made while jobs is in use
 	committed stream.DedupRecords // dedup records of the worker's last committed batch
+	// next is the batch claimed with the last COMMIT, in the transaction
+	// now open on conn, for the next cycle; nil if none.
+	next *claim
+}
+
+// claim is a batch claimed in an open transaction, not yet published.
+type claim struct {
+	room    *reservation // its room, less what the claim did not use
+	limit   int          // the room the claim had
+	jobs    []db.Job
+	claimed db.Claimed
 }
 
 // drainMode says when draining stops.
@@ -35,6 +47,7 @@ const (
 
 // drain runs cycles until mode says to stop, ctx is done, or a cycle fails.
 func (w *worker) drain(ctx context.Context, mode drainMode) (res DrainResult, err error) {
+	defer w.dropNext(ctx)
 	for ctx.Err() == nil {
 		c, more, err := w.step(ctx, mode)
 		res.add(c)
@@ -57,18 +70,34 @@ func (w *worker) step(ctx context.Context, mode drainMode) (c cycleResult, more 
 		return c, false, nil // stopping: no new cycle
 	default:
 	}
-	room, err := w.r.reserve(ctx)
+	if w.next == nil {
+		room, err := w.r.reserve(ctx)
+		if err != nil {
+			return c, false, err
+		}
+		if room == nil { // ctx is done
+			return c, false, nil
+		}
+		w.next = &claim{room: room}
+	}
+	next := w.next
+	w.next = nil
+	c, err = w.cycle(ctx, next, mode)
 	if err != nil {
 		return c, false, err
 	}
-	if room == nil { // ctx is done
-		return c, false, nil
+	return c, c.claimed > 0 && !c.drained && (mode == untilEmpty || c.full), nil
+}
+
+// dropNext rolls back a batch claimed for a cycle that will not run
+// (the relay is stopping): its jobs stay pending, unpublished.
+func (w *worker) dropNext(ctx context.Context) {
+	if w.next == nil {
+		return
 	}
-	c, err = w.cycle(ctx, room)
-	if err != nil {
-		return c, false, err
-	}
-	return c, c.claimed > 0 && (mode == untilEmpty || c.full), nil
+	w.next.room.release()
+	w.next = nil
+	w.rollback(ctx)
 }
 
 // cycleResult is what one cycle did.
@@ -77,13 +106,17 @@ type cycleResult struct {
 	full      bool     // the claim took all the room it had: more may wait
 	failed    []string // jobs marked failed instead of relayed
 	leftAlone []string // jobs that could not even be marked failed
+	drained   bool     // the claim made with the COMMIT found nothing more
 }
 
 // cycle claims, publishes and commits one batch of at most room.held
-// jobs, and says what it did. It runs to the end even when ctx is cancelled
-// (shutdown), within CycleTimeout. If a row's data fails a statement, it
-// isolates that row (see isolate).
-func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult, err error) {
+// jobs, and says what it did; if cl holds jobs, they were claimed with the
+// last COMMIT and cycle goes on from there. It runs to the end even when
+// ctx is cancelled (shutdown), within CycleTimeout. If a row's data fails a
+// statement, it isolates that row (see isolate). When mode calls for
+// another cycle, the COMMIT carries that cycle's claim (see commit).
+func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cycleResult, err error) {
+	room := cl.room
 	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
@@ -97,23 +130,26 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 		m.Errors.WithLabelValues("claim").Inc()
 		return c, err
 	}
-	limit := room.held
-	jobs, claimed, err := db.BeginClaimWith(ctx, conn, r.claimParams(limit), w.jobs)
-	if err != nil {
-		m.Errors.WithLabelValues("claim").Inc()
-		w.rollback(ctx)
-		if db.IsRowError(err) {
-			return w.isolate(parent, room, nil, err)
+	jobs, claimed, limit := cl.jobs, cl.claimed, cl.limit
+	if jobs == nil {
+		limit = room.held
+		jobs, claimed, err = db.BeginClaimWith(ctx, conn, r.claimParams(limit), w.jobs)
+		if err != nil {
+			m.Errors.WithLabelValues("claim").Inc()
+			w.rollback(ctx)
+			if db.IsRowError(err) {
+				return w.isolate(parent, room, nil, err)
+			}
+			return c, err
 		}
-		return c, err
-	}
-	w.jobs = jobs
-	r.claimed(jobs, claimed)
-	room.giveBack(limit - len(jobs))
-	if len(jobs) == 0 {
-		w.rollback(ctx)
-		w.forgetCommitted(ctx)
-		return c, nil
+		w.jobs = jobs
+		r.claimed(jobs, claimed)
+		room.giveBack(limit - len(jobs))
+		if len(jobs) == 0 {
+			w.rollback(ctx)
+			w.forgetCommitted(ctx)
+			return c, nil
+		}
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
 
@@ -123,7 +159,9 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 		w.rollback(ctx)
 		return c, err
 	}
-	if err := db.CommitInReview(ctx, conn, &b.commit); err != nil {
+	chain := parent.Err() == nil && (mode == untilEmpty || claimed.More)
+	next, err := w.commit(ctx, conn, &b.commit, chain)
+	if err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
@@ -135,9 +173,63 @@ func (w *worker) cycle(parent context.Context, room *reservation) (c cycleResult
 	// the next Publish deletes their dedup records. Until a COMMIT is known
 	// to have succeeded, the records stay.
 	w.committed = b.records
+	if r.hooks.afterCommit != nil {
+		r.hooks.afterCommit()
+	}
 
 	r.committedBatch(ctx, start, len(jobs), &b)
-	return cycleResult{claimed: len(jobs), full: claimed.More, failed: b.commit.FailedIDs}, nil
+	c = cycleResult{claimed: len(jobs), full: claimed.More, failed: b.commit.FailedIDs}
+	if next != nil {
+		if len(next.jobs) == 0 {
+			next.room.release()
+			w.rollback(ctx)
+			w.forgetCommitted(ctx)
+			c.drained = true
+		} else {
+			// The claim used the spare buffer: jobs is done with.
+			w.jobs, w.spare = next.jobs, w.jobs
+			w.next = next
+		}
+	}
+	return c, nil
+}
+
+// commit records a published batch and commits. With chain it also claims
+// the next batch in the same round trip, if there is room for one without
+// waiting (backpressure) and the claim can (not a fair one); it returns
+// that claim, nil if there is none. A claim that fails after the COMMIT
+// is rolled back and only logged: the next cycle claims afresh and meets
+// the failure again if it lasts.
+func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParams, chain bool) (*claim, error) {
+	r := w.r
+	var room *reservation
+	if chain && !r.cfg.TenantFair {
+		var err error
+		if room, err = r.reserveNow(ctx); err != nil {
+			r.log.DebugContext(ctx, "relay: reading Redis memory failed; the next batch is claimed on its own", slog.String("err", err.Error()))
+		}
+	}
+	if room == nil {
+		return nil, db.CommitInReview(ctx, conn, p)
+	}
+	next := &claim{room: room, limit: room.held}
+	jobs, claimed, committed, err := db.CommitInReviewAndClaim(ctx, conn, p, r.claimParams(next.limit), w.spare)
+	switch {
+	case err == nil:
+		r.claimed(jobs, claimed)
+		room.giveBack(next.limit - len(jobs))
+		next.jobs, next.claimed = jobs, claimed
+		return next, nil
+	case committed:
+		room.release()
+		r.m.Errors.WithLabelValues("claim").Inc()
+		r.log.DebugContext(ctx, "relay: claim with the commit failed; the next cycle claims again", slog.String("err", err.Error()))
+		w.rollback(ctx)
+		return nil, nil //nolint:nilnil // committed; no claim in hand, and the cycle did not fail
+	default:
+		room.release()
+		return nil, err
+	}
 }
 
 // isolateBatch runs the isolating cycle over a claimed batch whose COMMIT

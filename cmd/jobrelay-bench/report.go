@@ -70,6 +70,11 @@ func (b *bench) all(ctx context.Context) (string, error) {
 				noRSS(func() (float64, error) { return b.pgLimit(ctx, batch, conns) }))
 		}
 	}
+	pgPipelined := map[int]*measurement{}
+	for _, conns := range []int{1, 2} {
+		pgPipelined[conns] = add("relay", fmt.Sprintf("PostgreSQL limit, pipelined, batch 100, %d connection(s)", conns),
+			noRSS(func() (float64, error) { return b.pgPipelinedLimit(ctx, 100, conns) }))
+	}
 	redisLimit := map[int]*measurement{}
 	for _, batch := range []int{100, 1000} {
 		redisLimit[batch] = add("limits", fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
@@ -196,17 +201,24 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			}
 		}
 	}
+	for _, conns := range []int{1, 2} {
+		if m := pgPipelined[conns]; m.ran() {
+			row(fmt.Sprintf("PostgreSQL limit, pipelined: each COMMIT carries the next claim, batch 100, %d connection(s)", conns),
+				m.median(), fmt.Sprintf("%.2f", m.median()/pg[pgKey{100, conns}].median()), "")
+		}
+	}
 	for _, batch := range []int{100, 1000} {
 		if m := redisLimit[batch]; m.ran() {
 			row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), m.median(), "", "")
 		}
 	}
 	// One connection claims, publishes and commits in turn: a relay of one
-	// worker can at best take as long per job as both limits together.
+	// worker can at best take as long per job as both limits together,
+	// PostgreSQL's with the round trips the relay makes.
 	serial := 0.0
-	if pg1, r := pg[pgKey{100, 1}], redisLimit[100]; pg1.ran() && r.ran() {
-		serial = 1 / (1/pg1.median() + 1/r.median())
-		row("serial ceiling, batch 100, 1 connection: the PostgreSQL limit and the Redis limit in turn", serial,
+	if pg1, pp1, r := pg[pgKey{100, 1}], pgPipelined[1], redisLimit[100]; pg1.ran() && pp1.ran() && r.ran() {
+		serial = 1 / (1/pp1.median() + 1/r.median())
+		row("serial ceiling, batch 100, 1 connection: the pipelined PostgreSQL limit and the Redis limit in turn", serial,
 			fmt.Sprintf("%.2f", serial/pg1.median()), "")
 	}
 	relay := func(k relayKey) float64 { return relays[k].median() }

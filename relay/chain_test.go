@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobrelay/jobrelay/db"
+	"github.com/jobrelay/jobrelay/internal/testenv"
+)
+
+// roundTrips counts the batches (round trips) sent on the relay's own
+// connections, and which of them claim jobs.
+type roundTrips struct {
+	mu      sync.Mutex
+	batches int
+	claims  int
+	claim   bool // the batch in flight claims
+}
+
+func (*roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (*roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (rt *roundTrips) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	if strings.HasSuffix(conn.Config().RuntimeParams["application_name"], "relay") {
+		rt.mu.Lock()
+		rt.batches++
+		rt.claim = false
+		rt.mu.Unlock()
+	}
+	return ctx
+}
+
+func (rt *roundTrips) TraceBatchQuery(_ context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
+	if strings.HasSuffix(conn.Config().RuntimeParams["application_name"], "relay") && strings.Contains(data.SQL, "SKIP LOCKED") {
+		rt.mu.Lock()
+		if !rt.claim {
+			rt.claims++
+		}
+		rt.claim = true
+		rt.mu.Unlock()
+	}
+}
+
+func (*roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func (rt *roundTrips) counts() (batches, claims int) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.batches, rt.claims
+}
+
+// TestBacklogTakesOneRoundTripPerBatch: draining a backlog, each COMMIT
+// carries the next batch's claim, so a batch costs PostgreSQL one round
+// trip instead of two. It was a tenth of a single worker's time.
+func TestBacklogTakesOneRoundTripPerBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	b.seed(t, 100)
+	pcfg, err := pgxpool.ParseConfig(b.schema.URL)
+	require.NoError(t, err)
+	var rt roundTrips
+	pcfg.ConnConfig.Tracer = &rt
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	cfg := b.cfg
+	cfg.BatchSize, cfg.Workers = 10, 1
+	r, err := New(pool, b.rdb, cfg)
+	require.NoError(t, err)
+	n, err := r.Drain(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 100, n)
+	require.Equal(t, 100, b.requireExactlyOnce(t))
+
+	// 10 batches: the first claim, then 10 commits each with the next
+	// claim; the last finds nothing.
+	batches, claims := rt.counts()
+	require.Equal(t, 11, batches, "round trips")
+	require.Equal(t, 11, claims, "round trips that claim")
+}
+
+// TestStopWithAClaimInHandRollsItBack: a relay stopping between a COMMIT
+// that claimed the next batch and that batch's publish rolls the claim
+// back: its jobs stay pending, unpublished and unlocked.
+func TestStopWithAClaimInHandRollsItBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	b.seed(t, 30)
+	cfg := b.cfg
+	cfg.BatchSize, cfg.Workers = 10, 1
+	r := b.newRelay(t, cfg)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	held := make(chan struct{})
+	r.hooks.afterCommit = func() {
+		stop() // the relay stops while it holds the next claim
+		close(held)
+		r.hooks.afterCommit = nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no batch committed")
+	}
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not stop")
+	}
+	require.Equal(t, 10, b.requireExactlyOnce(t), "the first batch only")
+	require.Len(t, b.entries(t), 10)
+	// Nothing stays locked: a claim that would wait for no lock gets the 20.
+	conn, err := b.schema.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	jobs, _, err := db.BeginClaimWith(ctx, conn.Conn(), &db.ClaimParams{Limit: 100}, nil)
+	require.NoError(t, err)
+	require.Len(t, jobs, 20)
+	require.NoError(t, db.Rollback(ctx, conn.Conn()))
+	for _, w := range r.workers {
+		require.Nil(t, w.next, "claim in hand after Run returned")
+	}
+}
