@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -259,7 +260,7 @@ func TestARowThatCannotBeReadIsIsolated(t *testing.T) {
 	t.Parallel()
 	// With batches of 10, the row is in the batch claimed together with
 	// the first batch's COMMIT: that claim fails after the COMMIT
-	// succeeded, and the next cycle's own claim meets the row again.
+	// succeeded, and the next cycle isolates the row.
 	for _, batch := range []int{100, 10} {
 		t.Run("batch "+strconv.Itoa(batch), func(t *testing.T) {
 			t.Parallel()
@@ -295,13 +296,43 @@ RETURNING id::text`).Scan(&bad))
 			var inReview int
 			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'in_review' AND attempts = 1`).Scan(&inReview))
 			require.Equal(t, 40, inReview)
-			// The claim that met the row first; with batches of 10, that
-			// was the claim with the COMMIT, then the next cycle's own.
-			claimErrors := 1
-			if batch == 10 {
-				claimErrors = 2
-			}
-			require.EqualValues(t, claimErrors, counterValue(t, r.m.Errors.WithLabelValues("claim")))
+			require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")), "the claim that met the row")
 		})
 	}
+}
+
+// TestAnUnreadableRowOnlyAgingReachesIsIsolated: a row only the aging
+// claim (oldest first, one claim in AgingEvery) reaches fails that claim,
+// made with a COMMIT. The next cycle must isolate the row, not claim
+// afresh: its own claim, by priority, would pass the row by, and every
+// aging claim after it would fail the same way, so no lower-priority job
+// would move while higher ones keep coming.
+func TestAnUnreadableRowOnlyAgingReachesIsIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 0, now() - interval '3 hours')`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 20) g;
+INSERT INTO jobs (title, company, priority, created_at)
+SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 300) g`)
+	require.NoError(t, err)
+
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1})
+	require.NoError(t, err)
+	res, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 321, res.Jobs)
+	require.Len(t, res.Failed, 1)
+	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 320)
+	first := slices.IndexFunc(msgs, func(m redis.XMessage) bool { return m.Values["company"] == "Low" })
+	// The first aging claim is the tenth, after 90 high-priority jobs.
+	require.Equal(t, 9*10, first, "the first lower-priority entry")
+	require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")))
 }

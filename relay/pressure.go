@@ -130,10 +130,16 @@ func (res *reservation) release() { res.giveBack(res.held) }
 // reserve waits until there is room for a batch and reserves it. It returns
 // nil when ctx is done first.
 func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
+	if !r.pressureOn() {
+		return &reservation{held: r.cfg.BatchSize}, nil
+	}
 	for {
-		room, err := r.reserveNow(ctx)
-		if err != nil || room != nil {
-			return room, err
+		n, err := r.tryReserve(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			return &reservation{r: r, held: n}, nil
 		}
 		if !backoff.Sleep(ctx, r.cfg.pressureInterval) {
 			return nil, nil //nolint:nilnil // stopping: no reservation, and nothing went wrong
@@ -141,16 +147,30 @@ func (r *Relay) reserve(ctx context.Context) (*reservation, error) {
 	}
 }
 
-// reserveNow is reserve without the wait: nil if the relay is paused.
-func (r *Relay) reserveNow(ctx context.Context) (*reservation, error) {
+// reserveOnReading reserves a full batch on the last reading alone, without
+// waiting and without Redis: nil if a reading is due, the relay is near a
+// limit or paused, or another worker holds the state (it may be reading).
+// A cycle calls it inside its transaction, to claim the next batch with its
+// COMMIT; reserve, outside any transaction, decides the rest.
+func (r *Relay) reserveOnReading() *reservation {
 	if !r.pressureOn() {
-		return &reservation{held: r.cfg.BatchSize}, nil
+		return &reservation{held: r.cfg.BatchSize}
 	}
-	n, err := r.tryReserve(ctx)
-	if err != nil || n == 0 {
-		return nil, err
+	ps := &r.pressure
+	if !ps.TryLock() {
+		return nil
 	}
-	return &reservation{r: r, held: n}, nil
+	defer ps.Unlock()
+	if ps.paused || r.needsReading() {
+		return nil
+	}
+	if room, _ := r.room(); room < int64(r.cfg.BatchSize) {
+		return nil
+	}
+	n := int64(r.cfg.BatchSize)
+	ps.accounted += n
+	ps.inflight += n
+	return &reservation{r: r, held: r.cfg.BatchSize}
 }
 
 // tryReserve reserves room for a batch, or pauses the relay if there is

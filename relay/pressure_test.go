@@ -327,3 +327,40 @@ func TestAStalledRelayReportsItToOtherProcesses(t *testing.T) {
 		return len(reports()) == 0 && counterValue(t, r.m.Stalled) == 0 && b.backlog(t).Pending == 0
 	}, 30*time.Second, 5*time.Millisecond)
 }
+
+// TestTheNextClaimWaitsForNoReading: the claim a COMMIT carries reserves
+// its room on the last reading alone, inside the transaction: never when
+// a reading is due, near a limit, or while another worker holds the state.
+func TestTheNextClaimWaitsForNoReading(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	cfg := b.cfg
+	cfg.MaxStreamLag, cfg.BatchSize, cfg.pressureInterval = 1000, 100, time.Hour
+	r := b.newRelay(t, cfg)
+	require.Nil(t, r.reserveOnReading(), "no reading yet")
+	first, err := r.reserve(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 100, first.held)
+	readAt := r.pressure.readAt
+
+	var held []*reservation
+	for {
+		room := r.reserveOnReading()
+		if room == nil {
+			break
+		}
+		require.Equal(t, 100, room.held)
+		held = append(held, room)
+	}
+	// A reading is due once what is reserved reaches half the bound.
+	require.Len(t, held, 4, "100 reserved by reserve, then 4 batches: 500 of 1000")
+	require.Equal(t, readAt, r.pressure.readAt, "no reading taken")
+	for _, room := range held {
+		room.release()
+	}
+	r.pressure.Lock()
+	require.Nil(t, r.reserveOnReading(), "another worker holds the state")
+	r.pressure.Unlock()
+	require.NotNil(t, r.reserveOnReading())
+}

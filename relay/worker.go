@@ -24,6 +24,11 @@ type worker struct {
 	// next is the batch claimed with the last COMMIT, in the transaction
 	// now open on conn, for the next cycle; nil if none.
 	next *claim
+	// claimRowErr is a row's error that failed the claim made with the
+	// last COMMIT: the next cycle isolates that row instead of claiming.
+	// (A claim of its own might not meet the row: one claim in
+	// AgingEvery takes the oldest jobs, the others the highest priority.)
+	claimRowErr error
 }
 
 // claim is a batch claimed in an open transaction, not yet published.
@@ -131,6 +136,10 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		return c, err
 	}
 	jobs, claimed, limit := cl.jobs, cl.claimed, cl.limit
+	if cause := w.claimRowErr; cause != nil && jobs == nil {
+		w.claimRowErr = nil
+		return w.isolate(parent, room, nil, cause)
+	}
 	if jobs == nil {
 		limit = room.held
 		jobs, claimed, err = db.BeginClaimWith(ctx, conn, r.claimParams(limit), w.jobs)
@@ -184,6 +193,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 			next.room.release()
 			w.rollback(ctx)
 			w.forgetCommitted(ctx)
+			r.countCycle(cycleResult{}, nil) // the empty cycle that ends a drain
 			c.drained = true
 		} else {
 			// The claim used the spare buffer: jobs is done with.
@@ -195,19 +205,16 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 }
 
 // commit records a published batch and commits. With chain it also claims
-// the next batch in the same round trip, if there is room for one without
-// waiting (backpressure) and the claim can (not a fair one); it returns
-// that claim, nil if there is none. A claim that fails after the COMMIT
-// is rolled back and only logged: the next cycle claims afresh and meets
-// the failure again if it lasts.
+// the next batch in the same round trip, if the last backpressure reading
+// leaves room for a full one (the transaction waits for no Redis reading)
+// and the claim can (not a fair one); it returns that claim, nil if there
+// is none. A claim that fails after the COMMIT is rolled back: the next
+// cycle isolates the row if a row's data failed it, or claims afresh.
 func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParams, chain bool) (*claim, error) {
 	r := w.r
 	var room *reservation
 	if chain && !r.cfg.TenantFair {
-		var err error
-		if room, err = r.reserveNow(ctx); err != nil {
-			r.log.DebugContext(ctx, "relay: reading Redis memory failed; the next batch is claimed on its own", slog.String("err", err.Error()))
-		}
+		room = r.reserveOnReading()
 	}
 	if room == nil {
 		return nil, db.CommitInReview(ctx, conn, p)
@@ -223,8 +230,12 @@ func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParam
 	case committed:
 		room.release()
 		r.m.Errors.WithLabelValues("claim").Inc()
-		r.log.DebugContext(ctx, "relay: claim with the commit failed; the next cycle claims again", slog.String("err", err.Error()))
 		w.rollback(ctx)
+		if db.IsRowError(err) {
+			w.claimRowErr = err
+		} else {
+			r.log.DebugContext(ctx, "relay: claim with the commit failed; the next cycle claims again", slog.String("err", err.Error()))
+		}
 		return nil, nil //nolint:nilnil // committed; no claim in hand, and the cycle did not fail
 	default:
 		room.release()
