@@ -225,9 +225,9 @@ const benchmarksNotes = `
   (the relay's claim uses it), with one index on ` + "`enqueued_at`" + ` for the
   reaper. jobrelay keeps its schema, with no migration for this. The win
   is not steady: at fillfactor 50 (every consumer update HOT) the
-  consumers' loop ran at 1.28, 1.18 and 0.90 of the schema's in three
-  ` + "`-only hot`" + ` and full runs on 2026-11-29, the relay's loop at 1.01 and
-  0.86; and what it costs is: HOT for the consumer's update means that
+  consumers' loop ran at 1.28, 1.18, 0.90 and 1.14 of the schema's in
+  four ` + "`-only hot`" + ` and full runs on 2026-11-29 (two machines), the relay's
+  loop at 1.01, 0.86 and 0.81; and what it costs is: HOT for the consumer's update means that
   no index can tell an in_review
   row from a reviewed one, so the reaper's index holds every job ever
   enqueued and each reaper pass walks past all of them, and the archiver
