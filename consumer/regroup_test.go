@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -64,17 +63,11 @@ func (*statusQueries) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEn
 func TestLateGroupChecksEntriesInBatches(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := testenv.Context(t)
 	const jobs = 400
 	b.publish(t, jobs) // before any group exists
 
-	pcfg, err := pgxpool.ParseConfig(b.schema.URL)
-	require.NoError(t, err)
 	var queries statusQueries
-	pcfg.ConnConfig.Tracer = &queries
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := b.schema.TracedPool(t, &queries)
 
 	cfg := b.cfg
 	cfg.Handler = HandlerFunc(func(context.Context, Job) error { return nil })

@@ -51,12 +51,7 @@ func setup(t *testing.T) *testBundle {
 	schema := testenv.NewSchema(t)
 	rdb := testenv.NewRedis(t)
 	b := &testBundle{schema: schema, queries: &queryCounter{}, stream: testenv.Stream(t, rdb)}
-	cfg, err := pgxpool.ParseConfig(schema.URL)
-	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = b.queries
-	b.pool, err = pgxpool.NewWithConfig(testenv.Context(t), cfg)
-	require.NoError(t, err)
-	t.Cleanup(b.pool.Close)
+	b.pool = schema.TracedPool(t, b.queries)
 	return b
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobrelay/jobrelay/db"
@@ -67,13 +66,8 @@ func TestBacklogTakesOneRoundTripPerBatch(t *testing.T) {
 	b := setup(t)
 	ctx := testenv.Context(t)
 	b.seed(t, 100)
-	pcfg, err := pgxpool.ParseConfig(b.schema.URL)
-	require.NoError(t, err)
 	var rt roundTrips
-	pcfg.ConnConfig.Tracer = &rt
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := b.schema.TracedPool(t, &rt)
 
 	cfg := b.cfg
 	cfg.BatchSize, cfg.Workers = 10, 1

@@ -90,6 +90,25 @@ func SearchPathURL(rawURL, schema string) (string, error) {
 	return u.String(), nil
 }
 
+// TracedPool opens a pool to the schema whose connections, and the
+// connections code opens with the pool's configuration, report every query
+// to tracer (a pgx.QueryTracer, and a pgx.BatchTracer if it is one too).
+// It is closed when the test ends.
+func (s *Schema) TracedPool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(s.URL)
+	if err != nil {
+		t.Fatalf("parse the schema's URL: %v", err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(Context(t), cfg)
+	if err != nil {
+		t.Fatalf("open a traced pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // NewEmptySchema creates an empty schema and drops it when the test ends.
 func NewEmptySchema(t testing.TB) *Schema {
 	t.Helper()
