@@ -117,12 +117,16 @@ func TestBackpressureOnGroupLag(t *testing.T) {
 	}, 30*time.Second, time.Millisecond)
 
 	// The relay may have paused once more after its last claim: it resumes
-	// at its next check, now that the group has read everything.
-	require.Eventually(t, func() bool { return !paused() }, 30*time.Second, time.Millisecond)
+	// at its next check, now that the group has read everything. The gauge
+	// goes to 0 just before the resume line is written: wait for both.
+	resumed := func() int { return len(b.logger.Matching("consumers caught up; resuming")) }
+	require.Eventually(t, func() bool {
+		return !paused() && resumed() == int(counterValue(t, r.m.BackpressurePauses))
+	}, 30*time.Second, time.Millisecond)
 	pauses := counterValue(t, r.m.BackpressurePauses)
 	require.GreaterOrEqual(t, pauses, 1.0)
 	require.Len(t, b.logger.Matching("relay: pausing"), int(pauses), "one line per pause, not per check")
-	require.Len(t, b.logger.Matching("consumers caught up; resuming"), int(pauses))
+	require.Equal(t, int(pauses), resumed(), "one line per resume")
 }
 
 func TestBackpressureOnRedisMemory(t *testing.T) {

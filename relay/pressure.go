@@ -204,21 +204,21 @@ func (r *Relay) tryReserve(ctx context.Context) (int, error) {
 		}
 		ps.paused = false
 		since := ps.pause.Swap(nil).since
-		r.m.Paused.Set(0)
 		r.log.InfoContext(ctx, "relay: consumers caught up; resuming",
 			slog.Int64("lag", ps.last.Lag), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Duration("paused_for", time.Since(since)))
+		r.m.Paused.Set(0) // after the line: whoever sees the gauge finds the line written
 	} else if room <= 0 {
 		ps.paused, ps.best = true, ps.last
 		reason := r.pauseReason()
 		lag := ps.last.Lag + ps.accounted
 		ps.pause.Store(&pauseInfo{since: time.Now(), progress: time.Now(), reason: reason,
 			memory: r.cfg.MaxStreamLag < 0 || lag < r.cfg.MaxStreamLag})
-		r.m.Paused.Set(1)
-		r.m.BackpressurePauses.Inc()
 		r.log.WarnContext(ctx, "relay: pausing: "+reason+"; the backlog waits in PostgreSQL",
 			slog.Int64("lag", ps.last.Lag+ps.accounted), slog.String("group", ps.last.LagGroup),
 			slog.Int64("used_memory", ps.last.UsedMemory), slog.Int64("maxmemory", ps.last.MaxMemory))
+		r.m.Paused.Set(1) // after the line, as above
+		r.m.BackpressurePauses.Inc()
 		return 0, nil
 	}
 	n := min(int64(r.cfg.BatchSize), room)
