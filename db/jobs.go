@@ -181,13 +181,10 @@ func queueClaim(b *pgx.Batch, p *ClaimParams, dst []Job, jobs *[]Job) error {
 		q = b.Queue(claimSQL, p.Limit)
 	case len(except) == 0:
 		q = b.Queue(claimOldestSQL, p.Limit)
+	case p.Oldest:
+		q = b.Queue(claimOldestExceptSQL, p.Limit, except)
 	default:
-		ids := except
-		if p.Oldest {
-			q = b.Queue(claimOldestExceptSQL, p.Limit, ids)
-		} else {
-			q = b.Queue(claimExceptSQL, p.Limit, ids)
-		}
+		q = b.Queue(claimExceptSQL, p.Limit, except)
 	}
 	q.Query(func(rows pgx.Rows) error {
 		var err error

@@ -43,7 +43,7 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 	defer closeAll()
 	elapsed, err := eachConn(conns, func(_ int, conn *pgx.Conn) error {
 		var jobs []db.Job
-		ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
+		var done standIns
 		for {
 			var err error
 			if jobs, err = claim(ctx, conn, batch, jobs); err != nil {
@@ -52,12 +52,7 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 			if len(jobs) == 0 {
 				return db.Rollback(ctx, conn)
 			}
-			ids, streamIDs = ids[:0], streamIDs[:0]
-			for i := range jobs {
-				ids = append(ids, jobs[i].ID)
-				streamIDs = append(streamIDs, "1-"+strconv.Itoa(i))
-			}
-			if err := db.CommitInReview(ctx, conn, &db.InReviewParams{IDs: ids, StreamIDs: streamIDs, EnqueuedAt: time.Now()}); err != nil {
+			if err := db.CommitInReview(ctx, conn, done.params(jobs)); err != nil {
 				return err
 			}
 		}
@@ -66,6 +61,20 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 		return 0, err
 	}
 	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusInReview, b.o.jobs)
+}
+
+// standIns records claimed jobs as the relay would, with stand-in entry
+// IDs; its slices are reused from batch to batch.
+type standIns struct{ ids, streamIDs []string }
+
+// params is what marks jobs in_review.
+func (s *standIns) params(jobs []db.Job) *db.InReviewParams {
+	s.ids, s.streamIDs = s.ids[:0], s.streamIDs[:0]
+	for i := range jobs {
+		s.ids = append(s.ids, jobs[i].ID)
+		s.streamIDs = append(s.streamIDs, "1-"+strconv.Itoa(i))
+	}
+	return &db.InReviewParams{IDs: s.ids, StreamIDs: s.streamIDs, EnqueuedAt: time.Now()}
 }
 
 // pgPipelinedLimit is pgLimit with each COMMIT carrying the next claim in
@@ -89,15 +98,9 @@ func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float
 		if err != nil {
 			return err
 		}
-		ids, streamIDs := make([]string, 0, batch), make([]string, 0, batch)
+		var done standIns
 		for len(jobs) > 0 {
-			ids, streamIDs = ids[:0], streamIDs[:0]
-			for i := range jobs {
-				ids = append(ids, jobs[i].ID)
-				streamIDs = append(streamIDs, "1-"+strconv.Itoa(i))
-			}
-			next, _, _, err := db.CommitInReviewAndClaim(ctx, conn,
-				&db.InReviewParams{IDs: ids, StreamIDs: streamIDs, EnqueuedAt: time.Now()}, claim, spare)
+			next, _, _, err := db.CommitInReviewAndClaim(ctx, conn, done.params(jobs), claim, spare)
 			if err != nil {
 				return err
 			}
