@@ -131,3 +131,47 @@ func TestStopWithAClaimInHandRollsItBack(t *testing.T) {
 		require.Nil(t, w.next, "claim in hand after Run returned")
 	}
 }
+
+// TestAClaimWhoseConnectionClosedIsNotPublished: the batch claimed with a
+// COMMIT is locked by that connection's transaction. If the connection is
+// gone before the batch is published, so are the locks, and another relay
+// may hold the rows: the relay must not publish them from a new
+// connection, but fail the cycle and claim afresh.
+func TestAClaimWhoseConnectionClosedIsNotPublished(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := testenv.Context(t)
+	b.seed(t, 30)
+	cfg := b.cfg
+	cfg.BatchSize, cfg.Workers = 10, 1
+	r := b.newRelay(t, cfg)
+
+	other, err := b.schema.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer other.Release()
+	var otherTx pgx.Tx
+	r.hooks.afterCommit = func() { // on the relay's goroutine: t.Error, not require
+		r.hooks.afterCommit = nil
+		if err := r.workers[0].conn.Close(ctx); err != nil { // the claim of the next 10 goes with it
+			t.Error(err)
+		}
+		// Another relay takes every pending row.
+		tx, err := other.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, `SELECT id FROM jobs WHERE status = 'pending_review' FOR UPDATE`)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		otherTx = tx
+	}
+	startRelay(t, r)
+	claimErrors := func() float64 { return counterValue(t, r.m.Errors.WithLabelValues("claim")) }
+	require.Eventually(t, func() bool { return claimErrors() >= 1 }, 30*time.Second, time.Millisecond)
+	require.Len(t, b.entries(t), 10, "nothing published of the rows another transaction holds")
+
+	require.NoError(t, otherTx.Rollback(ctx))
+	require.Eventually(t, func() bool { return len(b.entries(t)) == 30 && b.backlog(t).InReview == 30 },
+		30*time.Second, 5*time.Millisecond)
+	require.Equal(t, 30, b.requireExactlyOnce(t))
+}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -130,13 +131,19 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 	m := r.m
 	defer func() { r.countCycle(c, err) }()
 
+	if cl.jobs != nil && (w.conn == nil || w.conn.IsClosed()) {
+		// The rows are locked by a transaction that is gone: another relay
+		// may have them now. Never publish them from a new connection.
+		m.Errors.WithLabelValues("claim").Inc()
+		return c, errors.New("relay: the connection that claimed the next batch closed before it was published")
+	}
 	conn, err := w.cycleConn(ctx)
 	if err != nil {
 		m.Errors.WithLabelValues("claim").Inc()
 		return c, err
 	}
 	jobs, claimed, limit := cl.jobs, cl.claimed, cl.limit
-	if cause := w.claimRowErr; cause != nil && jobs == nil {
+	if cause := w.claimRowErr; cause != nil { // no claim in hand: commit made none
 		w.claimRowErr = nil
 		return w.isolate(parent, room, nil, cause)
 	}
