@@ -72,9 +72,6 @@ func TestSentinelFailover(t *testing.T) {
 	require.NoError(t, schema.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE attempts > 1`).Scan(&again))
 	t.Logf("sentinel: %d jobs reviewed %s after the failover; %d re-enqueued by the reaper; %d duplicate handler calls",
 		jobs, done.Sub(failedOver).Round(100*time.Millisecond), again, total-distinct)
-	for i, p := range append(relays, consumers...) {
-		lines := problemLines(p.Output())
-		t.Logf("process %d: %d warnings and errors: %v", i, len(lines), lines)
-		require.LessOrEqual(t, len(lines), 1, "log storm in process %d", i)
-	}
+	// A relay may log both a failed cycle and a failed trim.
+	requireNoLogStorm(t, append(relays, consumers...))
 }
