@@ -262,3 +262,39 @@ func TestPublishCarriesPriorityAndTenant(t *testing.T) {
 	want["priority"], want["tenant"] = "-2", "globex"
 	require.Equal(t, want, msgs[4].Values)
 }
+
+// A Redis that does not know the script (restarted, failed over, SCRIPT
+// FLUSH) answers EVALSHA with NOSCRIPT: Publish sends the script itself,
+// for one partition and for several in one pipeline, and the entries are
+// the same as with a warm script cache.
+func TestPublishSendsTheScriptToARedisThatForgotIt(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.StartRedisServer(t).Client()
+	for _, parts := range []int{1, 3} {
+		s := testenv.Stream(t, rdb)
+		plain, rich := job("plain", 0), job("rich", 2)
+		rich.Site, rich.Priority, rich.Tenant = pgtype.Text{}, 7, text("acme")
+		params := &PublishParams{Stream: s, Partitions: parts, DedupTTL: time.Minute, EnqueuedAt: "t", Jobs: []db.Job{plain, rich}}
+
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		first, err := Publish(ctx, rdb, params)
+		require.NoError(t, err, "%d partition(s)", parts)
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		again, err := Publish(ctx, rdb, params)
+		require.NoError(t, err, "%d partition(s)", parts)
+		require.Equal(t, first.StreamIDs, again.StreamIDs, "the records still answer")
+
+		got := map[string]map[string]any{}
+		for i, id := range first.StreamIDs {
+			entries, err := rdb.XRange(ctx, first.Streams[i], id, id).Result()
+			require.NoError(t, err)
+			require.Len(t, entries, 1)
+			got[entries[0].Values["job_id"].(string)] = entries[0].Values
+		}
+		require.Equal(t, map[string]any{"job_id": "plain", "site": "otta", "title": "SRE", "company": "Acme",
+			"job_url": "https://x/plain", "attempt": "1", "enqueued_at": "t"}, got["plain"])
+		require.Equal(t, map[string]any{"job_id": "rich", "title": "SRE", "company": "Acme", "job_url": "https://x/rich",
+			"attempt": "3", "enqueued_at": "t", "priority": "7", "tenant": "acme"}, got["rich"], "a NULL site is left out")
+	}
+}
