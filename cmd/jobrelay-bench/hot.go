@@ -209,7 +209,8 @@ func (b *bench) hotRelayLimit(ctx context.Context, v hotVariant, conns int) (flo
 	if claim == nil {
 		claim = db.BeginClaim
 	}
-	return b.claimLoop(ctx, p, 100, conns, claim)
+	rate, _, err := b.claimLoop(ctx, p, 100, conns, claim)
+	return rate, err
 }
 
 // claimPendingSinceSQL is claimSQL on the noStatusIndexes schema.

@@ -167,6 +167,18 @@ const benchmarksNotes = `
   medians of 5 interleaved runs against 6dd12dd). By default a relay
   drains a backlog with two cycles side by side; it then uses two
   connections and the page shows both ratios.
+- **CPU per job** says what each ratio is made of: the CPU seconds of the
+  client (the limit's loop in this program, or the relay processes), of
+  every postgres process (background writers and exited backends
+  included) and of the Redis server, over the jobs drained, and the cores
+  they kept busy on average (jobs/s ≈ cores busy / all). A relay does the
+  limit's PostgreSQL work plus a publish: the Redis server's part of it
+  (the script's XADDs and dedup records, about twice a plain pipelined
+  XADD) and its own (building the script call, reading the entry IDs).
+  With one worker each part waits for the other, so the relay's jobs/s is
+  one core over the sum; with two, the machine's two cores are shared by
+  PostgreSQL, Redis and the relay, and the ratio to the limit can be no
+  better than the limit's CPU per job over the relay's.
 - **Redis instructions per job** are counted by callgrind (Debian's
   valgrind) in a redis-server of the run's own, inside ` + "`EVALSHA`" + ` only: a
   count, not a time, so it is the same from run to run whatever the machine

@@ -14,7 +14,8 @@ type measurement struct {
 	name string
 	f    func() (float64, int64, error)
 	vals []float64
-	peak int64 // largest peak RSS of its processes, bytes
+	peak int64      // largest peak RSS of its processes, bytes
+	cpu  []cpuSplit // who spent the CPU of each run, where measured
 }
 
 func (m *measurement) median() float64 { return median(m.vals) }
@@ -62,18 +63,31 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 		return m
 	}
+	// addSplit adds a measurement that also says who spent the CPU.
+	addSplit := func(part, name string, f func() (float64, int64, cpuSplit, error)) *measurement {
+		var m *measurement
+		m = add(part, name, func() (float64, int64, error) {
+			v, rss, split, err := f()
+			m.cpu = append(m.cpu, split)
+			return v, rss, err
+		})
+		return m
+	}
+	limit := func(f func() (float64, cpuSplit, error)) func() (float64, int64, cpuSplit, error) {
+		return func() (float64, int64, cpuSplit, error) { v, split, err := f(); return v, 0, split, err }
+	}
 	type pgKey struct{ batch, conns int }
 	pg := map[pgKey]*measurement{}
 	for _, batch := range []int{100, 1000} {
 		for conns := 1; conns <= 3; conns++ {
-			pg[pgKey{batch, conns}] = add("relay", fmt.Sprintf("PostgreSQL limit, batch %d, %d connection(s)", batch, conns),
-				noRSS(func() (float64, error) { return b.pgLimit(ctx, batch, conns) }))
+			pg[pgKey{batch, conns}] = addSplit("relay", fmt.Sprintf("PostgreSQL limit, batch %d, %d connection(s)", batch, conns),
+				limit(func() (float64, cpuSplit, error) { return b.pgLimit(ctx, batch, conns) }))
 		}
 	}
 	pgPipelined := map[int]*measurement{}
 	for _, conns := range []int{1, 2} {
-		pgPipelined[conns] = add("relay", fmt.Sprintf("PostgreSQL limit, pipelined, batch 100, %d connection(s)", conns),
-			noRSS(func() (float64, error) { return b.pgPipelinedLimit(ctx, 100, conns) }))
+		pgPipelined[conns] = addSplit("relay", fmt.Sprintf("PostgreSQL limit, pipelined, batch 100, %d connection(s)", conns),
+			limit(func() (float64, cpuSplit, error) { return b.pgPipelinedLimit(ctx, 100, conns) }))
 	}
 	redisLimit := map[int]*measurement{}
 	for _, batch := range []int{100, 1000} {
@@ -84,8 +98,11 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	relayKeys := []relayKey{{100, 1, 1}, {100, 1, 2}, {100, 3, 1}, {100, 3, 2}, {1000, 1, 2}, {1000, 3, 2}}
 	relays := map[relayKey]*measurement{}
 	for _, k := range relayKeys {
-		relays[k] = add("relay", fmt.Sprintf("relay --once, batch %d, %d replica(s) × %d worker(s)", k.batch, k.replicas, k.workers),
-			func() (float64, int64, error) { return b.relayRun(ctx, k.batch, k.replicas, k.workers, b.o.jobs) })
+		relays[k] = addSplit("relay", fmt.Sprintf("relay --once, batch %d, %d replica(s) × %d worker(s)", k.batch, k.replicas, k.workers),
+			func() (float64, int64, cpuSplit, error) {
+				r, err := b.relayDrain(ctx, k.batch, k.replicas, k.workers, b.o.jobs, nil)
+				return r.rate, r.peak, r.cpu, err
+			})
 	}
 	poller := add("poller", "old poller's pattern", noRSS(func() (float64, error) { return b.oldPoller(ctx) }))
 	type consKey struct{ n, concurrency int }
@@ -283,6 +300,14 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			fmt.Sprintf("%.2f", v/consLimit[2].median()), target)
 	}
 	peerRows(peers, row, relay(relayKey{100, 1, 2}), cons[consKey{2, consumer.ConcurrencyDefault}].median())
+	sb.WriteString(cpuTable([]cpuRow{
+		{"PostgreSQL limit, 1 connection (client: the limit's loop)", pg[pgKey{100, 1}]},
+		{"PostgreSQL limit, pipelined, 1 connection", pgPipelined[1]},
+		{"jobrelay relay, RELAY_WORKERS=1 (client: the relay)", relays[relayKey{100, 1, 1}]},
+		{"PostgreSQL limit, 2 connections", pg[pgKey{100, 2}]},
+		{"PostgreSQL limit, pipelined, 2 connections", pgPipelined[2]},
+		{"jobrelay relay, RELAY_WORKERS=2 (default)", relays[relayKey{100, 1, 2}]},
+	}))
 	if len(lats) > 0 {
 		fmt.Fprintf(&sb, "\n| latency at %d inserts/s, default POLL_INTERVAL | p50 | p99 | max | target |\n| --- | ---: | ---: | ---: | --- |\n", b.o.rate)
 		fmt.Fprintf(&sb, "| INSERT commit → entry in the stream | %.2f ms | %.2f ms | %.2f ms | %s |\n",
@@ -426,4 +451,39 @@ func writeScale(sb *strings.Builder, rows []scaleRow, jobs int) {
 		fmt.Fprintf(sb, "| %s | %d | %s | %s | %.1f µs | %.1f µs | %d of %d | %s |\n", r.name, r.partitions, r.placement, thousands(r.rate),
 			float64(r.cpuPerJob)/float64(time.Microsecond), float64(r.busiest)/float64(time.Microsecond), r.loaded, r.nodes, thousands(bound))
 	}
+}
+
+// cpuRow is a row of cpuTable.
+type cpuRow struct {
+	name string
+	m    *measurement
+}
+
+// cpuTable says where the CPU of each job went in the runs of rows, as
+// medians of the runs: what a ratio to a limit is made of.
+func cpuTable(rows []cpuRow) string {
+	var sb strings.Builder
+	for _, r := range rows {
+		if !r.m.ran() || len(r.m.cpu) == 0 {
+			continue
+		}
+		if sb.Len() == 0 {
+			sb.WriteString("\n| CPU per job, batch 100 (µs, median of the runs) | client | PostgreSQL | Redis | all | cores busy | jobs/s |\n" +
+				"| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		}
+		pick := func(f func(cpuSplit) float64) float64 {
+			v := make([]float64, len(r.m.cpu))
+			for i, c := range r.m.cpu {
+				v[i] = f(c)
+			}
+			return median(v)
+		}
+		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s |\n", r.name,
+			pick(func(c cpuSplit) float64 { return c.perJob(c.client) }),
+			pick(func(c cpuSplit) float64 { return c.perJob(c.postgres) }),
+			pick(func(c cpuSplit) float64 { return c.perJob(c.redis) }),
+			pick(func(c cpuSplit) float64 { return c.perJob(c.client + c.postgres + c.redis) }),
+			pick(func(c cpuSplit) float64 { return c.busy() }), thousands(r.m.median()))
+	}
+	return sb.String()
 }

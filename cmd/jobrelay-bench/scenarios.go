@@ -19,10 +19,10 @@ import (
 // pgLimit drains the jobs with the relay's own statements and no Redis:
 // BEGIN + claim, then UPDATE + COMMIT, with stand-in entry IDs, by
 // workers connections in parallel. What the relay can at best approach.
-func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, error) {
+func (b *bench) pgLimit(ctx context.Context, batch, workers int) (float64, cpuSplit, error) {
 	p, err := b.newPipeline(ctx, b.o.jobs)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
 	defer p.drop()
 	return b.claimLoop(ctx, p, batch, workers, db.BeginClaim)
@@ -34,14 +34,14 @@ type claimFunc func(ctx context.Context, conn *pgx.Conn, limit int, dst []db.Job
 
 // claimLoop runs the relay's transactions without Redis on p's pending
 // jobs, one loop per connection: claim, update to in_review, commit. It
-// returns jobs/s once every job is in_review.
-func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, claim claimFunc) (float64, error) {
+// returns jobs/s once every job is in_review, and who spent the CPU.
+func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, claim claimFunc) (float64, cpuSplit, error) {
 	conns, closeAll, err := p.connect(ctx, workers)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
 	defer closeAll()
-	elapsed, err := eachConn(conns, func(_ int, conn *pgx.Conn) error {
+	return b.measureLoop(ctx, p, conns, func(_ int, conn *pgx.Conn) error {
 		var jobs []db.Job
 		var done standIns
 		for {
@@ -57,10 +57,24 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 			}
 		}
 	})
+}
+
+// measureLoop runs loop on each connection until p's jobs are all
+// in_review, and returns jobs/s and who spent the CPU meanwhile.
+func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn, loop func(int, *pgx.Conn) error) (float64, cpuSplit, error) {
+	before, err := b.readCPU(ctx)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
-	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusInReview, b.o.jobs)
+	elapsed, err := eachConn(conns, loop)
+	if err != nil {
+		return 0, cpuSplit{}, err
+	}
+	after, err := b.readCPU(ctx)
+	if err != nil {
+		return 0, cpuSplit{}, err
+	}
+	return float64(b.o.jobs) / elapsed.Seconds(), after.split(before, -1, b.o.jobs), p.check(ctx, db.StatusInReview, b.o.jobs)
 }
 
 // standIns records claimed jobs as the relay would, with stand-in entry
@@ -80,18 +94,18 @@ func (s *standIns) params(jobs []db.Job) *db.InReviewParams {
 // pgPipelinedLimit is pgLimit with each COMMIT carrying the next claim in
 // its round trip, as the relay sends them while it drains a backlog: one
 // round trip per batch instead of two.
-func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float64, error) {
+func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float64, cpuSplit, error) {
 	p, err := b.newPipeline(ctx, b.o.jobs)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
 	defer p.drop()
 	conns, closeAll, err := p.connect(ctx, workers)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
 	defer closeAll()
-	elapsed, err := eachConn(conns, func(_ int, conn *pgx.Conn) error {
+	return b.measureLoop(ctx, p, conns, func(_ int, conn *pgx.Conn) error {
 		claim := &db.ClaimParams{Limit: batch}
 		jobs, spare := make([]db.Job, 0, batch), make([]db.Job, 0, batch)
 		jobs, _, err := db.BeginClaimWith(ctx, conn, claim, jobs)
@@ -108,10 +122,6 @@ func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float
 		}
 		return db.Rollback(ctx, conn)
 	})
-	if err != nil {
-		return 0, err
-	}
-	return float64(b.o.jobs) / elapsed.Seconds(), p.check(ctx, db.StatusInReview, b.o.jobs)
 }
 
 // redisLimit adds the jobs' entries with pipelined XADD in batches, one
@@ -151,43 +161,85 @@ func (b *bench) relayRun(ctx context.Context, batch, replicas, workers, jobs int
 func (b *bench) relayRunWith(ctx context.Context, batch, replicas, workers, jobs int,
 	prepare func(context.Context, *pipeline) error, extra ...string,
 ) (float64, int64, error) {
+	r, err := b.relayDrain(ctx, batch, replicas, workers, jobs, prepare, extra...)
+	return r.rate, r.peak, err
+}
+
+// relayResult is what a relay run measured.
+type relayResult struct {
+	rate float64 // jobs/s
+	peak int64   // the largest peak RSS of the processes
+	cpu  cpuSplit
+}
+
+// relayDrain is relayRunWith, with who spent the CPU.
+func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs int,
+	prepare func(context.Context, *pipeline) error, extra ...string,
+) (relayResult, error) {
+	var res relayResult
 	p, err := b.newPipeline(ctx, jobs)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	defer p.drop()
 	if prepare != nil {
 		if err := prepare(ctx, p); err != nil {
-			return 0, 0, err
+			return res, err
 		}
 	}
 	env := p.env(append([]string{"BATCH_SIZE=" + strconv.Itoa(batch), "RELAY_WORKERS=" + strconv.Itoa(workers), "MAX_STREAM_LAG=0", "LOG_LEVEL=info"}, extra...)...)
+	before, err := b.readCPU(ctx)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	procs := make([]*proc, replicas)
 	for i := range procs {
 		if procs[i], err = p.start(env, "relay", "--once"); err != nil {
-			return 0, 0, err
+			return res, err
 		}
 	}
-	var peak int64
+	var client float64
 	for _, pr := range procs {
 		if err := pr.wait(ctx); err != nil {
-			return 0, 0, fmt.Errorf("relay --once: %w", err)
+			return res, fmt.Errorf("relay --once: %w", err)
 		}
-		peak = max(peak, pr.peakRSS())
+		res.peak = max(res.peak, pr.peakRSS())
+		client += (pr.cmd.ProcessState.UserTime() + pr.cmd.ProcessState.SystemTime()).Seconds()
 	}
 	elapsed := time.Since(start)
+	if err := b.waitBackendsGone(ctx); err != nil {
+		return res, err
+	}
+	after, err := b.readCPU(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.cpu = after.split(before, client, jobs)
+	res.cpu.wall = elapsed.Seconds()
 	if err := p.check(ctx, db.StatusInReview, jobs); err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	n, err := b.rdb.XLen(ctx, p.stream).Result()
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	if n != int64(jobs) {
-		return 0, 0, fmt.Errorf("relay: %d entries for %d jobs", n, jobs)
+		return res, fmt.Errorf("relay: %d entries for %d jobs", n, jobs)
 	}
-	return float64(jobs) / elapsed.Seconds(), peak, nil
+	res.rate = float64(jobs) / elapsed.Seconds()
+	return res, nil
+}
+
+// waitBackendsGone waits until the backends of the relays that exited
+// have too, so that their CPU time is their postmaster's to read.
+func (b *bench) waitBackendsGone(ctx context.Context) error {
+	return waitFor(ctx, 30*time.Second, func() bool {
+		var n int
+		err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE application_name IN ('jobrelay relay', 'jobrelay listener')`).Scan(&n)
+		return err == nil && n == 0
+	})
 }
 
 // oldPoller is the pattern jobrelay replaces: read 100 pending jobs, then

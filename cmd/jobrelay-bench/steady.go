@@ -222,23 +222,15 @@ func (b *bench) cpu(ctx context.Context, procs []*proc, appName string, redisPid
 
 // procCPU is the user and system CPU seconds of a process.
 func procCPU(pid int) (float64, error) {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := statFields(strconv.Itoa(pid))
 	if err != nil {
 		return 0, err
 	}
-	// The fields after the command's closing parenthesis: state is the
-	// first, utime the 12th, stime the 13th.
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	utime, err1 := strconv.ParseFloat(f[11], 64)
-	stime, err2 := strconv.ParseFloat(f[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
+	t, err := ticks(f[11], f[12])
+	if err != nil {
 		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	return (utime + stime) / clockTicks, nil
+	return t, nil
 }
 
 // withParam sets a query parameter of a URL.

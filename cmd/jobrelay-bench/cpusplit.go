@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cpuSplit is who spent the CPU of one drain, in seconds: what explains a
+// ratio to a limit is where the time of each job goes.
+type cpuSplit struct {
+	client   float64 // the jobrelay processes, or this program's loop for a limit
+	postgres float64 // every postgres process, backends that exited included
+	redis    float64 // the Redis server
+	wall     float64
+	jobs     int
+}
+
+// perJob is a share of the split in µs per job.
+func (c cpuSplit) perJob(seconds float64) float64 { return seconds / float64(c.jobs) * 1e6 }
+
+// busy is the cores the three kept busy on average.
+func (c cpuSplit) busy() float64 { return (c.client + c.postgres + c.redis) / c.wall }
+
+// cpuReading is the CPU seconds spent so far by this program, by
+// PostgreSQL and by Redis.
+type cpuReading struct {
+	self, postgres, redis float64
+	at                    time.Time
+}
+
+// readCPU reads them. A backend's time counts once it has exited too: the
+// postmaster's children's times hold it once it is reaped (see
+// waitBackendsGone).
+func (b *bench) readCPU(ctx context.Context) (cpuReading, error) {
+	r := cpuReading{at: time.Now()}
+	var err error
+	if r.self, err = procCPU(os.Getpid()); err != nil {
+		return r, err
+	}
+	if r.postgres, err = postgresCPU(); err != nil {
+		return r, err
+	}
+	pid, err := b.redisPid(ctx)
+	if err != nil {
+		return r, err
+	}
+	if r.redis, err = procCPU(pid); err != nil {
+		return r, fmt.Errorf("read Redis's CPU time (run the benchmark as the user Redis runs as, or root): %w", err)
+	}
+	return r, nil
+}
+
+// split is the CPU spent since start on jobs, client seconds by the
+// client: this program's if client is negative.
+func (r cpuReading) split(start cpuReading, client float64, jobs int) cpuSplit {
+	if client < 0 {
+		client = r.self - start.self
+	}
+	return cpuSplit{client: client, postgres: r.postgres - start.postgres, redis: r.redis - start.redis,
+		wall: r.at.Sub(start.at).Seconds(), jobs: jobs}
+}
+
+// redisPid is the local Redis server's process ID.
+func (b *bench) redisPid(ctx context.Context) (int, error) {
+	info, err := b.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
+}
+
+// postgresCPU is the CPU seconds of every postgres process: their own,
+// and for each postmaster (a postgres process whose parent is not one)
+// that of the children it has reaped.
+func postgresCPU() (float64, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	isPostgres := func(pid string) bool {
+		comm, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		return err == nil && strings.TrimSpace(string(comm)) == "postgres"
+	}
+	var sum float64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil || !isPostgres(e.Name()) {
+			continue
+		}
+		f, err := statFields(e.Name())
+		if err != nil {
+			continue // exited meanwhile
+		}
+		own, err := ticks(f[11], f[12])
+		if err != nil {
+			return 0, err
+		}
+		sum += own
+		if !isPostgres(f[1]) { // f[1] is the parent's pid
+			children, err := ticks(f[13], f[14])
+			if err != nil {
+				return 0, err
+			}
+			sum += children
+		}
+	}
+	return sum, nil
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command's
+// closing parenthesis: state is the first, ppid the 2nd, utime the 12th,
+// stime the 13th, cutime and cstime (reaped children) the 14th and 15th.
+func statFields(pid string) ([]string, error) {
+	raw, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 15 {
+		return nil, fmt.Errorf("/proc/%s/stat: too few fields", pid)
+	}
+	return f, nil
+}
+
+// ticks is the sum of two clock tick counts, in seconds.
+func ticks(a, b string) (float64, error) {
+	x, err1 := strconv.ParseFloat(a, 64)
+	y, err2 := strconv.ParseFloat(b, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("clock ticks %q %q are not numbers", a, b)
+	}
+	return (x + y) / clockTicks, nil
+}
