@@ -178,7 +178,13 @@ const benchmarksNotes = `
   With one worker each part waits for the other, so the relay's jobs/s is
   one core over the sum; with two, the machine's two cores are shared by
   PostgreSQL, Redis and the relay, and the ratio to the limit can be no
-  better than the limit's CPU per job over the relay's.
+  better than the limit's CPU per job over the relay's. PostgreSQL's own
+  part is larger under the relay than in the limit's loop although the
+  statements are the same: the cycle timeout's SET LOCAL, the aging claim
+  and real stream names and entry IDs in the UPDATE made no measurable
+  difference in the pipelined loop (throwaway A/B, 3 interleaved runs of
+  each on 2026-11-29); its backends wait longer between statements, and
+  share the cores with Redis and the relay.
 - **Redis instructions per job** are counted by callgrind (Debian's
   valgrind) in a redis-server of the run's own, inside ` + "`EVALSHA`" + ` only: a
   count, not a time, so it is the same from run to run whatever the machine
@@ -237,9 +243,9 @@ const benchmarksNotes = `
   (the relay's claim uses it), with one index on ` + "`enqueued_at`" + ` for the
   reaper. jobrelay keeps its schema, with no migration for this. The win
   is not steady: at fillfactor 50 (every consumer update HOT) the
-  consumers' loop ran at 1.28, 1.18, 0.90 and 1.14 of the schema's in
-  four ` + "`-only hot`" + ` and full runs on 2026-11-29 (two machines), the relay's
-  loop at 1.01, 0.86 and 0.81; and what it costs is: HOT for the consumer's update means that
+  consumers' loop ran at 1.28, 1.18, 0.90, 1.14 and 1.28 of the schema's in
+  five ` + "`-only hot`" + ` and full runs on 2026-11-29 (three machines), the relay's
+  loop at 1.01, 0.86, 0.81 and 0.93; and what it costs is: HOT for the consumer's update means that
   no index can tell an in_review
   row from a reviewed one, so the reaper's index holds every job ever
   enqueued and each reaper pass walks past all of them, and the archiver
