@@ -109,24 +109,11 @@ func (rn *redisNodes) url() string {
 func (rn *redisNodes) cpu() ([]time.Duration, error) {
 	out := make([]time.Duration, len(rn.cmds))
 	for i, cmd := range rn.cmds {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat")
+		seconds, err := procCPU(cmd.Process.Pid)
 		if err != nil {
 			return nil, err
 		}
-		// Fields after the command name, which is in parentheses: state is
-		// field 3, utime 14 and stime 15, in clock ticks (USER_HZ, 100 on
-		// Linux).
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			return nil, fmt.Errorf("unexpected /proc stat: %q", s)
-		}
-		utime, err1 := strconv.ParseInt(f[11], 10, 64)
-		stime, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("unexpected /proc stat: %q", s)
-		}
-		out[i] = time.Duration(utime+stime) * 10 * time.Millisecond
+		out[i] = time.Duration(seconds * float64(time.Second))
 	}
 	return out, nil
 }
