@@ -273,7 +273,7 @@ func TestPublishSendsTheScriptToARedisThatForgotIt(t *testing.T) {
 	rdb := testenv.StartRedisServer(t).Client()
 	for _, parts := range []int{1, 3} {
 		s := testenv.Stream(t, rdb)
-		plain, rich := job("plain", 0), job("rich", 2)
+		plain, rich := job("plain", 0), job("rich-3", 2) // partitions 0 and 1 of 3: two calls in a pipeline
 		rich.Site, rich.Priority, rich.Tenant = pgtype.Text{}, 7, text("acme")
 		params := &PublishParams{Stream: s, Partitions: parts, DedupTTL: time.Minute, EnqueuedAt: "t", Jobs: []db.Job{plain, rich}}
 
@@ -284,6 +284,10 @@ func TestPublishSendsTheScriptToARedisThatForgotIt(t *testing.T) {
 		again, err := Publish(ctx, rdb, params)
 		require.NoError(t, err, "%d partition(s)", parts)
 		require.Equal(t, first.StreamIDs, again.StreamIDs, "the records still answer")
+		require.Equal(t, parts > 1, first.Streams[0] != first.Streams[1], "with partitions, one call per job")
+		require.NoError(t, rdb.ScriptFlush(ctx).Err())
+		_, err = Publish(ctx, rdb, &PublishParams{Stream: s, Partitions: parts, DedupTTL: time.Minute, Forget: first.Records})
+		require.NoError(t, err, "%d partition(s): a call that only forgets", parts)
 
 		got := map[string]map[string]any{}
 		for i, id := range first.StreamIDs {
@@ -294,7 +298,7 @@ func TestPublishSendsTheScriptToARedisThatForgotIt(t *testing.T) {
 		}
 		require.Equal(t, map[string]any{"job_id": "plain", "site": "otta", "title": "SRE", "company": "Acme",
 			"job_url": "https://x/plain", "attempt": "1", "enqueued_at": "t"}, got["plain"])
-		require.Equal(t, map[string]any{"job_id": "rich", "title": "SRE", "company": "Acme", "job_url": "https://x/rich",
-			"attempt": "3", "enqueued_at": "t", "priority": "7", "tenant": "acme"}, got["rich"], "a NULL site is left out")
+		require.Equal(t, map[string]any{"job_id": "rich-3", "title": "SRE", "company": "Acme", "job_url": "https://x/rich-3",
+			"attempt": "3", "enqueued_at": "t", "priority": "7", "tenant": "acme"}, got["rich-3"], "a NULL site is left out")
 	}
 }
