@@ -29,16 +29,13 @@ func (c cpuSplit) busy() float64 { return (c.client + c.postgres + c.redis) / c.
 
 // cpuReading is the CPU seconds spent so far by this program, by
 // PostgreSQL and by Redis.
-type cpuReading struct {
-	self, postgres, redis float64
-	at                    time.Time
-}
+type cpuReading struct{ self, postgres, redis float64 }
 
 // readCPU reads them. A backend's time counts once it has exited too: the
 // postmaster's children's times hold it once it is reaped (see
 // waitBackendsGone).
 func (b *bench) readCPU(ctx context.Context) (cpuReading, error) {
-	r := cpuReading{at: time.Now()}
+	var r cpuReading
 	var err error
 	if r.self, err = procCPU(os.Getpid()); err != nil {
 		return r, err
@@ -56,14 +53,11 @@ func (b *bench) readCPU(ctx context.Context) (cpuReading, error) {
 	return r, nil
 }
 
-// split is the CPU spent since start on jobs, client seconds by the
-// client: this program's if client is negative.
-func (r cpuReading) split(start cpuReading, client float64, jobs int) cpuSplit {
-	if client < 0 {
-		client = r.self - start.self
-	}
+// split is the CPU spent since start on jobs in wall, the client's
+// being client seconds.
+func (r cpuReading) split(start cpuReading, client float64, wall time.Duration, jobs int) cpuSplit {
 	return cpuSplit{client: client, postgres: r.postgres - start.postgres, redis: r.redis - start.redis,
-		wall: r.at.Sub(start.at).Seconds(), jobs: jobs}
+		wall: wall.Seconds(), jobs: jobs}
 }
 
 // redisPid is the local Redis server's process ID.

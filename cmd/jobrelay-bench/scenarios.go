@@ -74,7 +74,7 @@ func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn,
 	if err != nil {
 		return 0, cpuSplit{}, err
 	}
-	return float64(b.o.jobs) / elapsed.Seconds(), after.split(before, -1, b.o.jobs), p.check(ctx, db.StatusInReview, b.o.jobs)
+	return float64(b.o.jobs) / elapsed.Seconds(), after.split(before, after.self-before.self, elapsed, b.o.jobs), p.check(ctx, db.StatusInReview, b.o.jobs)
 }
 
 // standIns records claimed jobs as the relay would, with stand-in entry
@@ -215,8 +215,7 @@ func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs i
 	if err != nil {
 		return res, err
 	}
-	res.cpu = after.split(before, client, jobs)
-	res.cpu.wall = elapsed.Seconds()
+	res.cpu = after.split(before, client, elapsed, jobs)
 	if err := p.check(ctx, db.StatusInReview, jobs); err != nil {
 		return res, err
 	}
