@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,14 +20,32 @@ import (
 // hand a session setting to whichever client runs next on the server
 // connection. A relay that hangs between publish and commit still loses its
 // row locks after CycleTimeout.
+//
+// With batch 2 the hung publish is the second one, of a batch claimed with
+// the first batch's COMMIT: that claim's transaction is bounded alike.
 func TestCycleTimeoutsAreTransactionLocal(t *testing.T) {
 	t.Parallel()
+	for _, batch := range []int{0, 2} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			t.Parallel()
+			testCycleTimeouts(t, batch)
+		})
+	}
+}
+
+func testCycleTimeouts(t *testing.T, batch int) {
+	t.Helper()
 	ctx := testenv.Context(t)
 	b := setup(t)
 	b.seed(t, 5)
 	cfg := b.cfg
 	cfg.CycleTimeout = 300 * time.Millisecond
 	cfg.DedupTTL = time.Minute
+	hangAt := int32(1)
+	if batch > 0 {
+		cfg.BatchSize, cfg.Workers = batch, 1
+		hangAt = 2 // the batch claimed with the first COMMIT
+	}
 	r := b.newRelay(t, cfg)
 	require.Empty(t, r.connCfg.RuntimeParams["statement_timeout"], "no session setting: a pooler refuses it")
 	require.Empty(t, r.connCfg.RuntimeParams["idle_in_transaction_session_timeout"])
@@ -35,9 +54,11 @@ func TestCycleTimeoutsAreTransactionLocal(t *testing.T) {
 	var calls atomic.Int32
 	var settings [2]string
 	r.hooks.afterPublish = func(ctx context.Context, conn *pgx.Conn) {
-		if calls.Add(1) == 1 {
+		if n := calls.Add(1); n == hangAt {
 			close(hung)
 			<-release // hung, ignoring its deadline: only PostgreSQL can end it
+			return
+		} else if n < hangAt {
 			return
 		}
 		require.NoError(t, conn.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout')`).
