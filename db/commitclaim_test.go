@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,4 +115,61 @@ func mustConnect(ctx context.Context, t *testing.T, url string) *pgx.Conn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(ctx)) })
 	return conn
+}
+
+// TestClaimMore: a second claim in the claim's own transaction takes
+// other jobs only when told which it holds (SKIP LOCKED does not pass over
+// a transaction's own locks); MarkInReview records a batch and leaves the
+// transaction open, so nothing is visible until the COMMIT.
+func TestClaimMore(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	s := testenv.NewSchema(t)
+	_, err := db.InsertJobs(ctx, s.Pool, []db.NewJob{{Title: "a"}, {Title: "b"}, {Title: "c"}, {Title: "d"}, {Title: "e"}})
+	require.NoError(t, err)
+	conn := mustConnect(ctx, t, s.URL)
+	first, err := db.BeginClaim(ctx, conn, 2, nil)
+	require.NoError(t, err)
+	require.Len(t, first, 2)
+
+	again, _, err := db.ClaimMore(ctx, conn, &db.ClaimParams{Limit: 2}, nil)
+	require.NoError(t, err)
+	require.ElementsMatch(t, ids(first), ids(again), "without Except, its own rows again")
+
+	second, c, err := db.ClaimMore(ctx, conn, &db.ClaimParams{Limit: 2, Except: ids(first)}, nil)
+	require.NoError(t, err)
+	require.Len(t, second, 2)
+	require.True(t, c.More)
+	require.Empty(t, intersect(ids(first), ids(second)))
+
+	require.NoError(t, db.MarkInReview(ctx, conn, inReview(first)))
+	require.Equal(t, byte('T'), conn.PgConn().TxStatus(), "still in the transaction")
+	require.Zero(t, countStatus(ctx, t, s.Pool, db.StatusInReview), "nothing committed")
+	other, err := db.BeginClaim(ctx, mustConnect(ctx, t, s.URL), 10, nil)
+	require.NoError(t, err)
+	require.Len(t, other, 1, "the four claimed jobs are locked")
+
+	require.NoError(t, db.CommitInReview(ctx, conn, inReview(second)))
+	require.Equal(t, 4, countStatus(ctx, t, s.Pool, db.StatusInReview))
+
+	_, _, err = db.ClaimMore(ctx, conn, &db.ClaimParams{Limit: 2, Fair: &db.FairParams{}}, nil)
+	require.ErrorContains(t, err, "fair claim")
+}
+
+func ids(jobs []db.Job) []string {
+	out := make([]string, len(jobs))
+	for i := range jobs {
+		out[i] = jobs[i].ID
+	}
+	return out
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }

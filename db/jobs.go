@@ -166,15 +166,47 @@ func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []J
 	return jobs, c, nil
 }
 
+// ClaimMore claims the jobs p says in the transaction already open on
+// conn, appended to dst[:0], in one round trip: a relay claims its next
+// batch while it publishes the one it holds. The transaction's own row
+// locks do not make SKIP LOCKED pass over its rows, so p.Except must list
+// the jobs it has claimed already. p.Timeout is not set again: the
+// transaction's own holds. On error the caller must call Rollback.
+func ClaimMore(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) (jobs []Job, c Claimed, err error) {
+	if p.Fair != nil {
+		return nil, c, errors.New("claim more: a fair claim cannot run inside another claim's transaction")
+	}
+	except, err := uuids(p.Except)
+	if err != nil {
+		return nil, c, fmt.Errorf("claim more pending jobs: %w", err)
+	}
+	var b pgx.Batch
+	queueClaimStatement(&b, p, except, dst, &jobs)
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, c, fmt.Errorf("claim more pending jobs: %w", err)
+	}
+	c.More = len(jobs) == p.Limit
+	return jobs, c, nil
+}
+
 // queueClaim queues BEGIN and the claim p says (not a fair one), whose rows
 // the batch appends to dst[:0] and stores in *jobs.
 func queueClaim(b *pgx.Batch, p *ClaimParams, dst []Job, jobs *[]Job) error {
-	*jobs = dst[:0]
 	except, err := uuids(p.Except)
 	if err != nil {
+		*jobs = dst[:0]
 		return fmt.Errorf("claim pending jobs: %w", err)
 	}
 	queueBegin(b, p.Timeout) // nothing is queued on error
+	queueClaimStatement(b, p, except, dst, jobs)
+	return nil
+}
+
+// queueClaimStatement queues the claim p says (not a fair one), without
+// BEGIN, passing over except (p.Except parsed), whose rows the batch
+// appends to dst[:0] and stores in *jobs.
+func queueClaimStatement(b *pgx.Batch, p *ClaimParams, except [][16]byte, dst []Job, jobs *[]Job) {
+	*jobs = dst[:0]
 	var q *pgx.QueuedQuery
 	switch {
 	case len(except) == 0 && !p.Oldest:
@@ -191,7 +223,6 @@ func queueClaim(b *pgx.Batch, p *ClaimParams, dst []Job, jobs *[]Job) error {
 		*jobs, err = scanJobs(rows, *jobs)
 		return err
 	})
-	return nil
 }
 
 // scanJobs appends the rows of a claim (claimColumns) to jobs.
@@ -235,6 +266,24 @@ func CommitInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) erro
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("mark jobs in_review and commit: %w", err)
+	}
+	return nil
+}
+
+// MarkInReview marks the published jobs in_review and fails the
+// unpublishable ones, as CommitInReview does, in one round trip, but leaves
+// the transaction open: a relay records one batch while it publishes the
+// next. On error the caller must call Rollback.
+func MarkInReview(ctx context.Context, conn *pgx.Conn, p *InReviewParams) error {
+	var b pgx.Batch
+	if err := queueInReview(&b, p); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("mark jobs in_review: %w", err)
 	}
 	return nil
 }

@@ -81,8 +81,10 @@ type Relay struct {
 	// hooks lets tests stop the relay at a chosen point.
 	hooks struct {
 		afterPublish func(ctx context.Context, conn *pgx.Conn)
-		afterCommit  func()
-		beforeListen func()
+		// beforeClaimAhead runs before a claim ahead, beside the publish.
+		beforeClaimAhead func(ctx context.Context, conn *pgx.Conn)
+		afterCommit      func()
+		beforeListen     func()
 	}
 }
 

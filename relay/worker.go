@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,6 +22,7 @@ type worker struct {
 	conn      *pgx.Conn           // opened at its first cycle, replaced when broken
 	jobs      []db.Job            // reused claim buffer
 	spare     []db.Job            // the other buffer, for a claim made while jobs is in use
+	ahead     []db.Job            // the buffer of a batch claimed ahead (see publishClaimingAhead)
 	committed stream.DedupRecords // dedup records of the worker's last committed batch
 	// next is the batch claimed with the last COMMIT, in the transaction
 	// now open on conn, for the next cycle; nil if none.
@@ -30,6 +32,9 @@ type worker struct {
 	// (A claim of its own might not meet the row: one claim in
 	// AgingEvery takes the oldest jobs, the others the highest priority.)
 	claimRowErr error
+	// aheadFailed says that the last claim ahead failed: the next cycle
+	// commits its batch alone.
+	aheadFailed bool
 }
 
 // claim is a batch claimed in an open transaction, not yet published.
@@ -92,7 +97,7 @@ func (w *worker) step(ctx context.Context, mode drainMode) (c cycleResult, more 
 	if err != nil {
 		return c, false, err
 	}
-	return c, c.claimed > 0 && !c.drained && (mode == untilEmpty || c.full), nil
+	return c, c.retry || c.claimed > 0 && !c.drained && (mode == untilEmpty || c.full), nil
 }
 
 // dropNext rolls back a batch claimed for a cycle that will not run
@@ -113,6 +118,7 @@ type cycleResult struct {
 	failed    []string // jobs marked failed instead of relayed
 	leftAlone []string // jobs that could not even be marked failed
 	drained   bool     // the claim made with the COMMIT found nothing more
+	retry     bool     // nothing was committed, but another cycle should run now
 }
 
 // cycle claims, publishes and commits one batch of at most room.held
@@ -169,32 +175,75 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 	}
 	r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(jobs))+" jobs pending review", slog.Int("num_jobs", len(jobs)))
 
-	b, err := w.publish(ctx, conn, room, jobs)
-	if err != nil {
-		m.Errors.WithLabelValues("publish").Inc()
-		w.rollback(ctx)
-		return c, err
-	}
 	chain := parent.Err() == nil && (mode == untilEmpty || claimed.More)
-	next, err := w.commit(ctx, conn, &b.commit, chain)
+	var aheadRoom *reservation
+	if chain && !r.cfg.TenantFair && !w.aheadFailed {
+		aheadRoom = r.reserveOnReading()
+	}
+	w.aheadFailed = false
+	first, ahead, err := w.publishClaimingAhead(ctx, conn, room, jobs, aheadRoom)
+	if err != nil {
+		return w.failedAhead(ctx, err)
+	}
+	batches := []*publishedBatch{&first}
+	last := &first
+	if ahead != nil && len(ahead.jobs) == 0 {
+		// Nothing more is pending: commit alone, and go idle.
+		ahead.room.release()
+		ahead, chain = nil, false
+		c.drained = true
+		r.countCycle(cycleResult{}, nil) // the empty cycle that ends a drain
+	}
+	if ahead != nil {
+		defer ahead.room.release()
+		r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(ahead.jobs))+" jobs pending review", slog.Int("num_jobs", len(ahead.jobs)))
+		second, err := w.publishRecording(ctx, conn, ahead, &first.commit)
+		if err != nil {
+			if errors.Is(err, errRecord) && db.IsRowError(err) {
+				return w.isolateBatch(parent, room, limit, err, jobs)
+			}
+			return c, err
+		}
+		batches, last = append(batches, &second), &second
+		claimed = ahead.claimed
+		chain = parent.Err() == nil && (mode == untilEmpty || claimed.More)
+	}
+	next, err := w.commit(ctx, conn, &last.commit, chain)
 	if err != nil {
 		m.Errors.WithLabelValues("commit").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
-			return w.isolateBatch(parent, room, jobs, limit, err)
+			if ahead != nil {
+				return w.isolateBatch(parent, room, limit, err, jobs, ahead.jobs)
+			}
+			return w.isolateBatch(parent, room, limit, err, jobs)
 		}
 		return c, err
 	}
 	// Committed: no claim can publish these (job, attempt) pairs again, so
 	// the next Publish deletes their dedup records. Until a COMMIT is known
 	// to have succeeded, the records stay.
-	w.committed = b.records
+	w.committed = first.records
+	if ahead != nil {
+		w.committed.Fields = append(slices.Clip(first.records.Fields), last.records.Fields...)
+	}
 	if r.hooks.afterCommit != nil {
 		r.hooks.afterCommit()
 	}
 
-	r.committedBatch(ctx, start, len(jobs), &b)
-	c = cycleResult{claimed: len(jobs), full: claimed.More, failed: b.commit.FailedIDs}
+	c.full = claimed.More
+	for i, b := range batches {
+		n := len(b.published) + len(b.commit.FailedIDs)
+		c.claimed += n
+		if i > 0 {
+			r.countCycle(cycleResult{claimed: n}, nil) // the batch claimed ahead is a cycle of its own
+		}
+		r.committedBatch(ctx, start, n, b)
+		c.failed = append(c.failed, b.commit.FailedIDs...)
+	}
+	if c.drained {
+		w.forgetCommitted(ctx)
+	}
 	if next != nil {
 		if len(next.jobs) == 0 {
 			next.room.release()
@@ -209,6 +258,152 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		}
 	}
 	return c, nil
+}
+
+// Claiming ahead. A worker has one connection, so while it waits for Redis
+// its PostgreSQL session idles, and while it waits for PostgreSQL Redis
+// does. While a backlog drains, a cycle's transaction therefore carries a
+// second batch: it is claimed while the first is published, and published
+// while the first is marked in_review; its UPDATE and the COMMIT then end
+// the transaction, as one batch's would. Each wait for Redis but the last
+// overlaps a PostgreSQL round trip. The transaction holds up to twice
+// BatchSize row locks, for the same CycleTimeout; the second claim passes
+// over the first batch's rows by ID (SKIP LOCKED does not skip a
+// transaction's own locks), and takes room of its own (backpressure). A
+// batch that is not full (no backlog) is committed alone, as before.
+
+// errRecord marks the error of marking the first batch in_review while
+// the second is published.
+var errRecord = errors.New("record the first batch")
+
+// publishClaimingAhead publishes jobs and, if aheadRoom is not nil, claims
+// the next batch in the same transaction meanwhile. ahead is that claim;
+// nil if none was made. On error the transaction is rolled back, and
+// aheadRoom released.
+func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job, aheadRoom *reservation) (b publishedBatch, ahead *claim, err error) {
+	r := w.r
+	var claimAhead func() error
+	if aheadRoom != nil {
+		claimAhead = func() error {
+			p := r.claimParams(aheadRoom.held)
+			p.Except = slices.Grow(slices.Clip(p.Except), len(jobs))
+			for i := range jobs {
+				p.Except = append(p.Except, jobs[i].ID)
+			}
+			if r.hooks.beforeClaimAhead != nil {
+				r.hooks.beforeClaimAhead(ctx, conn)
+			}
+			next, claimed, err := db.ClaimMore(ctx, conn, p, w.ahead)
+			if err != nil {
+				return err
+			}
+			w.ahead = next
+			r.claimed(next, claimed)
+			aheadRoom.giveBack(p.Limit - len(next))
+			ahead = &claim{room: aheadRoom, limit: p.Limit, jobs: next, claimed: claimed}
+			return nil
+		}
+	}
+	forget := w.committed
+	pubErr, claimErr := alongside(func() error {
+		var err error
+		b, err = w.publish(ctx, room, jobs, forget)
+		return err
+	}, claimAhead)
+	if pubErr == nil {
+		w.committed = stream.DedupRecords{} // applied
+		w.afterPublish(ctx, conn)
+	}
+	if pubErr == nil && claimErr == nil {
+		return b, ahead, nil
+	}
+	if aheadRoom != nil {
+		aheadRoom.release()
+	}
+	w.rollback(ctx)
+	if pubErr != nil {
+		r.m.Errors.WithLabelValues("publish").Inc()
+		return b, nil, pubErr
+	}
+	r.m.Errors.WithLabelValues("claim").Inc()
+	return b, nil, &aheadError{claimErr}
+}
+
+// aheadError is a claim ahead's failure: the batch in hand was published,
+// not committed.
+type aheadError struct{ err error }
+
+func (e *aheadError) Error() string { return e.err.Error() }
+func (e *aheadError) Unwrap() error { return e.err }
+
+// failedAhead ends a cycle whose publish, or claim ahead, failed with err.
+// A claim ahead that failed rolled back the batch in hand too, published
+// but not committed; its entries are reused when it is claimed again. If
+// a row's data failed the claim, the next cycle, at once, isolates it (see
+// isolate), as after a failed claim made with a COMMIT. Otherwise the next
+// cycle claims afresh and commits its batch without claiming ahead: a claim
+// ahead that keeps failing must not keep the batch before it from ever
+// committing.
+func (w *worker) failedAhead(ctx context.Context, err error) (cycleResult, error) {
+	var ae *aheadError
+	if !errors.As(err, &ae) {
+		return cycleResult{}, err
+	}
+	if db.IsRowError(ae.err) {
+		w.claimRowErr = ae.err
+		w.r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle isolates it", slog.String("err", ae.err.Error()))
+		return cycleResult{retry: true}, nil
+	}
+	w.aheadFailed = true
+	return cycleResult{}, ae.err
+}
+
+// publishRecording publishes the batch claimed ahead while the first
+// batch's UPDATEs (p) run. On error the transaction is rolled back; an
+// error marking p in_review wraps errRecord.
+func (w *worker) publishRecording(ctx context.Context, conn *pgx.Conn, ahead *claim, p *db.InReviewParams) (b publishedBatch, err error) {
+	r := w.r
+	pubErr, recErr := alongside(func() error {
+		var err error
+		b, err = w.publish(ctx, ahead.room, ahead.jobs, stream.DedupRecords{})
+		return err
+	}, func() error {
+		return db.MarkInReview(ctx, conn, p)
+	})
+	if pubErr == nil {
+		w.afterPublish(ctx, conn)
+	}
+	switch {
+	case pubErr != nil:
+		r.m.Errors.WithLabelValues("publish").Inc()
+		w.rollback(ctx)
+		return b, pubErr
+	case recErr != nil:
+		r.m.Errors.WithLabelValues("commit").Inc()
+		w.rollback(ctx)
+		return b, fmt.Errorf("%w: %w", errRecord, recErr)
+	}
+	return b, nil
+}
+
+// alongside runs pub on a goroutine of its own while pg, if not nil, runs
+// on the caller's, and returns once both have.
+func alongside(pub, pg func() error) (pubErr, pgErr error) {
+	if pg == nil {
+		return pub(), nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- pub() }()
+	pgErr = pg()
+	return <-done, pgErr
+}
+
+// afterPublish runs the test hook after a publish, on the cycle's
+// goroutine.
+func (w *worker) afterPublish(ctx context.Context, conn *pgx.Conn) {
+	if w.r.hooks.afterPublish != nil {
+		w.r.hooks.afterPublish(ctx, conn)
+	}
 }
 
 // commit records a published batch and commits. With chain it also claims
@@ -250,15 +445,18 @@ func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParam
 	}
 }
 
-// isolateBatch runs the isolating cycle over a claimed batch whose COMMIT
-// a row's data failed with cause.
-func (w *worker) isolateBatch(parent context.Context, room *reservation, jobs []db.Job, limit int, cause error) (cycleResult, error) {
-	ids := make([]string, len(jobs))
-	for i := range jobs {
-		ids[i] = jobs[i].ID
+// isolateBatch runs the isolating cycle over claimed batches (the first of
+// at most limit jobs) whose UPDATE or COMMIT a row's data failed with
+// cause.
+func (w *worker) isolateBatch(parent context.Context, room *reservation, limit int, cause error, batches ...[]db.Job) (cycleResult, error) {
+	var ids []string
+	for _, jobs := range batches {
+		for i := range jobs {
+			ids = append(ids, jobs[i].ID)
+		}
 	}
 	c, err := w.isolate(parent, room, ids, cause)
-	c.full = len(jobs) == limit // whatever other relays took meanwhile
+	c.full = len(ids) >= limit // whatever other relays took meanwhile
 	return c, err
 }
 
@@ -279,7 +477,7 @@ func (r *Relay) committedBatch(ctx context.Context, start time.Time, claimed int
 // countCycle counts a cycle by its result.
 func (r *Relay) countCycle(c cycleResult, err error) {
 	switch {
-	case err != nil:
+	case err != nil || c.retry:
 		r.m.Cycles.WithLabelValues("error").Inc()
 	case c.claimed == 0:
 		r.m.Cycles.WithLabelValues("empty").Inc()
@@ -295,9 +493,11 @@ type publishedBatch struct {
 	records   stream.DedupRecords // their dedup records, to delete once committed
 }
 
-// publish publishes the claimed jobs whose entry fits, and says what to
-// commit: those in_review, the others failed.
-func (w *worker) publish(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job) (b publishedBatch, err error) {
+// publish publishes the claimed jobs whose entry fits, deleting the dedup
+// records forget names, and says what to commit: those in_review, the
+// others failed. It touches Redis only, so it can run beside a statement
+// on the worker's connection.
+func (w *worker) publish(ctx context.Context, room *reservation, jobs []db.Job, forget stream.DedupRecords) (b publishedBatch, err error) {
 	r := w.r
 	now := time.Now().UTC()
 	enqueuedAt := now.Format(time.RFC3339Nano)
@@ -314,16 +514,12 @@ func (w *worker) publish(ctx context.Context, conn *pgx.Conn, room *reservation,
 		DedupTTL:   r.cfg.DedupTTL,
 		EnqueuedAt: enqueuedAt,
 		Jobs:       publishable,
-		Forget:     w.committed,
+		Forget:     forget,
 	})
 	// Even a failed script may have added entries: count them.
 	room.published(len(publishable), size)
 	if err != nil {
 		return b, err
-	}
-	w.committed = stream.DedupRecords{} // applied
-	if r.hooks.afterPublish != nil {
-		r.hooks.afterPublish(ctx, conn)
 	}
 	b.commit.IDs = make([]string, len(publishable))
 	for i := range publishable {
