@@ -84,3 +84,49 @@ func TestAClaimAheadThatKeepsFailingLetsTheBatchBeforeItCommit(t *testing.T) {
 	require.Equal(t, 30, b.requireExactlyOnce(t))
 	require.Len(t, b.entries(t), 30)
 }
+
+// TestAFailedClaimAheadCommitsTheBatchBeforeIt: an unreadable row in the
+// batch claimed ahead fails that claim and rolls back the batch before it,
+// already published. The next cycle commits that batch alone, and only
+// then isolates the row: the batch is not rolled back and published
+// again, cycle after cycle, while isolating cycles (oldest first) drain
+// older jobs before they reach the row (once its dedup records expired,
+// that duplicated its entries).
+func TestAFailedClaimAheadCommitsTheBatchBeforeIt(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
+SELECT 'Old ' || g, 'Old', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 50) g;
+INSERT INTO jobs (title, company, priority, created_at)
+SELECT 'Hot ' || g, 'Hot', 5, now() - interval '10 minutes' + g * interval '1 second' FROM generate_series(1, 15) g`)
+	require.NoError(t, err)
+	var bad string
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 5, now() - interval '10 minutes' + interval '12.5 seconds')
+RETURNING id::text`).Scan(&bad))
+
+	rdb := testenv.NewRedis(t)
+	s := testenv.Stream(t, rdb)
+	r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1, PriorityStrict: true})
+	require.NoError(t, err)
+	// What the first COMMIT of a cycle made in_review.
+	var hot, old = -1, -1
+	r.hooks.afterCommit = func() { // on the relay's goroutine: t.Error, not require
+		r.hooks.afterCommit = nil
+		err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE company = 'Hot'), count(*) FILTER (WHERE company = 'Old')
+FROM jobs WHERE status = 'in_review'`).Scan(&hot, &old)
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	res, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 10, hot, "the first batch commits in the cycle whose claim ahead failed")
+	require.Zero(t, old)
+	require.Equal(t, []string{bad}, res.Failed)
+	require.Equal(t, 65, res.Jobs-len(res.Failed))
+	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 65, "one entry per job")
+}

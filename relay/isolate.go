@@ -272,7 +272,9 @@ func (w *worker) afterIsolation(ctx context.Context, iso *isolation, fresh map[s
 	if len(iso.alone) == 0 && len(iso.pub.Records.Fields) > len(iso.publishable) {
 		records.Fields = append(records.Fields, iso.pub.Records.Fields[len(iso.publishable):]...)
 	}
-	w.committed = records
+	// Records not deleted by a publish (the cycle published nothing) stay
+	// to forget as well.
+	w.committed.Fields = append(slices.Clip(w.committed.Fields), records.Fields...)
 	for name, ids := range strays {
 		if err := r.rdb.XDel(ctx, name, ids...).Err(); err != nil {
 			r.log.WarnContext(ctx, "relay: could not delete the stream entries of the jobs it failed; consumers will acknowledge them without a review",

@@ -428,3 +428,26 @@ func TestDedupRecordsGoOnceCommitted(t *testing.T) {
 	require.Equal(t, []string{"~"}, fields, "records left")
 	require.Zero(t, b.rdb.ZCard(ctx, "{"+b.stream+"}:sent:exp").Val(), "expiries left")
 }
+
+// TestDedupRecordsGoWhenTheNextBatchPublishesNothing: a batch whose jobs
+// are all too large for an entry publishes nothing, so it cannot delete
+// the records of the batches committed before it: they are deleted later,
+// not left for DEDUP_TTL.
+func TestDedupRecordsGoWhenTheNextBatchPublishesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	b := setup(t)
+	b.sql(t, `INSERT INTO jobs (title, company, created_at)
+SELECT 'Job ' || g, 'Good', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 20) g;
+INSERT INTO jobs (title, company, created_at)
+SELECT repeat('T', 2097152), 'Oversized Inc', now() - interval '10 minutes' + g * interval '1 second' FROM generate_series(1, 10) g`)
+	cfg := b.cfg
+	cfg.BatchSize, cfg.Workers = 10, 1
+	res, err := b.newRelay(t, cfg).DrainReport(ctx)
+	require.NoError(t, err)
+	require.Len(t, res.Failed, 10)
+	fields, err := b.rdb.HKeys(ctx, "{"+b.stream+"}:sent").Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"~"}, fields, "records left")
+	require.Zero(t, b.rdb.ZCard(ctx, "{"+b.stream+"}:sent:exp").Val(), "expiries left")
+}

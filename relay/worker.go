@@ -32,9 +32,13 @@ type worker struct {
 	// (A claim of its own might not meet the row: one claim in
 	// AgingEvery takes the oldest jobs, the others the highest priority.)
 	claimRowErr error
-	// aheadFailed says that the last claim ahead failed: the next cycle
-	// commits its batch alone.
+	// aheadFailed says that the last claim ahead failed: cycles claim no
+	// batch ahead until one commits.
 	aheadFailed bool
+	// aheadRowErr is a row's error that failed the last claim ahead: the
+	// next cycle that commits does so alone, and the cycle after it
+	// isolates the row.
+	aheadRowErr error
 }
 
 // claim is a batch claimed in an open transaction, not yet published.
@@ -180,11 +184,20 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 	if chain && !r.cfg.TenantFair && !w.aheadFailed {
 		aheadRoom = r.reserveOnReading()
 	}
-	w.aheadFailed = false
-	first, ahead, err := w.publishClaimingAhead(ctx, conn, room, jobs, aheadRoom)
-	if err != nil {
-		return w.failedAhead(ctx, err)
+	first, ahead, retry, err := w.publishClaimingAhead(ctx, conn, room, jobs, aheadRoom)
+	if retry {
+		return cycleResult{retry: true}, nil
 	}
+	if err != nil {
+		return c, err
+	}
+	if w.aheadRowErr != nil {
+		// The last claim ahead failed on a row: commit this batch alone,
+		// and let the next cycle isolate the row.
+		chain = false
+	}
+	first.start = start
+	aheadStart := time.Now()
 	batches := []*publishedBatch{&first}
 	last := &first
 	if ahead != nil && len(ahead.jobs) == 0 {
@@ -198,6 +211,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		defer ahead.room.release()
 		r.log.InfoContext(ctx, "Found "+strconv.Itoa(len(ahead.jobs))+" jobs pending review", slog.Int("num_jobs", len(ahead.jobs)))
 		second, err := w.publishRecording(ctx, conn, ahead, &first.commit)
+		second.start = aheadStart
 		if err != nil {
 			if errors.Is(err, errRecord) && db.IsRowError(err) {
 				return w.isolateBatch(parent, room, limit, err, jobs)
@@ -223,9 +237,16 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 	// Committed: no claim can publish these (job, attempt) pairs again, so
 	// the next Publish deletes their dedup records. Until a COMMIT is known
 	// to have succeeded, the records stay.
-	w.committed = first.records
-	if ahead != nil {
-		w.committed.Fields = append(slices.Clip(first.records.Fields), last.records.Fields...)
+	// Records a publish did not delete (it published nothing) stay to
+	// forget as well.
+	forget := slices.Clip(w.committed.Fields)
+	for _, b := range batches {
+		forget = append(forget, b.records.Fields...)
+	}
+	w.committed = stream.DedupRecords{Fields: forget}
+	w.aheadFailed = false
+	if w.aheadRowErr != nil { // this batch committed alone
+		w.claimRowErr, w.aheadRowErr = w.aheadRowErr, nil
 	}
 	if r.hooks.afterCommit != nil {
 		r.hooks.afterCommit()
@@ -238,7 +259,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		if i > 0 {
 			r.countCycle(cycleResult{claimed: n}, nil) // the batch claimed ahead is a cycle of its own
 		}
-		r.committedBatch(ctx, start, n, b)
+		r.committedBatch(ctx, n, b)
 		c.failed = append(c.failed, b.commit.FailedIDs...)
 	}
 	if c.drained {
@@ -278,9 +299,18 @@ var errRecord = errors.New("record the first batch")
 
 // publishClaimingAhead publishes jobs and, if aheadRoom is not nil, claims
 // the next batch in the same transaction meanwhile. ahead is that claim;
-// nil if none was made. On error the transaction is rolled back, and
+// nil if none was made. On error the transaction is rolled back and
 // aheadRoom released.
-func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job, aheadRoom *reservation) (b publishedBatch, ahead *claim, err error) {
+//
+// A failed claim ahead aborts the transaction, so the batch in hand,
+// published, is rolled back too. Then the next cycle claims afresh
+// (getting that batch again, unless another relay took it: either way its
+// entries are reused) and commits its batch alone, without claiming ahead:
+// a claim ahead that keeps failing must never keep the batch before it
+// from committing. If a row's data failed the claim, the cycle after that
+// isolates the row (see isolate), as after a failed claim made with a
+// COMMIT, and the failed cycle asks for it at once (retry).
+func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job, aheadRoom *reservation) (b publishedBatch, ahead *claim, retry bool, err error) {
 	r := w.r
 	var claimAhead func() error
 	if aheadRoom != nil {
@@ -310,52 +340,33 @@ func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room 
 		b, err = w.publish(ctx, room, jobs, forget)
 		return err
 	}, claimAhead)
-	if pubErr == nil {
+	if pubErr == nil && b.forgot {
 		w.committed = stream.DedupRecords{} // applied
+	}
+	if pubErr == nil {
 		w.afterPublish(ctx, conn)
 	}
 	if pubErr == nil && claimErr == nil {
-		return b, ahead, nil
+		return b, ahead, false, nil
 	}
-	if aheadRoom != nil {
+	if ahead != nil {
+		ahead.room.release()
+	} else if aheadRoom != nil {
 		aheadRoom.release()
 	}
 	w.rollback(ctx)
 	if pubErr != nil {
 		r.m.Errors.WithLabelValues("publish").Inc()
-		return b, nil, pubErr
+		return b, nil, false, pubErr
 	}
 	r.m.Errors.WithLabelValues("claim").Inc()
-	return b, nil, &aheadError{claimErr}
-}
-
-// aheadError is a claim ahead's failure: the batch in hand was published,
-// not committed.
-type aheadError struct{ err error }
-
-func (e *aheadError) Error() string { return e.err.Error() }
-func (e *aheadError) Unwrap() error { return e.err }
-
-// failedAhead ends a cycle whose publish, or claim ahead, failed with err.
-// A claim ahead that failed rolled back the batch in hand too, published
-// but not committed; its entries are reused when it is claimed again. If
-// a row's data failed the claim, the next cycle, at once, isolates it (see
-// isolate), as after a failed claim made with a COMMIT. Otherwise the next
-// cycle claims afresh and commits its batch without claiming ahead: a claim
-// ahead that keeps failing must not keep the batch before it from ever
-// committing.
-func (w *worker) failedAhead(ctx context.Context, err error) (cycleResult, error) {
-	var ae *aheadError
-	if !errors.As(err, &ae) {
-		return cycleResult{}, err
-	}
-	if db.IsRowError(ae.err) {
-		w.claimRowErr = ae.err
-		w.r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle isolates it", slog.String("err", ae.err.Error()))
-		return cycleResult{retry: true}, nil
-	}
 	w.aheadFailed = true
-	return cycleResult{}, ae.err
+	if db.IsRowError(claimErr) {
+		w.aheadRowErr = claimErr
+		r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle commits its batch alone, the one after isolates the row", slog.String("err", claimErr.Error()))
+		return b, nil, true, claimErr
+	}
+	return b, nil, false, claimErr
 }
 
 // publishRecording publishes the batch claimed ahead while the first
@@ -461,8 +472,8 @@ func (w *worker) isolateBatch(parent context.Context, room *reservation, limit i
 }
 
 // committedBatch counts and logs a batch of claimed jobs once committed.
-func (r *Relay) committedBatch(ctx context.Context, start time.Time, claimed int, b *publishedBatch) {
-	elapsed := time.Since(start)
+func (r *Relay) committedBatch(ctx context.Context, claimed int, b *publishedBatch) {
+	elapsed := time.Since(b.start)
 	failedIDs, failedErrs := b.commit.FailedIDs, b.commit.FailedErrors
 	r.m.JobsRelayed.Add(float64(len(b.published)))
 	r.m.JobsUnpublishable.Add(float64(len(failedIDs)))
@@ -488,6 +499,8 @@ func (r *Relay) countCycle(c cycleResult, err error) {
 
 // publishedBatch is a claimed batch once published.
 type publishedBatch struct {
+	start     time.Time           // when its cycle began: its claim, or its publish if claimed ahead
+	forgot    bool                // the publish deleted the dedup records it was given
 	published []db.Job            // the jobs published, the others failed
 	commit    db.InReviewParams   // what the COMMIT records
 	records   stream.DedupRecords // their dedup records, to delete once committed
@@ -521,6 +534,7 @@ func (w *worker) publish(ctx context.Context, room *reservation, jobs []db.Job, 
 	if err != nil {
 		return b, err
 	}
+	b.forgot = true
 	b.commit.IDs = make([]string, len(publishable))
 	for i := range publishable {
 		b.commit.IDs[i] = publishable[i].ID
