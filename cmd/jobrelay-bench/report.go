@@ -229,9 +229,10 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			row(fmt.Sprintf("Redis limit: pipelined XADD, batch %d", batch), m.median(), "", "")
 		}
 	}
-	// One connection claims, publishes and commits in turn: a relay of one
-	// worker can at best take as long per job as both limits together,
-	// PostgreSQL's with the round trips the relay makes.
+	// A relay that claims, publishes and commits in turn on one connection
+	// can at best take as long per job as both limits together,
+	// PostgreSQL's with the round trips the relay makes; one worker's
+	// claims ahead overlap the two, and pass it.
 	serial := 0.0
 	if pg1, pp1, r := pg[pgKey{100, 1}], pgPipelined[1], redisLimit[100]; pg1.ran() && pp1.ran() && r.ran() {
 		serial = 1 / (1/pp1.median() + 1/r.median())
