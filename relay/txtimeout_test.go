@@ -21,8 +21,10 @@ import (
 // connection. A relay that hangs between publish and commit still loses its
 // row locks after CycleTimeout.
 //
-// With batch 2 the hung publish is the second one, of a batch claimed with
-// the first batch's COMMIT: that claim's transaction is bounded alike.
+// With batch 2 the hung publish is the second one, of the batch claimed
+// ahead in the first batch's transaction: the locks of both batches are
+// bounded alike. The last publish checked is of a batch claimed with a
+// COMMIT: that claim's transaction has its timeouts too.
 func TestCycleTimeoutsAreTransactionLocal(t *testing.T) {
 	t.Parallel()
 	for _, batch := range []int{0, 2} {
@@ -44,7 +46,7 @@ func testCycleTimeouts(t *testing.T, batch int) {
 	hangAt := int32(1)
 	if batch > 0 {
 		cfg.BatchSize, cfg.Workers = batch, 1
-		hangAt = 2 // the batch claimed with the first COMMIT
+		hangAt = 2 // the batch claimed ahead
 	}
 	r := b.newRelay(t, cfg)
 	require.Empty(t, r.connCfg.RuntimeParams["statement_timeout"], "no session setting: a pooler refuses it")

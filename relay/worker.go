@@ -126,8 +126,9 @@ type cycleResult struct {
 }
 
 // cycle claims, publishes and commits one batch of at most room.held
-// jobs, and says what it did; if cl holds jobs, they were claimed with the
-// last COMMIT and cycle goes on from there. It runs to the end even when
+// jobs, and a second one claimed ahead if the first was full (see
+// publishClaimingAhead), and says what it did; if cl holds jobs, they were
+// claimed with the last COMMIT and cycle goes on from there. It runs to the end even when
 // ctx is cancelled (shutdown), within CycleTimeout. If a row's data fails a
 // statement, it isolates that row (see isolate). When mode calls for
 // another cycle, the COMMIT carries that cycle's claim (see commit).
@@ -185,11 +186,8 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		aheadRoom = r.reserveOnReading()
 	}
 	first, ahead, retry, err := w.publishClaimingAhead(ctx, conn, room, jobs, aheadRoom)
-	if retry {
-		return cycleResult{retry: true}, nil
-	}
-	if err != nil {
-		return c, err
+	if err != nil || retry {
+		return cycleResult{retry: retry}, err
 	}
 	if w.aheadRowErr != nil {
 		// The last claim ahead failed on a row: commit this batch alone,
@@ -213,7 +211,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		second, err := w.publishRecording(ctx, conn, ahead, &first.commit)
 		second.start = aheadStart
 		if err != nil {
-			if errors.Is(err, errRecord) && db.IsRowError(err) {
+			if db.IsRowError(err) { // the first batch's UPDATE: a Redis error is no row's
 				return w.isolateBatch(parent, room, limit, err, jobs)
 			}
 			return c, err
@@ -227,10 +225,11 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		m.Errors.WithLabelValues("commit").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
+			claimed := [][]db.Job{jobs}
 			if ahead != nil {
-				return w.isolateBatch(parent, room, limit, err, jobs, ahead.jobs)
+				claimed = append(claimed, ahead.jobs)
 			}
-			return w.isolateBatch(parent, room, limit, err, jobs)
+			return w.isolateBatch(parent, room, limit, err, claimed...)
 		}
 		return c, err
 	}
@@ -292,10 +291,6 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 // over the first batch's rows by ID (SKIP LOCKED does not skip a
 // transaction's own locks), and takes room of its own (backpressure). A
 // batch that is not full (no backlog) is committed alone, as before.
-
-// errRecord marks the error of marking the first batch in_review while
-// the second is published.
-var errRecord = errors.New("record the first batch")
 
 // publishClaimingAhead publishes jobs and, if aheadRoom is not nil, claims
 // the next batch in the same transaction meanwhile. ahead is that claim;
@@ -364,14 +359,13 @@ func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room 
 	if db.IsRowError(claimErr) {
 		w.aheadRowErr = claimErr
 		r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle commits its batch alone, the one after isolates the row", slog.String("err", claimErr.Error()))
-		return b, nil, true, claimErr
+		return b, nil, true, nil
 	}
 	return b, nil, false, claimErr
 }
 
 // publishRecording publishes the batch claimed ahead while the first
-// batch's UPDATEs (p) run. On error the transaction is rolled back; an
-// error marking p in_review wraps errRecord.
+// batch's UPDATEs (p) run. On error the transaction is rolled back.
 func (w *worker) publishRecording(ctx context.Context, conn *pgx.Conn, ahead *claim, p *db.InReviewParams) (b publishedBatch, err error) {
 	r := w.r
 	pubErr, recErr := alongside(func() error {
@@ -392,7 +386,7 @@ func (w *worker) publishRecording(ctx context.Context, conn *pgx.Conn, ahead *cl
 	case recErr != nil:
 		r.m.Errors.WithLabelValues("commit").Inc()
 		w.rollback(ctx)
-		return b, fmt.Errorf("%w: %w", errRecord, recErr)
+		return b, fmt.Errorf("record the first batch: %w", recErr)
 	}
 	return b, nil
 }
