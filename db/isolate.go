@@ -27,6 +27,15 @@ const claimIDsSQL = `
 SELECT id::text
 FROM jobs
 WHERE status = 'pending_review' AND id <> ALL($2::uuid[])
+ORDER BY priority DESC, created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+// claimOldestIDsSQL is claimIDsSQL oldest first, whatever the priority.
+const claimOldestIDsSQL = `
+SELECT id::text
+FROM jobs
+WHERE status = 'pending_review' AND id <> ALL($2::uuid[])
 ORDER BY created_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
@@ -50,7 +59,10 @@ ORDER BY created_at`
 
 // ClaimIDsParams says which jobs BeginClaimIDs locks.
 type ClaimIDsParams struct {
-	Limit  int      // at most this many pending jobs, oldest first,
+	Limit int // at most this many pending jobs, highest priority first,
+	// then oldest, as a claim takes them (see BeginClaimWith), or with
+	// Oldest, oldest first whatever the priority;
+	Oldest bool
 	Except []string // passing over these;
 	Only   []string // or, if not nil, those of these still pending
 	// Timeout bounds the transaction as ClaimParams.Timeout does.
@@ -80,7 +92,11 @@ func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]st
 		if err != nil {
 			return nil, fmt.Errorf("claim pending jobs: %w", err)
 		}
-		q = b.Queue(claimIDsSQL, p.Limit, except)
+		query := claimIDsSQL
+		if p.Oldest {
+			query = claimOldestIDsSQL
+		}
+		q = b.Queue(query, p.Limit, except)
 	}
 	q.Query(func(rows pgx.Rows) error {
 		var err error

@@ -59,8 +59,9 @@ type rowFailure struct {
 
 // isolate runs the isolating cycle after a cycle failed with cause, over
 // the jobs in only, or over a new claim if only is nil (the claim itself
-// failed).
-func (w *worker) isolate(parent context.Context, room *reservation, only []string, cause error) (c cycleResult, err error) {
+// failed): in that claim's order, oldest first if oldest, else by
+// priority.
+func (w *worker) isolate(parent context.Context, room *reservation, only []string, oldest bool, cause error) (c cycleResult, err error) {
 	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
@@ -78,7 +79,7 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 		return fail("claim", err)
 	}
 	limit := room.held
-	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Except: r.skipped(), Only: only, Timeout: r.cfg.CycleTimeout})
+	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Oldest: oldest, Except: r.skipped(), Only: only, Timeout: r.cfg.CycleTimeout})
 	if err != nil {
 		return fail("claim", err)
 	}

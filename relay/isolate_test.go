@@ -303,22 +303,90 @@ RETURNING id::text`).Scan(&bad))
 
 // TestAnUnreadableRowOnlyAgingReachesIsIsolated: a row only the aging
 // claim (oldest first, one claim in AgingEvery) reaches fails that claim,
-// made with a COMMIT. The next cycle must isolate the row, not claim
-// afresh: its own claim, by priority, would pass the row by, and every
-// aging claim after it would fail the same way, so no lower-priority job
-// would move while higher ones keep coming.
+// made ahead or with a COMMIT. The next cycle but one must isolate the
+// row, claiming oldest first as the failed claim did, not claim afresh:
+// its own claim, by priority, would pass the row by, and every aging claim
+// after it would fail the same way, so no lower-priority job would move
+// while higher ones keep coming.
 func TestAnUnreadableRowOnlyAgingReachesIsIsolated(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// killAhead fails the first claim ahead (its connection is
+		// killed): the cycle after it claims none, which moves the
+		// claims made with a COMMIT onto the aging ones.
+		killAhead  bool
+		firstLow   int // entries before the first lower-priority one
+		claimFails int
+	}{
+		{name: "claimed ahead", firstLow: 9 * 10, claimFails: 1},
+		{name: "claimed with a commit", killAhead: true, firstLow: 7 * 10, claimFails: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testenv.Context(t)
+			pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 0, now() - interval '3 hours')`)
+			require.NoError(t, err)
+			_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 20) g;
+INSERT INTO jobs (title, company, priority, created_at)
+SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 300) g`)
+			require.NoError(t, err)
+
+			rdb := testenv.NewRedis(t)
+			s := testenv.Stream(t, rdb)
+			r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1})
+			require.NoError(t, err)
+			// The claims made ahead, by number.
+			var aheadAt []uint64
+			r.hooks.beforeClaimAhead = func(ctx context.Context, conn *pgx.Conn) { // on the relay's goroutine
+				aheadAt = append(aheadAt, r.order.claims.Load())
+				if tc.killAhead && len(aheadAt) == 1 {
+					if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			res, err := r.DrainReport(ctx)
+			if tc.killAhead {
+				require.Error(t, err, "the drain stops at the killed claim")
+				res, err = r.DrainReport(ctx)
+			}
+			require.NoError(t, err)
+			require.Equal(t, 321, res.Jobs)
+			require.Len(t, res.Failed, 1)
+			require.Equal(t, !tc.killAhead, slices.Contains(aheadAt, AgingEvery), "the first aging claim is made ahead")
+			msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+			require.NoError(t, err)
+			require.Len(t, msgs, 320)
+			first := slices.IndexFunc(msgs, func(m redis.XMessage) bool { return m.Values["company"] == "Low" })
+			require.Equal(t, tc.firstLow, first, "the first lower-priority entry")
+			require.EqualValues(t, tc.claimFails, counterValue(t, r.m.Errors.WithLabelValues("claim")))
+		})
+	}
+}
+
+// TestAnUnreadableHighPriorityRowIsIsolatedAtOnce: a row that claims by
+// priority meet first, behind many older jobs of lower priority, fails
+// the claim. The isolating cycle claims in the failed claim's order, so
+// it meets the row at once: claiming oldest first would relay ten old
+// jobs per isolating cycle and fail every claim in between, until the row
+// was among the oldest.
+func TestAnUnreadableHighPriorityRowIsIsolatedAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
 	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
-VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 0, now() - interval '3 hours')`)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
-SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 20) g;
+SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
 INSERT INTO jobs (title, company, priority, created_at)
-SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 300) g`)
+SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
 	require.NoError(t, err)
+	var bad string
+	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, priority, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 5, now() - interval '1 hour' + interval '5.5 seconds')
+RETURNING id::text`).Scan(&bad))
 
 	rdb := testenv.NewRedis(t)
 	s := testenv.Stream(t, rdb)
@@ -326,13 +394,13 @@ SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 seco
 	require.NoError(t, err)
 	res, err := r.DrainReport(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 321, res.Jobs)
-	require.Len(t, res.Failed, 1)
+	require.Equal(t, 116, res.Jobs)
+	require.Equal(t, []string{bad}, res.Failed)
 	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
 	require.NoError(t, err)
-	require.Len(t, msgs, 320)
-	first := slices.IndexFunc(msgs, func(m redis.XMessage) bool { return m.Values["company"] == "Low" })
-	// The first aging claim is the tenth, after 90 high-priority jobs.
-	require.Equal(t, 9*10, first, "the first lower-priority entry")
-	require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")))
+	require.Len(t, msgs, 115)
+	for i, m := range msgs[:15] {
+		require.Equal(t, "High", m.Values["company"], "entry %d: the high-priority jobs go first", i)
+	}
+	require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")), "the claim that met the row")
 }

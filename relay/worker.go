@@ -27,18 +27,27 @@ type worker struct {
 	// next is the batch claimed with the last COMMIT, in the transaction
 	// now open on conn, for the next cycle; nil if none.
 	next *claim
-	// claimRowErr is a row's error that failed the claim made with the
-	// last COMMIT: the next cycle isolates that row instead of claiming.
+	// claimRowErr is the claim made with the last COMMIT, failed by a
+	// row's data: the next cycle isolates that row instead of claiming.
 	// (A claim of its own might not meet the row: one claim in
 	// AgingEvery takes the oldest jobs, the others the highest priority.)
-	claimRowErr error
+	claimRowErr *rowClaimError
 	// aheadFailed says that the last claim ahead failed: cycles claim no
 	// batch ahead until one commits.
 	aheadFailed bool
-	// aheadRowErr is a row's error that failed the last claim ahead: the
+	// aheadRowErr is the last claim ahead, failed by a row's data: the
 	// next cycle that commits does so alone, and the cycle after it
 	// isolates the row.
-	aheadRowErr error
+	aheadRowErr *rowClaimError
+}
+
+// rowClaimError is a claim that a row's data failed, and its order: the
+// isolating cycle claims in the same order, so that it meets the row in
+// its first batch, not once every job before the row in another order
+// has gone.
+type rowClaimError struct {
+	err    error
+	oldest bool // the claim took the oldest jobs, whatever their priority
 }
 
 // claim is a batch claimed in an open transaction, not yet published.
@@ -127,9 +136,9 @@ type cycleResult struct {
 
 // cycle claims, publishes and commits one batch of at most room.held
 // jobs, and a second one claimed ahead if the first was full (see
-// publishClaimingAhead), and says what it did; if cl holds jobs, they were
-// claimed with the last COMMIT and cycle goes on from there. It runs to the end even when
-// ctx is cancelled (shutdown), within CycleTimeout. If a row's data fails a
+// publishClaimingAhead), and says what it did; if cl holds jobs, they
+// were claimed with the last COMMIT and cycle goes on from there. It runs
+// to the end even when ctx is cancelled (shutdown), within CycleTimeout. If a row's data fails a
 // statement, it isolates that row (see isolate). When mode calls for
 // another cycle, the COMMIT carries that cycle's claim (see commit).
 func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cycleResult, err error) {
@@ -154,18 +163,19 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 		return c, err
 	}
 	jobs, claimed, limit := cl.jobs, cl.claimed, cl.limit
-	if cause := w.claimRowErr; cause != nil { // no claim in hand: commit made none
+	if failed := w.claimRowErr; failed != nil { // no claim in hand: commit made none
 		w.claimRowErr = nil
-		return w.isolate(parent, room, nil, cause)
+		return w.isolate(parent, room, nil, failed.oldest, failed.err)
 	}
 	if jobs == nil {
 		limit = room.held
-		jobs, claimed, err = db.BeginClaimWith(ctx, conn, r.claimParams(limit), w.jobs)
+		p := r.claimParams(limit)
+		jobs, claimed, err = db.BeginClaimWith(ctx, conn, p, w.jobs)
 		if err != nil {
 			m.Errors.WithLabelValues("claim").Inc()
 			w.rollback(ctx)
 			if db.IsRowError(err) {
-				return w.isolate(parent, room, nil, err)
+				return w.isolate(parent, room, nil, p.Oldest, err)
 			}
 			return c, err
 		}
@@ -308,9 +318,10 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room *reservation, jobs []db.Job, aheadRoom *reservation) (b publishedBatch, ahead *claim, retry bool, err error) {
 	r := w.r
 	var claimAhead func() error
+	var p *db.ClaimParams
 	if aheadRoom != nil {
 		claimAhead = func() error {
-			p := r.claimParams(aheadRoom.held)
+			p = r.claimParams(aheadRoom.held)
 			p.Except = slices.Grow(slices.Clip(p.Except), len(jobs))
 			for i := range jobs {
 				p.Except = append(p.Except, jobs[i].ID)
@@ -357,7 +368,7 @@ func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room 
 	r.m.Errors.WithLabelValues("claim").Inc()
 	w.aheadFailed = true
 	if db.IsRowError(claimErr) {
-		w.aheadRowErr = claimErr
+		w.aheadRowErr = &rowClaimError{err: claimErr, oldest: p.Oldest}
 		r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle commits its batch alone, the one after isolates the row", slog.String("err", claimErr.Error()))
 		return b, nil, true, nil
 	}
@@ -427,7 +438,8 @@ func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParam
 		return nil, db.CommitInReview(ctx, conn, p)
 	}
 	next := &claim{room: room, limit: room.held}
-	jobs, claimed, committed, err := db.CommitInReviewAndClaim(ctx, conn, p, r.claimParams(next.limit), w.spare)
+	np := r.claimParams(next.limit)
+	jobs, claimed, committed, err := db.CommitInReviewAndClaim(ctx, conn, p, np, w.spare)
 	switch {
 	case err == nil:
 		r.claimed(jobs, claimed)
@@ -439,7 +451,7 @@ func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParam
 		r.m.Errors.WithLabelValues("claim").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
-			w.claimRowErr = err
+			w.claimRowErr = &rowClaimError{err: err, oldest: np.Oldest}
 		} else {
 			r.log.DebugContext(ctx, "relay: claim with the commit failed; the next cycle claims again", slog.String("err", err.Error()))
 		}
@@ -460,7 +472,7 @@ func (w *worker) isolateBatch(parent context.Context, room *reservation, limit i
 			ids = append(ids, jobs[i].ID)
 		}
 	}
-	c, err := w.isolate(parent, room, ids, cause)
+	c, err := w.isolate(parent, room, ids, false, cause)
 	c.full = len(ids) >= limit // whatever other relays took meanwhile
 	return c, err
 }
