@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -101,10 +102,7 @@ SELECT 'Old ' || g, 'Old', now() - interval '1 hour' + g * interval '1 second' F
 INSERT INTO jobs (title, company, priority, created_at)
 SELECT 'Hot ' || g, 'Hot', 5, now() - interval '10 minutes' + g * interval '1 second' FROM generate_series(1, 15) g`)
 	require.NoError(t, err)
-	var bad string
-	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, priority, created_at)
-VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 5, now() - interval '10 minutes' + interval '12.5 seconds')
-RETURNING id::text`).Scan(&bad))
+	bad := insertUnreadableJob(t, pool, 5, 10*time.Minute-12500*time.Millisecond)
 
 	rdb := testenv.NewRedis(t)
 	s := testenv.Stream(t, rdb)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -273,10 +274,7 @@ func TestARowThatCannotBeReadIsIsolated(t *testing.T) {
 			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, created_at)
 SELECT 'Job ' || g, 'Good', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 40) g`)
 			require.NoError(t, err)
-			var bad string
-			require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, created_at)
-VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', now() - interval '1 hour' + interval '17.5 seconds')
-RETURNING id::text`).Scan(&bad))
+			bad := insertUnreadableJob(t, pool, 0, time.Hour-17500*time.Millisecond)
 
 			rdb := testenv.NewRedis(t)
 			s := testenv.Stream(t, rdb)
@@ -326,10 +324,8 @@ func TestAnUnreadableRowOnlyAgingReachesIsIsolated(t *testing.T) {
 			t.Parallel()
 			ctx := testenv.Context(t)
 			pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+			insertUnreadableJob(t, pool, 0, 3*time.Hour)
 			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
-VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 0, now() - interval '3 hours')`)
-			require.NoError(t, err)
-			_, err = pool.Exec(ctx, `INSERT INTO jobs (title, company, priority, created_at)
 SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 20) g;
 INSERT INTO jobs (title, company, priority, created_at)
 SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 300) g`)
@@ -383,10 +379,7 @@ SELECT 'Low ' || g, 'Low', 0, now() - interval '2 hours' + g * interval '1 secon
 INSERT INTO jobs (title, company, priority, created_at)
 SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
 	require.NoError(t, err)
-	var bad string
-	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO jobs (title, company, priority, created_at)
-VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', 5, now() - interval '1 hour' + interval '5.5 seconds')
-RETURNING id::text`).Scan(&bad))
+	bad := insertUnreadableJob(t, pool, 5, time.Hour-5500*time.Millisecond)
 
 	rdb := testenv.NewRedis(t)
 	s := testenv.Stream(t, rdb)
@@ -403,4 +396,17 @@ RETURNING id::text`).Scan(&bad))
 		require.Equal(t, "High", m.Values["company"], "entry %d: the high-priority jobs go first", i)
 	}
 	require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")), "the claim that met the row")
+}
+
+// insertUnreadableJob inserts a job at priority, created ago before now,
+// whose title has no equivalent in UTF-8: pool's database is in EUC-JP
+// and its client asks for UTF-8, so every statement that reads the title
+// fails. It returns the job's ID.
+func insertUnreadableJob(t *testing.T, pool *pgxpool.Pool, priority int, ago time.Duration) string {
+	t.Helper()
+	var id string
+	require.NoError(t, pool.QueryRow(testenv.Context(t), `INSERT INTO jobs (title, company, priority, created_at)
+VALUES (convert_from('\xf5a1'::bytea, 'EUC_JP'), 'Unreadable', $1, now() - $2 * interval '1 microsecond')
+RETURNING id::text`, priority, ago.Microseconds()).Scan(&id))
+	return id
 }
