@@ -59,16 +59,13 @@ func TestAClaimAheadThatKeepsFailingLetsTheBatchBeforeItCommit(t *testing.T) {
 	ctx := testenv.Context(t)
 	b := setup(t)
 	b.seed(t, 30)
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	require.NoError(t, err)
-	defer admin.Close(ctx)
 	cfg := b.cfg
 	cfg.BatchSize, cfg.Workers = 10, 1
 	r := b.newRelay(t, cfg)
 	kills := 0
 	r.hooks.beforeClaimAhead = func(ctx context.Context, conn *pgx.Conn) { // on the relay's goroutine
 		kills++
-		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()); err != nil {
+		if err := terminateBackend(ctx, b.schema.Pool, conn.PgConn().PID()); err != nil {
 			t.Error(err)
 		}
 	}

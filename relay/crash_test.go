@@ -81,9 +81,7 @@ func TestConnectionKilledMidCycle(t *testing.T) {
 	var killed atomic.Bool
 	r.hooks.afterPublish = func(ctx context.Context, conn *pgx.Conn) {
 		if killed.CompareAndSwap(false, true) {
-			var ok bool
-			require.NoError(t, admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()).Scan(&ok))
-			require.True(t, ok)
+			require.NoError(t, terminateBackend(ctx, admin, conn.PgConn().PID()))
 		}
 	}
 	_, err = r.Drain(ctx)

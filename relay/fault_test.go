@@ -268,8 +268,7 @@ func TestListenConnectionLossRunsACatchUpCycle(t *testing.T) {
 	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
 	require.NoError(t, err)
 	defer admin.Close(ctx)
-	_, err = admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, r.listenerPID.Load())
-	require.NoError(t, err)
+	require.NoError(t, terminateBackend(ctx, admin, r.listenerPID.Load()))
 	require.Eventually(t, func() bool { return reconnects.Load() == 2 }, 30*time.Second, time.Millisecond)
 
 	// Inserted while nobody listens: its notification is lost.

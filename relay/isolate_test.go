@@ -340,7 +340,7 @@ SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 seco
 			r.hooks.beforeClaimAhead = func(ctx context.Context, conn *pgx.Conn) { // on the relay's goroutine
 				aheadAt = append(aheadAt, r.order.claims.Load())
 				if tc.killAhead && len(aheadAt) == 1 {
-					if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()); err != nil {
+					if err := terminateBackend(ctx, pool, conn.PgConn().PID()); err != nil {
 						t.Error(err)
 					}
 				}

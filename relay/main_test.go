@@ -64,6 +64,19 @@ func counterValue(t *testing.T, c prometheus.Collector) float64 {
 	return testutil.ToFloat64(c)
 }
 
+// terminateBackend ends PostgreSQL's backend pid through q, as a crash
+// or a cut connection would.
+func terminateBackend(ctx context.Context, q db.DBTX, pid uint32) error {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil {
+		return fmt.Errorf("terminate backend %d: %w", pid, err)
+	}
+	if !ok {
+		return fmt.Errorf("terminate backend %d: no such backend", pid)
+	}
+	return nil
+}
+
 // cyclesRun counts every cycle, whatever its result.
 func cyclesRun(t *testing.T, r *Relay) float64 {
 	t.Helper()
