@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,10 +39,23 @@ import (
 // (redis.SetLogger), so it is set here, to the command's logger, and not
 // in run, which tests call side by side, nor in library packages.
 func main() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(gcPercentDefault)
+	}
 	m := NewMain()
 	m.OnLogger = setRedisLogger
 	os.Exit(m.Main(os.Args[1:]))
 }
+
+// gcPercentDefault is the collector's pace (GOGC) unless the environment
+// sets GOGC. jobrelay's live heap is small (a batch or two of jobs per
+// relay worker or consumer, and the clients' buffers), so at Go's default
+// of 100 the collector ran every few milliseconds while a backlog drained,
+// and was about a fifth of the relay's CPU. At 400 the heap may grow to
+// five times the live data: draining 200,000 jobs, the relay's CPU per job
+// fell by 18% (8.5 to 7.0 µs, RELAY_WORKERS=2) for a peak RSS of 37 MB
+// instead of 25. The go_gc_gogc_percent metric shows the pace in use.
+const gcPercentDefault = 400
 
 // secondSignalAfter is how long after the first signal a second one aborts.
 // A repeat within it is the same request to stop: GNU timeout, a process
