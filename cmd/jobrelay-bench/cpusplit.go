@@ -19,6 +19,7 @@ type cpuSplit struct {
 	redis    float64 // the Redis server
 	wall     float64
 	jobs     int
+	reads    indexReads // what the claims' index scans read
 }
 
 // perJob is a share of the split in µs per job.
@@ -26,6 +27,48 @@ func (c cpuSplit) perJob(seconds float64) float64 { return seconds / float64(c.j
 
 // busy is the cores the three kept busy on average.
 func (c cpuSplit) busy() float64 { return (c.client + c.postgres + c.redis) / c.wall }
+
+// indexReads is what index scans on a schema's jobs table read: index
+// entries, and the rows the entries led to (heap fetches). A claim that
+// has to pass over rows it cannot take (locked by another transaction, or
+// updated by one so recently that PostgreSQL cannot yet mark their entries
+// dead) reads more of both per job claimed.
+type indexReads struct{ entries, rows int64 }
+
+// sub is the reads since start.
+func (r indexReads) sub(start indexReads) indexReads {
+	return indexReads{entries: r.entries - start.entries, rows: r.rows - start.rows}
+}
+
+// readIndexReads reads them from pg_stat_user_indexes. A backend sends
+// its counts at most once a second, and when it exits, a moment after it
+// has left pg_stat_activity: callers read once the run's connections have
+// closed, and readIndexReads returns the first of two readings, 100 ms
+// apart, that agree.
+func (b *bench) readIndexReads(ctx context.Context, schema string) (indexReads, error) {
+	read := func() (r indexReads, err error) {
+		err = b.admin.QueryRow(ctx, `SELECT coalesce(sum(idx_tup_read), 0), coalesce(sum(idx_tup_fetch), 0)
+FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = 'jobs'`, schema).Scan(&r.entries, &r.rows)
+		return r, err
+	}
+	last, err := read()
+	for range 50 {
+		if err != nil {
+			return indexReads{}, fmt.Errorf("read index statistics: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return indexReads{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		var r indexReads
+		if r, err = read(); err == nil && r == last {
+			return r, nil
+		}
+		last = r
+	}
+	return indexReads{}, errors.New("read index statistics: still changing after 5s")
+}
 
 // cpuReading is the CPU seconds spent so far by this program, by
 // PostgreSQL and by Redis.

@@ -184,12 +184,20 @@ const benchmarksNotes = `
   a little over one); with two, the machine's two cores are shared by
   PostgreSQL, Redis and the relay, and the ratio to the limit can be no
   better than the limit's CPU per job over the relay's. PostgreSQL's own
-  part is larger under the relay than in the limit's loop although the
-  statements are the same: the cycle timeout's SET LOCAL, the aging claim
-  and real stream names and entry IDs in the UPDATE made no measurable
-  difference in the pipelined loop (throwaway A/B, 3 interleaved runs of
-  each on 2026-11-29); its backends wait longer between statements, and
-  share the cores with Redis and the relay.
+  part is often larger under the relay than in the limit's loop although
+  the statements are the same (the cycle timeout's SET LOCAL, the aging
+  claim and real stream names and entry IDs in the UPDATE made no
+  measurable difference in the pipelined loop: throwaway A/B, 3
+  interleaved runs of each on 2026-11-29). The last two columns, from
+  ` + "`pg_stat_user_indexes`" + ` over the run's schema, say why: a claim reads
+  the index entries of rows it cannot take as well, those locked by
+  another transaction and those updated so recently that a transaction
+  still open keeps PostgreSQL from marking their entries dead, and each
+  costs a visit to its row. A relay's transaction lasts as long as its
+  publishes, and carries two batches while a backlog drains, so it holds
+  more locks for longer than the loop's, and with two workers each claim
+  passes over more of the other's rows. (Each job's UPDATE adds one entry
+  and one row, of the primary key.)
 - **Redis instructions per job** are counted by callgrind (Debian's
   valgrind) in a redis-server of the run's own, inside ` + "`EVALSHA`" + ` only: a
   count, not a time, so it is the same from run to run whatever the machine

@@ -469,8 +469,8 @@ func cpuTable(rows []cpuRow) string {
 			continue
 		}
 		if sb.Len() == 0 {
-			sb.WriteString("\n| CPU per job, batch 100 (µs, median of the runs) | client | PostgreSQL | Redis | all | cores busy | jobs/s |\n" +
-				"| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			sb.WriteString("\n| CPU per job, batch 100 (µs, median of the runs) | client | PostgreSQL | Redis | all | cores busy | jobs/s | index entries read per job | rows fetched per job |\n" +
+				"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		}
 		pick := func(f func(cpuSplit) float64) float64 {
 			v := make([]float64, len(r.m.cpu))
@@ -479,12 +479,14 @@ func cpuTable(rows []cpuRow) string {
 			}
 			return median(v)
 		}
-		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s |\n", r.name,
+		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s | %.2f | %.2f |\n", r.name,
 			pick(func(c cpuSplit) float64 { return c.perJob(c.client) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.postgres) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.redis) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.client + c.postgres + c.redis) }),
-			pick(func(c cpuSplit) float64 { return c.busy() }), thousands(r.m.median()))
+			pick(func(c cpuSplit) float64 { return c.busy() }), thousands(r.m.median()),
+			pick(func(c cpuSplit) float64 { return float64(c.reads.entries) / float64(c.jobs) }),
+			pick(func(c cpuSplit) float64 { return float64(c.reads.rows) / float64(c.jobs) }))
 	}
 	return sb.String()
 }

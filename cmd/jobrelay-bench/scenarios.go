@@ -41,7 +41,7 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 		return 0, cpuSplit{}, err
 	}
 	defer closeAll()
-	return b.measureLoop(ctx, p, conns, func(_ int, conn *pgx.Conn) error {
+	return b.measureLoop(ctx, p, conns, closeAll, func(_ int, conn *pgx.Conn) error {
 		var jobs []db.Job
 		var done standIns
 		for {
@@ -60,8 +60,13 @@ func (b *bench) claimLoop(ctx context.Context, p *pipeline, batch, workers int, 
 }
 
 // measureLoop runs loop on each connection until p's jobs are all
-// in_review, and returns jobs/s and who spent the CPU meanwhile.
-func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn, loop func(int, *pgx.Conn) error) (float64, cpuSplit, error) {
+// in_review, and returns jobs/s and who spent the CPU meanwhile. It closes
+// the connections (closeAll) to read what their index scans read.
+func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn, closeAll func(), loop func(int, *pgx.Conn) error) (float64, cpuSplit, error) {
+	reads, err := b.readIndexReads(ctx, p.schema)
+	if err != nil {
+		return 0, cpuSplit{}, err
+	}
 	before, err := b.readCPU(ctx)
 	if err != nil {
 		return 0, cpuSplit{}, err
@@ -74,7 +79,30 @@ func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn,
 	if err != nil {
 		return 0, cpuSplit{}, err
 	}
-	return float64(b.o.jobs) / elapsed.Seconds(), after.split(before, after.self-before.self, elapsed, b.o.jobs), p.check(ctx, db.StatusInReview, b.o.jobs)
+	split := after.split(before, after.self-before.self, elapsed, b.o.jobs)
+	pids := make([]uint32, len(conns))
+	for i, c := range conns {
+		pids[i] = c.PgConn().PID()
+	}
+	closeAll()
+	if err := b.waitPidsGone(ctx, pids); err != nil {
+		return 0, cpuSplit{}, err
+	}
+	if split.reads, err = b.readIndexReads(ctx, p.schema); err != nil {
+		return 0, cpuSplit{}, err
+	}
+	split.reads = split.reads.sub(reads)
+	return float64(b.o.jobs) / elapsed.Seconds(), split, p.check(ctx, db.StatusInReview, b.o.jobs)
+}
+
+// waitPidsGone waits until none of the backends pids is in
+// pg_stat_activity.
+func (b *bench) waitPidsGone(ctx context.Context, pids []uint32) error {
+	return waitFor(ctx, 30*time.Second, func() bool {
+		var n int
+		err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&n)
+		return err == nil && n == 0
+	})
 }
 
 // standIns records claimed jobs as the relay would, with stand-in entry
@@ -105,7 +133,7 @@ func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float
 		return 0, cpuSplit{}, err
 	}
 	defer closeAll()
-	return b.measureLoop(ctx, p, conns, func(_ int, conn *pgx.Conn) error {
+	return b.measureLoop(ctx, p, conns, closeAll, func(_ int, conn *pgx.Conn) error {
 		claim := &db.ClaimParams{Limit: batch}
 		jobs, spare := make([]db.Job, 0, batch), make([]db.Job, 0, batch)
 		jobs, _, err := db.BeginClaimWith(ctx, conn, claim, jobs)
@@ -188,6 +216,10 @@ func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs i
 		}
 	}
 	env := p.env(append([]string{"BATCH_SIZE=" + strconv.Itoa(batch), "RELAY_WORKERS=" + strconv.Itoa(workers), "MAX_STREAM_LAG=0", "LOG_LEVEL=info"}, extra...)...)
+	reads, err := b.readIndexReads(ctx, p.schema)
+	if err != nil {
+		return res, err
+	}
 	before, err := b.readCPU(ctx)
 	if err != nil {
 		return res, err
@@ -216,6 +248,10 @@ func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs i
 		return res, err
 	}
 	res.cpu = after.split(before, client, elapsed, jobs)
+	if res.cpu.reads, err = b.readIndexReads(ctx, p.schema); err != nil {
+		return res, err
+	}
+	res.cpu.reads = res.cpu.reads.sub(reads)
 	if err := p.check(ctx, db.StatusInReview, jobs); err != nil {
 		return res, err
 	}
