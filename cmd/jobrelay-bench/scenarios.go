@@ -95,7 +95,7 @@ func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn,
 	return float64(b.o.jobs) / elapsed.Seconds(), split, p.check(ctx, db.StatusInReview, b.o.jobs)
 }
 
-// waitPidsGone waits until none of the backends pids is in
+// waitPidsGone waits until no backend of pids is left in
 // pg_stat_activity.
 func (b *bench) waitPidsGone(ctx context.Context, pids []uint32) error {
 	return waitFor(ctx, 30*time.Second, func() bool {
