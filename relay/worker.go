@@ -138,9 +138,10 @@ type cycleResult struct {
 // jobs, and a second one claimed ahead if the first was full (see
 // publishClaimingAhead), and says what it did; if cl holds jobs, they
 // were claimed with the last COMMIT and cycle goes on from there. It runs
-// to the end even when ctx is cancelled (shutdown), within CycleTimeout. If a row's data fails a
-// statement, it isolates that row (see isolate). When mode calls for
-// another cycle, the COMMIT carries that cycle's claim (see commit).
+// to the end even when ctx is cancelled (shutdown), within CycleTimeout.
+// If a row's data fails a statement, it isolates that row (see isolate).
+// When mode calls for another cycle, the COMMIT carries that cycle's claim
+// (see commit).
 func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cycleResult, err error) {
 	room := cl.room
 	r := w.r

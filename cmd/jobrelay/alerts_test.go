@@ -143,8 +143,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	// group's gauges.
 	require.NoError(t, rdb.XGroupCreateMkStream(ctxT(t), pl.stream, consumer.GroupDefault, "0").Err())
 	p := start(t, t.TempDir(), append(pl.env, "METRICS_ADDR=127.0.0.1:0"), "run")
-	require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 }, time.Minute, 5*time.Millisecond)
-	addr := p.Logged("serving /metrics")[0]["addr"].(string)
+	addr := metricsAddr(t, p)
 	names := map[string]bool{}
 	require.Eventually(t, func() bool {
 		clear(names)

@@ -30,10 +30,7 @@ func TestGCPaceDefaultsUnlessGOGCIsSet(t *testing.T) {
 				env = append(env, "GOGC="+tc.gogc)
 			}
 			p := start(t, t.TempDir(), env, "relay")
-			require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
-			require.False(t, p.Exited(), p.Output())
-			addr := p.Logged("serving /metrics")[0]["addr"].(string)
-			got := scrape(t, "http://"+addr+"/metrics")["go_gc_gogc_percent"]
+			got := scrape(t, "http://"+metricsAddr(t, p)+"/metrics")["go_gc_gogc_percent"]
 			require.Equal(t, tc.want, got, "go_gc_gogc_percent with GOGC=%s", strconv.Quote(tc.gogc))
 			p.Signal(syscall.SIGTERM)
 			require.Zero(t, p.Wait(time.Minute), p.Output())

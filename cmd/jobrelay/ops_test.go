@@ -45,6 +45,15 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return out
 }
 
+// metricsAddr waits until p logs the address it serves /metrics on, and
+// returns it; p exiting first fails the test.
+func metricsAddr(t *testing.T, p *proc) string {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 || p.Exited() }, time.Minute, 5*time.Millisecond)
+	require.False(t, p.Exited(), "exited before serving /metrics: %s", p.Output())
+	return p.Logged("serving /metrics")[0]["addr"].(string)
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
 	pl := newPipeline(t)
@@ -54,8 +63,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	env = append(env, "METRICS_ADDR=127.0.0.1:0", "MAX_DELIVERIES=2", "RECLAIM_IDLE=100ms",
 		`HANDLER=exec:! grep -q poison`) // the review fails for the poison job
 	p := start(t, t.TempDir(), env, "run")
-	require.Eventually(t, func() bool { return len(p.Logged("serving /metrics")) == 1 }, time.Minute, 5*time.Millisecond)
-	addr := p.Logged("serving /metrics")[0]["addr"].(string)
+	addr := metricsAddr(t, p)
 
 	for i := range 21 {
 		title := "Engineer " + strconv.Itoa(i)
