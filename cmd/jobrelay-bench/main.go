@@ -183,7 +183,13 @@ const benchmarksNotes = `
   With one worker the parts overlap only within a transaction (cores busy
   a little over one); with two, the machine's two cores are shared by
   PostgreSQL, Redis and the relay, and the ratio to the limit can be no
-  better than the limit's CPU per job over the relay's. PostgreSQL's own
+  better than the limit's CPU per job over the relay's. The "CPU ceiling"
+  row is that bound for a relay with no cost of its own whose publish
+  costs Redis only what a plain pipelined XADD does (the Redis limit's
+  row here): the 2-connection limit's CPU per job plus that, on the cores
+  the limit kept busy. What separates the default relay from it is the
+  relay's own client work, the dedup records and the extra index reads
+  below. PostgreSQL's own
   part is often larger under the relay than in the limit's loop although
   the statements are the same (the cycle timeout's SET LOCAL, the aging
   claim and real stream names and entry IDs in the UPDATE made no

@@ -25,6 +25,15 @@ func (m *measurement) median() float64 { return median(m.vals) }
 // needs one.
 func (m *measurement) ran() bool { return len(m.vals) > 0 }
 
+// cpuMedian is the median over the runs of f of who spent the CPU.
+func (m *measurement) cpuMedian(f func(cpuSplit) float64) float64 {
+	v := make([]float64, len(m.cpu))
+	for i, c := range m.cpu {
+		v[i] = f(c)
+	}
+	return median(v)
+}
+
 // rounds runs every measurement once per round, b.o.runs rounds: a slow
 // spell of the machine then touches every scenario alike, which keeps the
 // ratios between them honest.
@@ -91,8 +100,8 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	redisLimit := map[int]*measurement{}
 	for _, batch := range []int{100, 1000} {
-		redisLimit[batch] = add("limits", fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
-			noRSS(func() (float64, error) { return b.redisLimit(ctx, batch) }))
+		redisLimit[batch] = addSplit("limits", fmt.Sprintf("Redis limit, pipelined XADD, batch %d", batch),
+			limit(func() (float64, cpuSplit, error) { return b.redisLimit(ctx, batch) }))
 	}
 	type relayKey struct{ batch, replicas, workers int }
 	relayKeys := []relayKey{{100, 1, 1}, {100, 1, 2}, {100, 3, 1}, {100, 3, 2}, {1000, 1, 2}, {1000, 3, 2}}
@@ -239,6 +248,17 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		row("serial ceiling, batch 100, 1 connection: the pipelined PostgreSQL limit and the Redis limit in turn", serial,
 			fmt.Sprintf("%.2f", serial/pg1.median()), "")
 	}
+	// Two workers share the machine's cores with PostgreSQL and Redis: at
+	// best they cost the cores what the 2-connection limit does, plus
+	// what Redis spends on a plain XADD per job, and keep them as busy.
+	cpuCeiling := 0.0
+	if pg2, r := pg[pgKey{100, 2}], redisLimit[100]; pg2.ran() && r.ran() && len(pg2.cpu) > 0 && len(r.cpu) > 0 {
+		all := pg2.cpuMedian(func(c cpuSplit) float64 { return c.perJob(c.client + c.postgres + c.redis) })
+		xadd := r.cpuMedian(func(c cpuSplit) float64 { return c.perJob(c.redis) })
+		cpuCeiling = pg2.median() * all / (all + xadd)
+		row(fmt.Sprintf("CPU ceiling, batch 100, 2 connections: the PostgreSQL limit's %.1f µs of CPU per job and the Redis limit's %.1f µs of Redis, on the cores the limit kept busy", all, xadd),
+			cpuCeiling, fmt.Sprintf("%.2f of 2 connections", cpuCeiling/pg2.median()), "")
+	}
 	relay := func(k relayKey) float64 { return relays[k].median() }
 	for _, k := range relayKeys {
 		if !relays[k].ran() {
@@ -252,6 +272,9 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 		if conns := min(k.replicas*k.workers, 3); conns != k.replicas {
 			ratio += fmt.Sprintf(" (%.2f of %d connections)", v/pg[pgKey{k.batch, conns}].median(), conns)
+		}
+		if k == (relayKey{100, 1, 2}) && cpuCeiling > 0 {
+			ratio += fmt.Sprintf(" (%.2f of the CPU ceiling)", v/cpuCeiling)
 		}
 		target := ""
 		switch k {
@@ -305,6 +328,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		{"PostgreSQL limit, 1 connection (client: the limit's loop)", pg[pgKey{100, 1}]},
 		{"PostgreSQL limit, pipelined, 1 connection", pgPipelined[1]},
 		{"jobrelay relay, RELAY_WORKERS=1 (client: the relay)", relays[relayKey{100, 1, 1}]},
+		{"Redis limit, pipelined XADD (client: the limit's loop)", redisLimit[100]},
 		{"PostgreSQL limit, 2 connections", pg[pgKey{100, 2}]},
 		{"PostgreSQL limit, pipelined, 2 connections", pgPipelined[2]},
 		{"jobrelay relay, RELAY_WORKERS=2 (default)", relays[relayKey{100, 1, 2}]},
@@ -472,21 +496,17 @@ func cpuTable(rows []cpuRow) string {
 			sb.WriteString("\n| CPU per job, batch 100 (µs, median of the runs) | client | PostgreSQL | Redis | all | cores busy | jobs/s | index entries read per job | rows fetched per job |\n" +
 				"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		}
-		pick := func(f func(cpuSplit) float64) float64 {
-			v := make([]float64, len(r.m.cpu))
-			for i, c := range r.m.cpu {
-				v[i] = f(c)
-			}
-			return median(v)
+		pick := r.m.cpuMedian
+		reads := " | |" // a loop without PostgreSQL scans no index
+		if entries := pick(func(c cpuSplit) float64 { return float64(c.reads.entries) / float64(c.jobs) }); entries > 0 {
+			reads = fmt.Sprintf(" %.2f | %.2f |", entries, pick(func(c cpuSplit) float64 { return float64(c.reads.rows) / float64(c.jobs) }))
 		}
-		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s | %.2f | %.2f |\n", r.name,
+		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s |%s\n", r.name,
 			pick(func(c cpuSplit) float64 { return c.perJob(c.client) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.postgres) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.redis) }),
 			pick(func(c cpuSplit) float64 { return c.perJob(c.client + c.postgres + c.redis) }),
-			pick(func(c cpuSplit) float64 { return c.busy() }), thousands(r.m.median()),
-			pick(func(c cpuSplit) float64 { return float64(c.reads.entries) / float64(c.jobs) }),
-			pick(func(c cpuSplit) float64 { return float64(c.reads.rows) / float64(c.jobs) }))
+			pick(func(c cpuSplit) float64 { return c.busy() }), thousands(r.m.median()), reads)
 	}
 	return sb.String()
 }

@@ -153,11 +153,16 @@ func (b *bench) pgPipelinedLimit(ctx context.Context, batch, workers int) (float
 }
 
 // redisLimit adds the jobs' entries with pipelined XADD in batches, one
-// client, no PostgreSQL, no dedup.
-func (b *bench) redisLimit(ctx context.Context, batch int) (float64, error) {
+// client, no PostgreSQL, no dedup, and says who spent the CPU: the Redis
+// server's share is the least any relay costs Redis per job.
+func (b *bench) redisLimit(ctx context.Context, batch int) (float64, cpuSplit, error) {
 	s := "bench:xadd:" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	defer b.rdb.Unlink(context.Background(), s)
 	enq := time.Now().UTC().Format(time.RFC3339Nano)
+	before, err := b.readCPU(ctx)
+	if err != nil {
+		return 0, cpuSplit{}, err
+	}
 	start := time.Now()
 	for done := 0; done < b.o.jobs; done += batch {
 		_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
@@ -171,10 +176,15 @@ func (b *bench) redisLimit(ctx context.Context, batch int) (float64, error) {
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return 0, cpuSplit{}, err
 		}
 	}
-	return float64(b.o.jobs) / time.Since(start).Seconds(), nil
+	elapsed := time.Since(start)
+	after, err := b.readCPU(ctx)
+	if err != nil {
+		return 0, cpuSplit{}, err
+	}
+	return float64(b.o.jobs) / elapsed.Seconds(), after.split(before, after.self-before.self, elapsed, b.o.jobs), nil
 }
 
 // relayRun drains the jobs with replicas `jobrelay relay --once` processes
