@@ -188,8 +188,8 @@ const benchmarksNotes = `
   costs Redis only what a plain pipelined XADD does (the Redis limit's
   row here): the 2-connection limit's CPU per job plus that, on the cores
   the limit kept busy. What separates the default relay from it is the
-  relay's own client work, the dedup records and the extra index reads
-  below. PostgreSQL's own
+  relay's own client work, its publish script (see Redis instructions
+  below) and the extra index reads below. PostgreSQL's own
   part is often larger under the relay than in the limit's loop although
   the statements are the same (the cycle timeout's SET LOCAL, the aging
   claim and real stream names and entry IDs in the UPDATE made no
@@ -207,12 +207,16 @@ const benchmarksNotes = `
   throwaway change that listed the other worker's locked rows in each
   claim's Except read 9.78 entries per job instead of 10.10 and was no
   faster (three interleaved pairs of 200,000-job drains on 2026-11-30,
-  57,146/55,360/55,594 against 57,462/55,492/55,122 jobs/s). A claim that
-  started where the last one ended (a keyset on priority, created_at and
-  id) would not pass over them; it needs an index with id as a tie-breaker
-  and a rule for the jobs that land behind it (retries, inserts committed
-  late, higher priorities), and is left to do. (Each job's UPDATE adds one
-  entry and one row, of the primary key.)
+  57,146/55,360/55,594 against 57,462/55,492/55,122 jobs/s). Claims that
+  start where the last one ended pass over neither: a throwaway keyset
+  claim (an index on priority DESC, created_at, id; every fourth claim
+  from the head, for the jobs that land behind it) read 6.5 entries per
+  job instead of 10.1, and was no faster either (50,019/51,513/51,862
+  against 47,862/52,894/52,084). Its id tie-breaker also scatters the
+  rows of one INSERT (one created_at) over the heap. So the extra reads
+  cost little, and the relay's own part (client and Redis) is what is
+  left. (Each job's UPDATE adds one entry and one row, of the primary
+  key.)
 - **Redis instructions per job** are counted by callgrind (Debian's
   valgrind) in a redis-server of the run's own, inside ` + "`EVALSHA`" + ` only: a
   count, not a time, so it is the same from run to run whatever the machine
@@ -220,7 +224,14 @@ const benchmarksNotes = `
   deleting the records of the batch before; the floor is the same entries
   added by a script that keeps no records. The same command on eb45784,
   before one expiry per batch (09cf1cf), gave 64,483 instructions per job
-  for the publish script, 3.05 times the floor.
+  for the publish script, 3.05 times the floor. In time, Redis's
+  ` + "`INFO commandstats`" + ` over a 200,000-job drain with two workers
+  (2026-11-30) gave 4.89 µs per job in EVALSHA: 0.92 in the XADDs, 0.52 in
+  the dedup records' commands, and 3.45 in Lua and its calls into Redis.
+  A plain pipelined XADD costs the server about 1.9 µs per job all told
+  (the CPU table's Redis limit row), so an XADD from a script is what
+  costs most; a publish without a script, which keeps the at most once
+  per attempt guarantee under a paused relay, is the larger change left.
 - **Three relays** share the machine's two cores with PostgreSQL and Redis;
   at batch 1000 six connections contend for the same rows and pages, and
   three relays are no faster than one.
