@@ -87,9 +87,11 @@ const tenantLockKey = `hashtext('jobrelay tenant in flight'), hashtext(current_s
 // fairClaimSQL claims each tenant's share. Parameters: $1 limit, $2 jobs
 // to pass over, $3 and $4 weights (names, weights), $5 the tenant served
 // last, $6 the cap on jobs in flight (0: none), $7 the tenants to ask.
-// Each tenant's jobs come {{order}}. The lateral subquery locks only the
-// rows it returns, and the outer LIMIT stops asking tenants once the claim
-// is full, so no row is locked that is not claimed.
+// Each tenant's jobs come {{order}}; a row holds {{columns}} (of j, each
+// tenant's jobs, from {{jobColumns}}), and its tenant's quota. The
+// lateral subquery locks only the rows it returns, and the outer LIMIT
+// stops asking tenants once the claim is full, so no row is locked that
+// is not claimed.
 const fairClaimSQL = `
 WITH turns AS (
     SELECT t, coalesce(w.weight, 1) AS weight
@@ -113,10 +115,10 @@ WITH turns AS (
     FROM shares
     ORDER BY t <= $5::text, t
 )
-SELECT j.id::text, j.site, j.job_url, j.title, j.company, j.attempts, j.priority, j.tenant, q.quota
+SELECT {{columns}}, q.t, q.quota
 FROM quotas q
 CROSS JOIN LATERAL (
-    SELECT id, site, job_url, title, company, attempts, priority, tenant FROM jobs
+    SELECT {{jobColumns}} FROM jobs
     WHERE status = 'pending_review' AND coalesce(tenant, '') = q.t AND id <> ALL($2::uuid[])
     ORDER BY {{order}}
     LIMIT q.quota
@@ -124,16 +126,35 @@ CROSS JOIN LATERAL (
 WHERE q.quota > 0
 LIMIT $1`
 
-// The statements of a fair claim: by priority, or oldest first.
+// fairSQL is fairClaimSQL with each tenant's jobs in order. A claim reads
+// the columns a claim publishes; an isolating one (idsOnly) reads the
+// jobs' IDs alone, which always read, whatever the other columns hold (see
+// BeginClaimIDs). Either returns the tenant's name as the claim was given
+// it.
+func fairSQL(order string, idsOnly bool) string {
+	columns, jobColumns := "j.id::text, j.site, j.job_url, j.title, j.company, j.attempts, j.priority, j.tenant",
+		"id, site, job_url, title, company, attempts, priority, tenant"
+	if idsOnly {
+		columns, jobColumns = "j.id::text", "id"
+	}
+	return strings.NewReplacer("{{order}}", order, "{{columns}}", columns, "{{jobColumns}}", jobColumns).Replace(fairClaimSQL)
+}
+
+// The statements of a fair claim: by priority, or oldest first; and of an
+// isolating one.
 var (
-	fairByPrioritySQL = strings.Replace(fairClaimSQL, "{{order}}", "priority DESC, created_at", 1)
-	fairOldestSQL     = strings.Replace(fairClaimSQL, "{{order}}", "created_at", 1)
+	fairByPrioritySQL    = fairSQL("priority DESC, created_at", false)
+	fairOldestSQL        = fairSQL("created_at", false)
+	fairIDsByPrioritySQL = fairSQL("priority DESC, created_at", true)
+	fairIDsOldestSQL     = fairSQL("created_at", true)
 )
 
 // beginFairClaim is BeginClaimWith for p.Fair. It takes two round trips
 // when it looks for the tenants with pending jobs (always with a cap on
-// jobs in flight, which locks them), one otherwise.
-func beginFairClaim(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) (jobs []Job, c Claimed, err error) {
+// jobs in flight, which locks them), one otherwise. If isolating, it
+// begins an isolating transaction and claims as BeginClaimIDs does: the
+// jobs hold their IDs alone.
+func beginFairClaim(ctx context.Context, conn *pgx.Conn, p *ClaimParams, isolating bool, dst []Job) (jobs []Job, c Claimed, err error) {
 	jobs = dst[:0]
 	f := p.Fair
 	except, err := uuids(p.Except)
@@ -147,12 +168,20 @@ func beginFairClaim(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []J
 		weights = append(weights, int32(min(w, 1<<20)))
 	}
 	sql := fairByPrioritySQL
-	if p.Oldest {
+	switch {
+	case isolating && p.Oldest:
+		sql = fairIDsOldestSQL
+	case isolating:
+		sql = fairIDsByPrioritySQL
+	case p.Oldest:
 		sql = fairOldestSQL
 	}
 
 	var b pgx.Batch
 	queueBegin(&b, p.Timeout)
+	if isolating {
+		b.Queue(constraintsImmediateSQL)
+	}
 	tenants := f.Tenants
 	// list finds the tenants with pending jobs, and with a cap locks them.
 	list := func() error {
@@ -186,15 +215,21 @@ func beginFairClaim(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []J
 			return nil
 		}
 		b.Queue(sql, p.Limit, except, names, weights, f.After, f.MaxInFlight, tenants).Query(func(rows pgx.Rows) error {
+			var j Job
+			var tenant string
+			var quota int32
+			dst := []any{&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant, &tenant, &quota}
+			if isolating {
+				dst = []any{&j.ID, &tenant, &quota}
+			}
 			for rows.Next() {
-				var j Job
-				var quota int32
-				if err := rows.Scan(&j.ID, &j.Site, &j.JobURL, &j.Title, &j.Company, &j.Attempts, &j.Priority, &j.Tenant, &quota); err != nil {
+				j = Job{}
+				if err := rows.Scan(dst...); err != nil {
 					return err
 				}
 				jobs = append(jobs, j)
-				got[j.Tenant.String]++
-				if got[j.Tenant.String] == int(quota) {
+				got[tenant]++
+				if got[tenant] == int(quota) {
 					c.More = true // the tenant's share is full: it may have more
 				}
 			}

@@ -21,6 +21,10 @@ import (
 // isolateSavepoint is the one savepoint the helpers hold at a time.
 const isolateSavepoint = "jobrelay_isolate"
 
+// constraintsImmediateSQL makes an isolating transaction check deferred
+// constraints at the end of each statement (see BeginClaimIDs).
+const constraintsImmediateSQL = "SET CONSTRAINTS ALL IMMEDIATE"
+
 // claimIDsSQL is claimSQL for an isolating cycle: IDs only (a uuid always
 // reads, whatever the other columns hold), passing over $2.
 const claimIDsSQL = `
@@ -64,7 +68,10 @@ type ClaimIDsParams struct {
 	// Oldest, oldest first whatever the priority;
 	Oldest bool
 	Except []string // passing over these;
-	Only   []string // or, if not nil, those of these still pending
+	// Fair, if not nil, shares the claim between tenants as a fair claim
+	// does (see FairParams), each tenant's jobs in the order above;
+	Fair *FairParams
+	Only []string // or, if not nil, those of these still pending
 	// Timeout bounds the transaction as ClaimParams.Timeout does.
 	Timeout time.Duration
 }
@@ -73,13 +80,21 @@ type ClaimIDsParams struct {
 // jobs, as BeginClaim does, but returns their IDs only: LoadJobs reads the
 // rest. The transaction checks deferred constraints at the end of each
 // statement (SET CONSTRAINTS ALL IMMEDIATE), not at COMMIT, so that a row
-// that fails one fails in the statement that touched it. One round trip.
-// On error the caller must call Rollback.
+// that fails one fails in the statement that touched it. One round trip,
+// or a fair claim's (see beginFairClaim). On error the caller must call
+// Rollback.
 func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]string, error) {
 	var ids []string
+	if p.Fair != nil && p.Only == nil {
+		jobs, _, err := beginFairClaim(ctx, conn, &ClaimParams{Limit: p.Limit, Except: p.Except, Oldest: p.Oldest, Fair: p.Fair, Timeout: p.Timeout}, true, nil)
+		for i := range jobs {
+			ids = append(ids, jobs[i].ID)
+		}
+		return ids, err
+	}
 	var b pgx.Batch
 	queueBegin(&b, p.Timeout)
-	b.Queue("SET CONSTRAINTS ALL IMMEDIATE")
+	b.Queue(constraintsImmediateSQL)
 	var q *pgx.QueuedQuery
 	if p.Only != nil {
 		only, err := uuids(p.Only)

@@ -153,7 +153,7 @@ type Claimed struct {
 // transaction stays open for CommitInReview.
 func BeginClaimWith(ctx context.Context, conn *pgx.Conn, p *ClaimParams, dst []Job) (jobs []Job, c Claimed, err error) {
 	if p.Fair != nil {
-		return beginFairClaim(ctx, conn, p, dst)
+		return beginFairClaim(ctx, conn, p, false, dst)
 	}
 	var b pgx.Batch
 	if err := queueClaim(&b, p, dst, &jobs); err != nil {

@@ -58,10 +58,11 @@ type rowFailure struct {
 }
 
 // isolate runs the isolating cycle after a cycle failed with cause, over
-// the jobs in only, or over a new claim if only is nil (the claim itself
-// failed): in that claim's order, oldest first if oldest, else by
-// priority.
-func (w *worker) isolate(parent context.Context, room *reservation, only []string, oldest bool, cause error) (c cycleResult, err error) {
+// the jobs in only, or over a new claim if only is nil: the claim itself
+// failed, and the new one takes failed's order (oldest first or by
+// priority, shared between tenants or not), so that it meets the row the
+// failed claim met.
+func (w *worker) isolate(parent context.Context, room *reservation, only []string, failed *db.ClaimParams, cause error) (c cycleResult, err error) {
 	r := w.r
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.cfg.CycleTimeout)
 	defer cancel()
@@ -79,7 +80,19 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 		return fail("claim", err)
 	}
 	limit := room.held
-	ids, err := db.BeginClaimIDs(ctx, conn, &db.ClaimIDsParams{Limit: limit, Oldest: oldest, Except: r.skipped(), Only: only, Timeout: r.cfg.CycleTimeout})
+	p := &db.ClaimIDsParams{Limit: limit, Except: r.skipped(), Only: only, Timeout: r.cfg.CycleTimeout}
+	if failed != nil {
+		p.Oldest, p.Fair = failed.Oldest, failed.Fair
+	}
+	ids, err := db.BeginClaimIDs(ctx, conn, p)
+	if err != nil && p.Fair != nil && db.IsRowError(err) {
+		// A row's data failed what a fair claim reads besides IDs (the
+		// names of the tenants with pending jobs): claim by priority
+		// alone, which reaches the row in time.
+		w.rollback(ctx)
+		p.Fair = nil
+		ids, err = db.BeginClaimIDs(ctx, conn, p)
+	}
 	if err != nil {
 		return fail("claim", err)
 	}

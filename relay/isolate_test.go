@@ -398,6 +398,67 @@ SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 seco
 	require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")), "the claim that met the row")
 }
 
+// TestAnUnreadableRowOfAFairClaimIsIsolatedAtOnce: with TenantFair, a row
+// at the head of one tenant's jobs, behind many older jobs of another,
+// fails the fair claim that serves its tenant. The isolating cycle shares
+// its claim between the tenants as the failed claim did, so it meets the
+// row at once: claiming by priority alone would relay ten of the other
+// tenant's jobs per isolating cycle, and every fair claim in between would
+// fail on the row again, until the other tenant's jobs were all gone. A
+// tenant's name that cannot be read fails the fair claim's list of
+// tenants, and would fail the isolating claim's too: that one claims by
+// priority instead, and the row still goes.
+func TestAnUnreadableRowOfAFairClaimIsIsolatedAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		column string // the bad row's unreadable column
+		lastB  int    // at most this many entries before tenant b's last
+	}{
+		{name: "title", column: "title", lastB: 40},
+		{name: "tenant", column: "tenant", lastB: 115},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testenv.Context(t)
+			pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'A ' || g, 'A', 'a', now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
+INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
+			require.NoError(t, err)
+			bad := insertUnreadableJob(t, pool, 0, time.Hour) // the oldest of tenant b's
+			_, err = pool.Exec(ctx, `UPDATE jobs SET tenant = CASE WHEN $2 = 'tenant' THEN title ELSE 'b' END,
+    title = CASE WHEN $2 = 'tenant' THEN 'readable' ELSE title END
+WHERE id = $1`, bad, tc.column)
+			require.NoError(t, err)
+
+			rdb := testenv.NewRedis(t)
+			s := testenv.Stream(t, rdb)
+			r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1, TenantFair: true})
+			require.NoError(t, err)
+			res, err := r.DrainReport(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 116, res.Jobs)
+			require.Equal(t, []string{bad}, res.Failed)
+			msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
+			require.NoError(t, err)
+			require.Len(t, msgs, 115)
+			var atB []int
+			for i, m := range msgs {
+				if m.Values["company"] == "B" {
+					atB = append(atB, i)
+				}
+			}
+			require.Len(t, atB, 15)
+			require.Less(t, atB[len(atB)-1], tc.lastB, "tenant b's jobs share the first claims with tenant a's")
+			if tc.column == "title" {
+				require.EqualValues(t, 1, counterValue(t, r.m.Errors.WithLabelValues("claim")), "the claim that met the row")
+			}
+		})
+	}
+}
+
 // insertUnreadableJob inserts a job at priority, created ago before now,
 // whose title has no equivalent in UTF-8: pool's database is in EUC-JP
 // and its client asks for UTF-8, so every statement that reads the title

@@ -41,13 +41,13 @@ type worker struct {
 	aheadRowErr *rowClaimError
 }
 
-// rowClaimError is a claim that a row's data failed, and its order: the
-// isolating cycle claims in the same order, so that it meets the row in
-// its first batch, not once every job before the row in another order
+// rowClaimError is a claim that a row's data failed, and what it claimed:
+// the isolating cycle claims in the same order, so that it meets the row
+// in its first batch, not once every job before the row in another order
 // has gone.
 type rowClaimError struct {
-	err    error
-	oldest bool // the claim took the oldest jobs, whatever their priority
+	err   error
+	claim *db.ClaimParams
 }
 
 // claim is a batch claimed in an open transaction, not yet published.
@@ -166,7 +166,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 	jobs, claimed, limit := cl.jobs, cl.claimed, cl.limit
 	if failed := w.claimRowErr; failed != nil { // no claim in hand: commit made none
 		w.claimRowErr = nil
-		return w.isolate(parent, room, nil, failed.oldest, failed.err)
+		return w.isolate(parent, room, nil, failed.claim, failed.err)
 	}
 	if jobs == nil {
 		limit = room.held
@@ -176,7 +176,7 @@ func (w *worker) cycle(parent context.Context, cl *claim, mode drainMode) (c cyc
 			m.Errors.WithLabelValues("claim").Inc()
 			w.rollback(ctx)
 			if db.IsRowError(err) {
-				return w.isolate(parent, room, nil, p.Oldest, err)
+				return w.isolate(parent, room, nil, p, err)
 			}
 			return c, err
 		}
@@ -369,7 +369,7 @@ func (w *worker) publishClaimingAhead(ctx context.Context, conn *pgx.Conn, room 
 	r.m.Errors.WithLabelValues("claim").Inc()
 	w.aheadFailed = true
 	if db.IsRowError(claimErr) {
-		w.aheadRowErr = &rowClaimError{err: claimErr, oldest: p.Oldest}
+		w.aheadRowErr = &rowClaimError{err: claimErr, claim: p}
 		r.log.DebugContext(ctx, "relay: a row's data failed the claim ahead; the next cycle commits its batch alone, the one after isolates the row", slog.String("err", claimErr.Error()))
 		return b, nil, true, nil
 	}
@@ -452,7 +452,7 @@ func (w *worker) commit(ctx context.Context, conn *pgx.Conn, p *db.InReviewParam
 		r.m.Errors.WithLabelValues("claim").Inc()
 		w.rollback(ctx)
 		if db.IsRowError(err) {
-			w.claimRowErr = &rowClaimError{err: err, oldest: np.Oldest}
+			w.claimRowErr = &rowClaimError{err: err, claim: np}
 		} else {
 			r.log.DebugContext(ctx, "relay: claim with the commit failed; the next cycle claims again", slog.String("err", err.Error()))
 		}
@@ -473,7 +473,7 @@ func (w *worker) isolateBatch(parent context.Context, room *reservation, limit i
 			ids = append(ids, jobs[i].ID)
 		}
 	}
-	c, err := w.isolate(parent, room, ids, false, cause)
+	c, err := w.isolate(parent, room, ids, nil, cause)
 	c.full = len(ids) >= limit // whatever other relays took meanwhile
 	return c, err
 }
