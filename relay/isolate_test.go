@@ -381,17 +381,7 @@ SELECT 'High ' || g, 'High', 5, now() - interval '1 hour' + g * interval '1 seco
 	require.NoError(t, err)
 	bad := insertUnreadableJob(t, pool, 5, time.Hour-5500*time.Millisecond)
 
-	rdb := testenv.NewRedis(t)
-	s := testenv.Stream(t, rdb)
-	r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1})
-	require.NoError(t, err)
-	res, err := r.DrainReport(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 116, res.Jobs)
-	require.Equal(t, []string{bad}, res.Failed)
-	msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
-	require.NoError(t, err)
-	require.Len(t, msgs, 115)
+	r, msgs := drainOneBad(t, pool, Config{BatchSize: 10, Workers: 1}, 116, bad)
 	for i, m := range msgs[:15] {
 		require.Equal(t, "High", m.Values["company"], "entry %d: the high-priority jobs go first", i)
 	}
@@ -433,17 +423,7 @@ SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' 
 WHERE id = $1`, bad, tc.column)
 			require.NoError(t, err)
 
-			rdb := testenv.NewRedis(t)
-			s := testenv.Stream(t, rdb)
-			r, err := New(pool, rdb, Config{Stream: s, MaxStreamLag: -1, MaxMemoryRatio: -1, BatchSize: 10, Workers: 1, TenantFair: true})
-			require.NoError(t, err)
-			res, err := r.DrainReport(ctx)
-			require.NoError(t, err)
-			require.Equal(t, 116, res.Jobs)
-			require.Equal(t, []string{bad}, res.Failed)
-			msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
-			require.NoError(t, err)
-			require.Len(t, msgs, 115)
+			r, msgs := drainOneBad(t, pool, Config{BatchSize: 10, Workers: 1, TenantFair: true}, 116, bad)
 			var atB []int
 			for i, m := range msgs {
 				if m.Values["company"] == "B" {
@@ -457,6 +437,27 @@ WHERE id = $1`, bad, tc.column)
 			}
 		})
 	}
+}
+
+// drainOneBad drains pool's jobs, of which there are jobs, with a relay
+// of cfg on a stream of its own (no backpressure), and checks that bad
+// failed and every other job was relayed. It returns the relay and the
+// stream's entries.
+func drainOneBad(t *testing.T, pool *pgxpool.Pool, cfg Config, jobs int, bad string) (*Relay, []redis.XMessage) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	rdb := testenv.NewRedis(t)
+	cfg.Stream, cfg.MaxStreamLag, cfg.MaxMemoryRatio = testenv.Stream(t, rdb), -1, -1
+	r, err := New(pool, rdb, cfg)
+	require.NoError(t, err)
+	res, err := r.DrainReport(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jobs, res.Jobs)
+	require.Equal(t, []string{bad}, res.Failed)
+	msgs, err := rdb.XRange(ctx, cfg.Stream, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, jobs-1)
+	return r, msgs
 }
 
 // insertUnreadableJob inserts a job at priority, created ago before now,
