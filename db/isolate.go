@@ -81,16 +81,15 @@ type ClaimIDsParams struct {
 // rest. The transaction checks deferred constraints at the end of each
 // statement (SET CONSTRAINTS ALL IMMEDIATE), not at COMMIT, so that a row
 // that fails one fails in the statement that touched it. One round trip,
-// or a fair claim's (see beginFairClaim). On error the caller must call
-// Rollback.
-func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]string, error) {
-	var ids []string
+// or a fair claim's (see beginFairClaim), and c says what the claim found
+// as a claim's Claimed does. On error the caller must call Rollback.
+func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) (ids []string, c Claimed, err error) {
 	if p.Fair != nil && p.Only == nil {
-		jobs, _, err := beginFairClaim(ctx, conn, &ClaimParams{Limit: p.Limit, Except: p.Except, Oldest: p.Oldest, Fair: p.Fair, Timeout: p.Timeout}, true, nil)
+		jobs, c, err := beginFairClaim(ctx, conn, &ClaimParams{Limit: p.Limit, Except: p.Except, Oldest: p.Oldest, Fair: p.Fair, Timeout: p.Timeout}, true, nil)
 		for i := range jobs {
 			ids = append(ids, jobs[i].ID)
 		}
-		return ids, err
+		return ids, c, err
 	}
 	var b pgx.Batch
 	queueBegin(&b, p.Timeout)
@@ -99,13 +98,13 @@ func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]st
 	if p.Only != nil {
 		only, err := uuids(p.Only)
 		if err != nil {
-			return nil, fmt.Errorf("claim pending jobs: %w", err)
+			return nil, c, fmt.Errorf("claim pending jobs: %w", err)
 		}
 		q = b.Queue(reclaimIDsSQL, only)
 	} else {
 		except, err := uuids(p.Except)
 		if err != nil {
-			return nil, fmt.Errorf("claim pending jobs: %w", err)
+			return nil, c, fmt.Errorf("claim pending jobs: %w", err)
 		}
 		query := claimIDsSQL
 		if p.Oldest {
@@ -119,9 +118,10 @@ func BeginClaimIDs(ctx context.Context, conn *pgx.Conn, p *ClaimIDsParams) ([]st
 		return err
 	})
 	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, fmt.Errorf("claim pending jobs: %w", err)
+		return nil, c, fmt.Errorf("claim pending jobs: %w", err)
 	}
-	return ids, nil
+	c.More = len(ids) >= p.Limit
+	return ids, c, nil
 }
 
 // LoadJobs reads the columns of jobs the transaction holds and appends them

@@ -84,19 +84,25 @@ func (w *worker) isolate(parent context.Context, room *reservation, only []strin
 	if failed != nil {
 		p.Oldest, p.Fair = failed.Oldest, failed.Fair
 	}
-	ids, err := db.BeginClaimIDs(ctx, conn, p)
+	ids, claimed, err := db.BeginClaimIDs(ctx, conn, p)
 	if err != nil && p.Fair != nil && db.IsRowError(err) {
 		// A row's data failed what a fair claim reads besides IDs (the
 		// names of the tenants with pending jobs): claim by priority
 		// alone, which reaches the row in time.
 		w.rollback(ctx)
 		p.Fair = nil
-		ids, err = db.BeginClaimIDs(ctx, conn, p)
+		if conn, err = w.cycleConn(ctx); err == nil {
+			ids, claimed, err = db.BeginClaimIDs(ctx, conn, p)
+		}
 	}
 	if err != nil {
 		return fail("claim", err)
 	}
-	c.full = len(ids) == limit
+	if only == nil {
+		r.claimed(nil, claimed) // a tenant held back by its cap
+	}
+	// A fair claim can be short of its limit with more behind it.
+	c.full = claimed.More
 	if len(ids) == 0 { // another relay took them meanwhile
 		w.rollback(ctx)
 		return c, nil

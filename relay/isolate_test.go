@@ -442,6 +442,38 @@ WHERE id = $1`, bad, tc.column)
 	}
 }
 
+// TestAFairIsolatingCycleKeepsTheDrainGoing: a fair claim can be short of
+// its limit with a backlog behind it (shares round down, a tenant's cap
+// holds it back); it says whether more may wait. The isolating cycle
+// that replaces a failed fair claim must say so too: judged by its size,
+// it ended the drain, and the backlog waited for the next notification
+// or poll.
+func TestAFairIsolatingCycleKeepsTheDrainGoing(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'A ' || g, 'A', 'a', now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
+INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
+	require.NoError(t, err)
+	bad := insertUnreadableJob(t, pool, 0, time.Hour) // the oldest of tenant b's
+	_, err = pool.Exec(ctx, `UPDATE jobs SET tenant = 'b' WHERE id = $1`, bad)
+	require.NoError(t, err)
+
+	rdb := testenv.NewRedis(t)
+	// Two tenants' shares of 25 are 12 each: every claim is short of 25.
+	r, err := New(pool, rdb, Config{Stream: testenv.Stream(t, rdb), MaxStreamLag: -1, MaxMemoryRatio: -1,
+		BatchSize: 25, Workers: 1, TenantFair: true, PollInterval: time.Hour})
+	require.NoError(t, err)
+	startRelay(t, r)
+	require.Eventually(t, func() bool {
+		var pending int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'pending_review'`).Scan(&pending)
+		return err == nil && pending == 0
+	}, 10*time.Second, 10*time.Millisecond, "the backlog waits for the next poll")
+}
+
 // drainOneBad drains pool's jobs, of which there are jobs, with a relay
 // of cfg on a stream of its own (no backpressure), and checks that bad
 // failed and every other job was relayed. It returns the relay and the
