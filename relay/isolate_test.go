@@ -413,19 +413,7 @@ func TestAnUnreadableRowOfAFairClaimIsIsolatedAtOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := testenv.Context(t)
-			pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
-			_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, tenant, created_at)
-SELECT 'A ' || g, 'A', 'a', now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
-INSERT INTO jobs (title, company, tenant, created_at)
-SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
-			require.NoError(t, err)
-			bad := insertUnreadableJob(t, pool, 0, time.Hour) // the oldest of tenant b's
-			_, err = pool.Exec(ctx, `UPDATE jobs SET tenant = CASE WHEN $2 = 'tenant' THEN title ELSE 'b' END,
-    title = CASE WHEN $2 = 'tenant' THEN 'readable' ELSE title END
-WHERE id = $1`, bad, tc.column)
-			require.NoError(t, err)
-
+			pool, bad := twoTenantsOneBad(t, tc.column)
 			r, msgs := drainOneBad(t, pool, Config{BatchSize: 10, Workers: 1, TenantFair: true}, 116, bad)
 			var atB []int
 			for i, m := range msgs {
@@ -451,16 +439,7 @@ WHERE id = $1`, bad, tc.column)
 func TestAFairIsolatingCycleKeepsTheDrainGoing(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
-	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, tenant, created_at)
-SELECT 'A ' || g, 'A', 'a', now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
-INSERT INTO jobs (title, company, tenant, created_at)
-SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
-	require.NoError(t, err)
-	bad := insertUnreadableJob(t, pool, 0, time.Hour) // the oldest of tenant b's
-	_, err = pool.Exec(ctx, `UPDATE jobs SET tenant = 'b' WHERE id = $1`, bad)
-	require.NoError(t, err)
-
+	pool, _ := twoTenantsOneBad(t, "title")
 	rdb := testenv.NewRedis(t)
 	// Two tenants' shares of 25 are 12 each: every claim is short of 25.
 	r, err := New(pool, rdb, Config{Stream: testenv.Stream(t, rdb), MaxStreamLag: -1, MaxMemoryRatio: -1,
@@ -472,6 +451,27 @@ SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' 
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE status = 'pending_review'`).Scan(&pending)
 		return err == nil && pending == 0
 	}, 10*time.Second, 10*time.Millisecond, "the backlog waits for the next poll")
+}
+
+// twoTenantsOneBad makes a database of 100 jobs of tenant a, then 16 of
+// tenant b, the oldest of which has column ("title" or "tenant")
+// unreadable (see insertUnreadableJob). It returns the database and that
+// job's ID.
+func twoTenantsOneBad(t *testing.T, column string) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	pool := testenv.NewDatabase(t, "EUC_JP", "client_encoding=UTF8")
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'A ' || g, 'A', 'a', now() - interval '2 hours' + g * interval '1 second' FROM generate_series(1, 100) g;
+INSERT INTO jobs (title, company, tenant, created_at)
+SELECT 'B ' || g, 'B', 'b', now() - interval '1 hour' + g * interval '1 second' FROM generate_series(1, 15) g`)
+	require.NoError(t, err)
+	bad := insertUnreadableJob(t, pool, 0, time.Hour)
+	_, err = pool.Exec(ctx, `UPDATE jobs SET tenant = CASE WHEN $2 = 'tenant' THEN title ELSE 'b' END,
+    title = CASE WHEN $2 = 'tenant' THEN 'readable' ELSE title END
+WHERE id = $1`, bad, column)
+	require.NoError(t, err)
+	return pool, bad
 }
 
 // drainOneBad drains pool's jobs, of which there are jobs, with a relay
