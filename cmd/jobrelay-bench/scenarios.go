@@ -85,7 +85,7 @@ func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn,
 		pids[i] = c.PgConn().PID()
 	}
 	closeAll()
-	if err := b.waitPidsGone(ctx, pids); err != nil {
+	if err := b.waitBackendsGone(ctx, "pid = ANY($1)", pids); err != nil {
 		return 0, cpuSplit{}, err
 	}
 	if split.reads, err = b.readIndexReads(ctx, p.schema); err != nil {
@@ -95,12 +95,14 @@ func (b *bench) measureLoop(ctx context.Context, p *pipeline, conns []*pgx.Conn,
 	return float64(b.o.jobs) / elapsed.Seconds(), split, p.check(ctx, db.StatusInReview, b.o.jobs)
 }
 
-// waitPidsGone waits until no backend of pids is left in
-// pg_stat_activity.
-func (b *bench) waitPidsGone(ctx context.Context, pids []uint32) error {
+// waitBackendsGone waits until pg_stat_activity holds no backend that
+// where (a condition on its columns, with args) matches: a backend whose
+// client has gone leaves a moment later, and only then are its CPU time
+// its postmaster's to read and its index counts sent.
+func (b *bench) waitBackendsGone(ctx context.Context, where string, args ...any) error {
 	return waitFor(ctx, 30*time.Second, func() bool {
 		var n int
-		err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&n)
+		err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE `+where, args...).Scan(&n)
 		return err == nil && n == 0
 	})
 }
@@ -250,7 +252,8 @@ func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs i
 		client += (pr.cmd.ProcessState.UserTime() + pr.cmd.ProcessState.SystemTime()).Seconds()
 	}
 	elapsed := time.Since(start)
-	if err := b.waitBackendsGone(ctx); err != nil {
+	// The backends of the relays that exited.
+	if err := b.waitBackendsGone(ctx, "application_name IN ('jobrelay relay', 'jobrelay listener')"); err != nil {
 		return res, err
 	}
 	after, err := b.readCPU(ctx)
@@ -274,17 +277,6 @@ func (b *bench) relayDrain(ctx context.Context, batch, replicas, workers, jobs i
 	}
 	res.rate = float64(jobs) / elapsed.Seconds()
 	return res, nil
-}
-
-// waitBackendsGone waits until the backends of the relays that exited
-// have too, so that their CPU time is their postmaster's to read.
-func (b *bench) waitBackendsGone(ctx context.Context) error {
-	return waitFor(ctx, 30*time.Second, func() bool {
-		var n int
-		err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE application_name IN ('jobrelay relay', 'jobrelay listener')`).Scan(&n)
-		return err == nil && n == 0
-	})
 }
 
 // oldPoller is the pattern jobrelay replaces: read 100 pending jobs, then
